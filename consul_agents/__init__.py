@@ -1,0 +1,43 @@
+"""consul-agents: a registry and discovery layer for AI agents, built on HashiCorp Consul."""
+
+from consul_agents._errors import (
+    AgentNotFoundError,
+    ConsulAgentsError,
+    ConsulRequestError,
+    InvalidAgentError,
+    PermissionDeniedError,
+    RegistryTimeoutError,
+    RegistryUnavailableError,
+)
+from consul_agents._models import (
+    AgentInfo,
+    AgentRegistration,
+    AgentStatus,
+    DiscoveryRequest,
+    SelectionCriteria,
+    Strategy,
+)
+from consul_agents._registry import AgentRegistry, AgentSession
+from consul_agents._settings import ConsulSettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentInfo",
+    "AgentNotFoundError",
+    "AgentRegistration",
+    "AgentRegistry",
+    "AgentSession",
+    "AgentStatus",
+    "ConsulAgentsError",
+    "ConsulRequestError",
+    "ConsulSettings",
+    "DiscoveryRequest",
+    "InvalidAgentError",
+    "PermissionDeniedError",
+    "RegistryTimeoutError",
+    "RegistryUnavailableError",
+    "SelectionCriteria",
+    "Strategy",
+    "__version__",
+]

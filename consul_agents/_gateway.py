@@ -1,0 +1,254 @@
+"""The one module that talks to Consul: one long-lived aiohttp session, through py-consul's HTTP client.
+
+Everything that can go wrong on the wire is translated into this project's exceptions in one place,
+:func:`_raise_for`/:meth:`ConsulGateway._send`; aiohttp and py-consul exceptions never reach callers.
+Reads are retried a few times with a short back-off (they are idempotent); writes are never retried
+blindly, because a write that timed out may still have been applied.
+
+The token travels only in the ``X-Consul-Token`` header, never in a URL, and never appears in a message,
+a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import consul.aio
+import consul.base
+
+from consul_agents._errors import (
+    ConsulRequestError,
+    PermissionDeniedError,
+    RegistryTimeoutError,
+    RegistryUnavailableError,
+)
+from consul_agents._settings import ConsulSettings
+
+__all__ = ["ConsulGateway", "ConsulResponse", "QueryMeta"]
+
+log = logging.getLogger("consul_agents.gateway")
+
+#: Back-off before each retry of a read that found Consul unavailable.
+_READ_RETRY_DELAYS = (0.05, 0.25)
+_DETAIL_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class QueryMeta:
+    """What Consul says about a read besides its body (Consul's Go API calls this QueryMeta)."""
+
+    index: int = 0
+    known_leader: bool = True
+    #: Milliseconds since the answering server last heard from the leader (stale reads).
+    last_contact_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConsulResponse:
+    status: int
+    body: Any
+    meta: QueryMeta
+
+
+class _HTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]
+    """py-consul's asyncio client with a connector built the current aiohttp way.
+
+    py-consul 1.8 passes ``verify_ssl``/``ssl_context`` to aiohttp's TCPConnector, which aiohttp deprecates;
+    everything else (URI building, request sending) is py-consul's own.
+    """
+
+    def __init__(self, settings: ConsulSettings) -> None:
+        consul.base.HTTPClient.__init__(
+            self, settings.host, settings.port, settings.scheme, verify=settings.verify
+        )
+        ssl_option: ssl.SSLContext | bool = False
+        if settings.scheme == "https" and settings.verify:
+            ssl_option = ssl.create_default_context(cafile=settings.ca_cert)
+        connector = aiohttp.TCPConnector(ssl=ssl_option, limit=256)
+        self._session = aiohttp.ClientSession(connector=connector)
+
+
+def _meta_from(headers: Any) -> QueryMeta:
+    def number(name: str) -> int:
+        try:
+            return int(headers.get(name, 0))
+        except (TypeError, ValueError):
+            return 0
+
+    return QueryMeta(
+        index=number("X-Consul-Index"),
+        known_leader=str(headers.get("X-Consul-KnownLeader", "true")).lower() == "true",
+        last_contact_ms=number("X-Consul-LastContact"),
+    )
+
+
+def _decode(body: str) -> Any:
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body
+
+
+def _is_outage(status: int, detail: str) -> bool:
+    """5xx answers that mean "Consul cannot serve now", not "your request is wrong"."""
+    lowered = detail.lower()
+    return status in (502, 503, 504) or (
+        status == 500
+        and ("no cluster leader" in lowered or "rpc error" in lowered or "no path to" in lowered)
+    )
+
+
+def _raise_for(operation: str, address: str, status: int, body: str) -> None:
+    """Map an error answer from Consul to an exception (pure; tested without a server)."""
+    detail = body.strip()[:_DETAIL_LIMIT]
+    if status in (401, 403):
+        raise PermissionDeniedError(operation, detail)
+    if _is_outage(status, detail):
+        raise RegistryUnavailableError(
+            f"Consul at {address} cannot serve {operation} now: {status} {detail}", address=address
+        )
+    raise ConsulRequestError(operation, status, detail)
+
+
+class ConsulGateway:
+    """An open connection to one Consul agent. Use as ``async with ConsulGateway(settings) as gw``."""
+
+    def __init__(self, settings: ConsulSettings) -> None:
+        self.settings = settings
+        self._http: _HTTPClient | None = None
+
+    def __repr__(self) -> str:
+        return f"ConsulGateway(address={self.settings.address!r}, datacenter={self.settings.datacenter!r})"
+
+    @property
+    def address(self) -> str:
+        return self.settings.address
+
+    async def __aenter__(self) -> Self:
+        self._http = _HTTPClient(self.settings)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.close()
+
+    def _headers(self, token: str | None) -> dict[str, str]:
+        chosen = token if token is not None else self.settings.token
+        return {"X-Consul-Token": chosen} if chosen else {}
+
+    async def _send(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        params: list[tuple[str, Any]],
+        body: Any,
+        timeout: float,
+        token: str | None,
+    ) -> consul.base.Response:
+        if self._http is None:
+            raise RuntimeError("ConsulGateway is not open: use it as an async context manager")
+        http = self._http
+        data = "" if body is None else (body if isinstance(body, str | bytes) else json.dumps(body))
+        headers = self._headers(token)
+        try:
+            if method == "GET":
+                call = http.get(
+                    lambda r: r, path, params=params, headers=headers, connections_timeout=timeout
+                )
+            elif method == "PUT":
+                call = http.put(
+                    lambda r: r, path, params=params, data=data, headers=headers, connections_timeout=timeout
+                )
+            elif method == "DELETE":
+                call = http.delete(
+                    lambda r: r, path, params=params, headers=headers, connections_timeout=timeout
+                )
+            else:
+                raise ValueError(f"unsupported method {method}")
+            response: consul.base.Response = await call
+        except (TimeoutError, consul.Timeout) as exc:
+            raise RegistryTimeoutError(
+                f"Consul at {self.address} did not answer {operation} within {timeout:g}s",
+                address=self.address,
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise RegistryUnavailableError(
+                f"Consul at {self.address} is unreachable ({type(exc).__name__}) during {operation}",
+                address=self.address,
+            ) from exc
+        return response
+
+    async def request(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        datacenter: str | None = None,
+        index: int | None = None,
+        wait: float | None = None,
+        consistency: str | None = None,
+        allow_404: bool = False,
+        token: str | None = None,
+    ) -> ConsulResponse:
+        """Send one request; reads (GET) are retried on outage, writes are not.
+
+        ``index``/``wait`` make a blocking query; its timeout is then wait + wait/16 + the normal timeout,
+        longer than Consul's own jitter, as Consul's blocking-query rules require.
+        """
+        query: list[tuple[str, Any]] = list((params or {}).items())
+        dc = datacenter or self.settings.datacenter
+        if dc:
+            query.append(("dc", dc))
+        if consistency in ("stale", "consistent"):
+            query.append((consistency, ""))
+        timeout = self.settings.timeout
+        if index is not None:
+            query.append(("index", max(index, 1)))
+            if wait is not None:
+                query.append(("wait", f"{max(int(wait * 1000), 1)}ms"))
+                timeout += wait + wait / 16
+        attempts = len(_READ_RETRY_DELAYS) + 1 if method == "GET" else 1
+        for attempt in range(attempts):
+            try:
+                response = await self._send(operation, method, path, query, body, timeout, token)
+                if response.code == 404 and allow_404:
+                    return ConsulResponse(404, None, _meta_from(response.headers))
+                if response.code >= 400:
+                    _raise_for(operation, self.address, response.code, str(response.body))
+                return ConsulResponse(response.code, _decode(response.body), _meta_from(response.headers))
+            except RegistryTimeoutError:
+                raise
+            except RegistryUnavailableError as exc:
+                if attempt + 1 >= attempts:
+                    raise
+                log.debug("retrying %s after: %s", operation, exc)
+                await asyncio.sleep(_READ_RETRY_DELAYS[attempt])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def get(self, operation: str, path: str, **kwargs: Any) -> ConsulResponse:
+        return await self.request(operation, "GET", path, **kwargs)
+
+    async def put(self, operation: str, path: str, body: Any = None, **kwargs: Any) -> ConsulResponse:
+        return await self.request(operation, "PUT", path, body=body, **kwargs)
+
+    async def delete(self, operation: str, path: str, **kwargs: Any) -> ConsulResponse:
+        return await self.request(operation, "DELETE", path, **kwargs)

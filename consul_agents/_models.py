@@ -1,0 +1,311 @@
+"""The public data model: what a caller registers, asks for and gets back.
+
+These are plain pydantic models with no knowledge of Consul's JSON; `_wire` translates them. Validation here
+is the first and only gate before Consul: an invalid registration never reaches the network.
+
+Names are DNS labels so that every agent type and capability is reachable through Consul DNS:
+lowercase letters, digits and '-', 1 to 63 characters, not starting or ending with '-'. Input is
+lowercased before it is checked (Consul DNS is case-insensitive, so "Plan" and "plan" would collide).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from consul_agents._errors import InvalidAgentError
+
+__all__ = [
+    "MAX_METADATA_BYTES",
+    "MAX_TAGS",
+    "RESERVED_META_PREFIX",
+    "SERVICE_PREFIX",
+    "AgentInfo",
+    "AgentRegistration",
+    "AgentStatus",
+    "DiscoveryRequest",
+    "SelectionCriteria",
+    "Strategy",
+    "invalid_agent_error",
+]
+
+#: Every agent type T is registered as the Consul service ``agent-T``: one service name per type lets
+#: Consul ACL rules grant or deny by type, and the prefix lets one rule (``service_prefix "agent-"``)
+#: cover every agent and nothing else.
+SERVICE_PREFIX = "agent-"
+#: Meta keys this library writes for itself; user tags may not start with it (nor with Consul's "consul-").
+RESERVED_META_PREFIX = "agent-"
+#: The Meta keys the wire format writes for itself (see `_wire`). Consul allows 64 keys in all.
+RESERVED_META_KEYS = ("agent-endpoint", "agent-load", "agent-heartbeat", "agent-ttl", "agent-metadata")
+#: How many user tags fit beside the reserved keys in Consul's 64-key Meta.
+MAX_TAGS = 64 - len(RESERVED_META_KEYS)
+#: Metadata is any JSON object up to this size once serialised. Small metadata lives in Meta, the rest in KV.
+MAX_METADATA_BYTES = 64 * 1024
+
+_DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_MAX_META_VALUE = 512
+_MAX_TYPE_LENGTH = 63 - len(SERVICE_PREFIX)  # the service name "agent-<type>" must itself be a DNS label
+
+
+class AgentStatus(StrEnum):
+    """An agent's health, in Consul's own words.
+
+    The aggregate of a service's checks follows Consul's rule: maintenance wins over everything, then
+    critical, then warning; only an agent whose every check passes is passing.
+    """
+
+    PASSING = "passing"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    MAINTENANCE = "maintenance"
+
+
+Strategy = Literal["round_robin", "weighted_random", "least_loaded", "power_of_two"]
+
+
+def _dns_label(value: str, what: str, max_length: int = 63) -> str:
+    lowered = value.lower()
+    if len(lowered) > max_length:
+        raise ValueError(f"{what} {value!r} is longer than {max_length} characters")
+    if not _DNS_LABEL.match(lowered):
+        raise ValueError(
+            f"{what} {value!r} is not a DNS label (letters, digits and '-', not starting or ending with '-')"
+        )
+    return lowered
+
+
+def _agent_type(value: str) -> str:
+    return _dns_label(value, "agent type", _MAX_TYPE_LENGTH)
+
+
+def _capabilities(values: list[str]) -> list[str]:
+    labels = [_dns_label(v, "capability") for v in values]
+    seen: set[str] = set()
+    for label in labels:
+        if label in seen:
+            raise ValueError(f"capability {label!r} is listed twice")
+        seen.add(label)
+    return labels
+
+
+def _tags(tags: dict[str, str]) -> dict[str, str]:
+    if len(tags) > MAX_TAGS:
+        raise ValueError(f"{len(tags)} tags given; at most {MAX_TAGS} fit in Consul's service Meta")
+    for key, value in tags.items():
+        if not _META_KEY.match(key):
+            raise ValueError(f"tag key {key!r} must be 1 to 128 letters, digits, '-' or '_'")
+        if key.lower().startswith((RESERVED_META_PREFIX, "consul-")):
+            raise ValueError(
+                f"tag key {key!r} uses a reserved prefix ({RESERVED_META_PREFIX!r} or 'consul-')"
+            )
+        if len(value) > _MAX_META_VALUE:
+            raise ValueError(f"tag {key!r} has a value longer than {_MAX_META_VALUE} characters")
+    return tags
+
+
+def _finite_unit(value: float) -> float:
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{value!r} is not a number between 0 and 1")
+    return value
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    return value
+
+
+def _endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if not parts.scheme or "://" not in value:
+        raise ValueError(f"endpoint {value!r} has no scheme (expected e.g. http://host:port)")
+    if not parts.hostname:
+        raise ValueError(f"endpoint {value!r} has no host")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"endpoint {value!r} has an invalid port") from exc
+    if port is None:
+        raise ValueError(f"endpoint {value!r} has no port")
+    return value
+
+
+AgentType = Annotated[str, AfterValidator(_agent_type)]
+Capabilities = Annotated[list[str], AfterValidator(_capabilities)]
+Tags = Annotated[dict[str, str], AfterValidator(_tags)]
+Load = Annotated[float, AfterValidator(_finite_unit)]
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class _Model(BaseModel):
+    """Raises `InvalidAgentError` naming the field, instead of pydantic's ValidationError, on bad input."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise invalid_agent_error(exc, type(self).__name__) from exc
+
+
+class AgentRegistration(_Model):
+    """What an agent declares when it joins the registry."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent_type: AgentType
+    capabilities: Capabilities = Field(min_length=1)
+    endpoint: Annotated[str, AfterValidator(_endpoint)]
+    agent_id: str | None = None
+    tags: Tags = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    weight: int = Field(default=1, ge=1, le=65535)
+    load: Load = 0.0
+    #: The heartbeat TTL: the agent is critical when no heartbeat arrives for this long.
+    ttl: Duration = timedelta(seconds=15)
+    #: How long an agent may stay critical before Consul removes it (Consul's minimum is one minute).
+    deregister_after: Duration = timedelta(minutes=1)
+
+    @field_validator("agent_id")
+    @classmethod
+    def _check_id(cls, value: str | None) -> str | None:
+        if value is not None and not _AGENT_ID.match(value):
+            raise ValueError(
+                f"agent_id {value!r} must be 1 to 128 letters, digits, '-', '_', '.' or ':', "
+                "starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _check_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"metadata is not JSON-serialisable: {exc}") from exc
+        if len(encoded.encode()) > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"metadata is {len(encoded.encode())} bytes once serialised; at most {MAX_METADATA_BYTES}"
+            )
+        return value
+
+    @field_validator("ttl")
+    @classmethod
+    def _check_ttl(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(hours=24):
+            raise ValueError(f"ttl {value.total_seconds()}s must be between 1 second and 24 hours")
+        return value
+
+    @field_validator("deregister_after")
+    @classmethod
+    def _check_deregister_after(cls, value: timedelta) -> timedelta:
+        if value < timedelta(minutes=1):
+            raise ValueError(
+                f"deregister_after {value.total_seconds()}s is below Consul's minimum of one minute "
+                "(Consul would silently raise it)"
+            )
+        return value
+
+    @property
+    def service_name(self) -> str:
+        """The Consul service name this agent is registered under."""
+        return SERVICE_PREFIX + self.agent_type
+
+
+class AgentInfo(BaseModel):
+    """One registered agent as Consul's catalog reports it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    agent_id: str
+    agent_type: str
+    capabilities: list[str]
+    status: AgentStatus
+    endpoint: str
+    #: 1.0 when passing, 0.5 when warning, 0.0 when critical or in maintenance.
+    health_score: float = Field(ge=0.0, le=1.0)
+    #: The last load the agent reported that differed from the one before by the reporting threshold.
+    current_load: float = Field(ge=0.0, le=1.0)
+    #: When the agent last reported a change (registration, load or status); a passing status proves a
+    #: heartbeat within the TTL besides. None for services registered without this library.
+    last_heartbeat: datetime | None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    datacenter: str = ""
+    weight: int = 1
+    node: str = ""
+    #: Seconds since Consul last answered for the view this came from (0 for a direct answer).
+    staleness: float = 0.0
+
+    @property
+    def service_name(self) -> str:
+        return SERVICE_PREFIX + self.agent_type
+
+
+class DiscoveryRequest(_Model):
+    """Which agents a caller wants. Every field given must match; an empty request matches every live agent.
+
+    With ``status=None``, critical agents and agents in maintenance are never returned.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent_type: AgentType | None = None
+    #: Every capability listed must be present.
+    capabilities: Capabilities = Field(default_factory=list)
+    status: AgentStatus | None = None
+    max_load: Load | None = None
+    #: Every key=value pair must match the agent's tags.
+    tags: Tags = Field(default_factory=dict)
+    #: A Consul datacenter; None means the local one (with failover where the client supports it).
+    region: str | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z0-9_-]{1,64}$", value):
+            raise ValueError(f"region {value!r} is not a Consul datacenter name")
+        return value
+
+
+class SelectionCriteria(DiscoveryRequest):
+    """A discovery request plus how to pick one agent among the matches."""
+
+    strategy: Strategy = "least_loaded"
+    #: Agent ids never to pick (for example, ones that just failed).
+    exclude: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _dedupe_exclude(self) -> SelectionCriteria:
+        if len(set(self.exclude)) != len(self.exclude):
+            object.__setattr__(self, "exclude", list(dict.fromkeys(self.exclude)))
+        return self
+
+
+def invalid_agent_error(exc: ValidationError, model: str = "") -> InvalidAgentError:
+    """Turn pydantic's error into ours, naming the first offending field."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or model
+    message = first["msg"].removeprefix("Value error, ")
+    return InvalidAgentError(f"invalid {field}: {message}", field=field)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

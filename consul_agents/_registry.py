@@ -1,0 +1,425 @@
+"""AgentRegistry: register, heartbeat, discover, inspect and deregister agents, with Consul as the only store.
+
+Reads (``discover_agents``, ``get_agent``, ``get_agent_status``) all come from Consul's catalog through
+``/v1/health/service``, so they agree with each other and work through any Consul agent of the datacenter.
+Writes that concern one agent (register, heartbeat, deregister) go to the local Consul agent, which owns
+the agent's TTL check and keeps the catalog in sync (anti-entropy).
+
+Heartbeat cost: a heartbeat is a TTL update on the local agent, which Consul does not write to Raft while
+the status is unchanged. The load is re-published (one catalog write) only when it has moved by at least
+``load_threshold`` since the last report, or reached 0 or 1; so a steady fleet costs Consul nothing but
+the local TTL resets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self
+
+from cachetools import LRUCache
+
+from consul_agents import _wire as wire
+from consul_agents._errors import (
+    AgentNotFoundError,
+    ConsulAgentsError,
+    ConsulRequestError,
+    InvalidAgentError,
+)
+from consul_agents._gateway import ConsulGateway, ConsulResponse
+from consul_agents._models import (
+    SERVICE_PREFIX,
+    AgentInfo,
+    AgentRegistration,
+    AgentStatus,
+    DiscoveryRequest,
+    SelectionCriteria,
+    utcnow,
+)
+from consul_agents._selection import SelectionState, select
+from consul_agents._settings import ConsulSettings
+
+__all__ = ["AgentRegistry", "AgentSession"]
+
+log = logging.getLogger("consul_agents.registry")
+
+
+@dataclass
+class _Registered:
+    """What this client remembers of an agent it registered: enough to re-register it after a loss."""
+
+    registration: AgentRegistration
+    reported_load: float
+
+
+def _check_load(load: float) -> float:
+    if not isinstance(load, int | float) or isinstance(load, bool) or math.isnan(load) or not 0 <= load <= 1:
+        raise InvalidAgentError(f"invalid load: {load!r} is not a number between 0 and 1", field="load")
+    return float(load)
+
+
+def _is_unknown_check(exc: ConsulRequestError) -> bool:
+    """Consul 1.8 answers 500 "does not have associated TTL", newer ones 404 "Unknown check ID"."""
+    return exc.status in (404, 500) and ("associated TTL" in str(exc) or "nknown check" in str(exc))
+
+
+class AgentRegistry:
+    """A client of the agent registry. Use as ``async with AgentRegistry(...) as registry``.
+
+    With no arguments it reads Consul's own environment variables; explicit arguments win
+    (see :mod:`consul_agents._settings` for the full precedence).
+    """
+
+    def __init__(
+        self,
+        consul_url: str | None = None,
+        token: str | None = None,
+        datacenter: str | None = None,
+        *,
+        ca_cert: str | None = None,
+        verify: bool | None = None,
+        timeout: float = 10.0,
+        load_threshold: float = 0.05,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = ConsulSettings.resolve(
+            consul_url, token, datacenter, ca_cert=ca_cert, verify=verify, timeout=timeout
+        )
+        if not 0 <= load_threshold <= 1:
+            raise InvalidAgentError(
+                f"load_threshold {load_threshold!r} must be between 0 and 1", field="load_threshold"
+            )
+        self.load_threshold = load_threshold
+        self._gateway = ConsulGateway(self.settings)
+        self._registered: dict[str, _Registered] = {}
+        self._service_names: LRUCache[str, str] = LRUCache(maxsize=10_000)
+        self._rng = rng or random.Random()
+        self._selection = SelectionState()
+
+    def __repr__(self) -> str:
+        return f"AgentRegistry(address={self.settings.address!r}, datacenter={self.settings.datacenter!r})"
+
+    async def __aenter__(self) -> Self:
+        await self._gateway.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._gateway.close()
+
+    @property
+    def gateway(self) -> ConsulGateway:
+        return self._gateway
+
+    # -- writes -------------------------------------------------------------------------------------------
+
+    async def register_agent(self, registration: AgentRegistration) -> str:
+        """Register (or, for a known id, update) an agent; returns its id, the Consul service ID."""
+        agent_id = registration.agent_id or f"{registration.agent_type}-{uuid.uuid4().hex[:12]}"
+        await self._write_registration(agent_id, registration, registration.load)
+        self._registered[agent_id] = _Registered(registration, registration.load)
+        self._service_names[agent_id] = registration.service_name
+        return agent_id
+
+    async def _write_registration(self, agent_id: str, registration: AgentRegistration, load: float) -> None:
+        _, kv_value = wire.encode_metadata(registration.metadata)
+        operation = f"register agent {agent_id!r}"
+        previous = self._registered.get(agent_id)
+        if kv_value is not None:
+            await self._gateway.put(operation, f"/v1/kv/{wire.metadata_key(agent_id)}", kv_value)
+        body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow())
+        try:
+            await self._gateway.put(operation, "/v1/agent/service/register", body)
+        except ConsulAgentsError:
+            if kv_value is not None and previous is None:
+                with suppress(ConsulAgentsError):
+                    await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_id)}")
+            raise
+        if (
+            kv_value is None
+            and previous is not None
+            and wire.encode_metadata(previous.registration.metadata)[1]
+        ):
+            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_id)}")
+
+    async def heartbeat(
+        self,
+        agent_id: str,
+        load: float | None = None,
+        *,
+        status: AgentStatus = AgentStatus.PASSING,
+        output: str | None = None,
+    ) -> None:
+        """Prove the agent alive (resets its TTL) and report its load.
+
+        Re-registers the agent from its last registration if Consul lost it (agent restart, reaping).
+        Raises AgentNotFoundError if it is gone and this client never registered it.
+        """
+        if load is not None:
+            load = _check_load(load)
+        if status is AgentStatus.MAINTENANCE:
+            raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
+        operation = f"heartbeat agent {agent_id!r}"
+        path = f"/v1/agent/check/update/{wire.check_id(agent_id)}"
+        body = wire.ttl_update(status, output)
+        try:
+            await self._gateway.put(operation, path, body)
+        except ConsulRequestError as exc:
+            if not _is_unknown_check(exc):
+                raise
+            known = self._registered.get(agent_id)
+            if known is None:
+                raise AgentNotFoundError(agent_id, "no TTL check on the local Consul agent") from exc
+            log.warning("agent %s was missing from Consul; re-registering it", agent_id)
+            reported = known.reported_load if load is None else load
+            await self._write_registration(agent_id, known.registration, reported)
+            known.reported_load = reported
+            await self._gateway.put(operation, path, body)
+        if load is not None:
+            await self._report_load(agent_id, load)
+
+    def _load_changed(self, previous: float, load: float) -> bool:
+        if load == previous:
+            return False
+        return abs(load - previous) >= self.load_threshold or load in (0.0, 1.0)
+
+    async def _report_load(self, agent_id: str, load: float) -> None:
+        operation = f"report load of agent {agent_id!r}"
+        known = self._registered.get(agent_id)
+        if known is not None:
+            if not self._load_changed(known.reported_load, load):
+                return
+            body = wire.service_definition(known.registration, agent_id, load=load, heartbeat=utcnow())
+            await self._gateway.put(operation, "/v1/agent/service/register", body)
+            known.reported_load = load
+            return
+        response = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
+        if response.status == 404:
+            raise AgentNotFoundError(agent_id, "not registered with the local Consul agent")
+        if not self._load_changed(wire.reported_load(response.body), load):
+            return
+        body = wire.with_load(response.body, load=load, heartbeat=utcnow())
+        await self._gateway.put(operation, "/v1/agent/service/register", body)
+
+    async def set_maintenance(self, agent_id: str, enable: bool, reason: str = "") -> None:
+        """Put an agent in (or take it out of) maintenance: it is then never discovered unless asked for."""
+        params: dict[str, Any] = {"enable": "true" if enable else "false"}
+        if reason:
+            params["reason"] = reason
+        response = await self._gateway.put(
+            f"set maintenance of agent {agent_id!r}",
+            f"/v1/agent/service/maintenance/{agent_id}",
+            params=params,
+            allow_404=True,
+        )
+        if response.status == 404:
+            raise AgentNotFoundError(agent_id, "not registered with the local Consul agent")
+
+    async def deregister_agent(self, agent_id: str) -> bool:
+        """Remove an agent. Returns False when it was not registered (anywhere in the catalog)."""
+        operation = f"deregister agent {agent_id!r}"
+        local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
+        if local.status == 404:
+            self._forget(agent_id)
+            try:
+                info = await self.get_agent(agent_id)
+            except AgentNotFoundError:
+                return False
+            raise ConsulRequestError(
+                operation,
+                404,
+                f"agent is registered through the Consul agent of node {info.node!r}; deregister it there",
+            )
+        await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
+        if (local.body.get("Meta") or {}).get(wire.META_METADATA) == wire.METADATA_IN_KV:
+            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_id)}")
+        self._forget(agent_id)
+        return True
+
+    def _forget(self, agent_id: str) -> None:
+        self._registered.pop(agent_id, None)
+        self._service_names.pop(agent_id, None)
+
+    # -- reads --------------------------------------------------------------------------------------------
+
+    async def _infos(self, response: ConsulResponse, region: str | None) -> list[AgentInfo]:
+        entries = response.body or []
+        wanted = [e["Service"]["ID"] for e in entries if wire.needs_kv_metadata(e)]
+        kv: dict[str, str] = {}
+        if wanted:
+            values = await asyncio.gather(*(self._kv_metadata(agent_id, region) for agent_id in wanted))
+            kv = {
+                agent_id: value for agent_id, value in zip(wanted, values, strict=True) if value is not None
+            }
+        return wire.entries_to_infos(entries, kv_metadata=kv)
+
+    async def _kv_metadata(self, agent_id: str, region: str | None) -> str | None:
+        response = await self._gateway.get(
+            f"read metadata of agent {agent_id!r}",
+            f"/v1/kv/{wire.metadata_key(agent_id)}",
+            params={"raw": ""},
+            datacenter=region,
+            allow_404=True,
+        )
+        return wire.kv_metadata_text(response.body)
+
+    async def _service_name_of(self, agent_id: str) -> str:
+        name = self._service_names.get(agent_id)
+        if name is not None:
+            return name
+        response = await self._gateway.get(
+            f"find agent {agent_id!r}",
+            "/v1/health/state/any",
+            params={"filter": f"ServiceID == {wire.quote(agent_id)}"},
+        )
+        for check in response.body or []:
+            service = str(check.get("ServiceName", ""))
+            if wire.is_agent_service(service):
+                self._service_names[agent_id] = service
+                return service
+        raise AgentNotFoundError(agent_id)
+
+    async def get_agent(self, agent_id: str) -> AgentInfo:
+        """The agent as the catalog sees it. Raises AgentNotFoundError when it is not registered."""
+        service = await self._service_name_of(agent_id)
+        response = await self._gateway.get(
+            f"read agent {agent_id!r}",
+            f"/v1/health/service/{service}",
+            params={"filter": f"Service.ID == {wire.quote(agent_id)}"},
+        )
+        infos = await self._infos(response, None)
+        if not infos:
+            self._service_names.pop(agent_id, None)
+            raise AgentNotFoundError(agent_id)
+        return infos[0]
+
+    async def get_agent_status(self, agent_id: str) -> AgentStatus:
+        """The agent's aggregated health status (see AgentStatus)."""
+        return (await self.get_agent(agent_id)).status
+
+    async def agent_types(self, region: str | None = None) -> dict[str, list[str]]:
+        """Every agent type in the datacenter with the union of its capabilities."""
+        services = await self._catalog_services(region)
+        return {
+            wire.agent_type_of(name): sorted(tags or [])
+            for name, tags in sorted(services.items())
+            if wire.is_agent_service(name)
+        }
+
+    async def _catalog_services(self, region: str | None) -> dict[str, list[str]]:
+        response = await self._gateway.get("list agent types", "/v1/catalog/services", datacenter=region)
+        return dict(response.body or {})
+
+    async def discover_agents(self, request: DiscoveryRequest | None = None) -> list[AgentInfo]:
+        """Every live agent matching ``request``; filters run inside Consul, all but max_load."""
+        request = request or DiscoveryRequest()
+        if request.agent_type is not None:
+            names = [SERVICE_PREFIX + request.agent_type]
+        else:
+            names = wire.service_names_for(request, await self._catalog_services(request.region))
+        expression = wire.filter_expression(request)
+        responses = await asyncio.gather(
+            *(
+                self._gateway.get(
+                    f"discover agents of service {name!r}",
+                    f"/v1/health/service/{name}",
+                    params={"filter": expression},
+                    datacenter=request.region,
+                )
+                for name in names
+            )
+        )
+        found: list[AgentInfo] = []
+        for response in responses:
+            found.extend(
+                info for info in await self._infos(response, request.region) if wire.matches(request, info)
+            )
+        found.sort(key=lambda info: (info.agent_type, info.agent_id))
+        return found
+
+    async def select_agent(self, criteria: SelectionCriteria | None = None) -> AgentInfo | None:
+        """One agent matching the criteria, chosen by its strategy; None when none matches."""
+        criteria = criteria or SelectionCriteria()
+        candidates = await self.discover_agents(criteria)
+        key = criteria.model_dump_json(include=set(DiscoveryRequest.model_fields))
+        return select(
+            candidates,
+            criteria.strategy,
+            rng=self._rng,
+            state=self._selection,
+            key=key,
+            exclude=criteria.exclude,
+        )
+
+    # -- sessions -----------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def session(
+        self, registration: AgentRegistration, *, interval: float | timedelta | None = None
+    ) -> AsyncIterator[AgentSession]:
+        """Register on enter, heartbeat in the background, deregister on exit (also on cancellation).
+
+        The default interval is a third of the TTL, so two heartbeats can be lost before the agent turns
+        critical.
+        """
+        agent_id = await self.register_agent(registration)
+        seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
+        handle = AgentSession(self, agent_id, registration.load)
+        task = asyncio.create_task(
+            handle._run(seconds or registration.ttl.total_seconds() / 3), name=f"heartbeat:{agent_id}"
+        )
+        try:
+            yield handle
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+            await asyncio.shield(self.deregister_agent(agent_id))
+
+
+class AgentSession:
+    """A registered agent kept alive by a background heartbeat; set ``load`` and ``status`` as they change."""
+
+    def __init__(self, registry: AgentRegistry, agent_id: str, load: float) -> None:
+        self.registry = registry
+        self.agent_id = agent_id
+        self._load = load
+        self.status = AgentStatus.PASSING
+        self.output: str | None = None
+        self.heartbeats = 0
+        self.last_error: ConsulAgentsError | None = None
+
+    def __repr__(self) -> str:
+        return f"AgentSession(agent_id={self.agent_id!r}, load={self._load!r}, status={self.status.value!r})"
+
+    @property
+    def load(self) -> float:
+        return self._load
+
+    @load.setter
+    def load(self, value: float) -> None:
+        self._load = _check_load(value)
+
+    async def beat(self) -> None:
+        """Send one heartbeat now."""
+        await self.registry.heartbeat(self.agent_id, self._load, status=self.status, output=self.output)
+        self.heartbeats += 1
+
+    async def _run(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.beat()
+                self.last_error = None
+            except ConsulAgentsError as exc:
+                self.last_error = exc
+                log.warning("heartbeat of agent %s failed: %s", self.agent_id, exc)

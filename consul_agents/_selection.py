@@ -1,0 +1,105 @@
+"""Choosing one agent among candidates. Pure functions over lists of AgentInfo; randomness is injected.
+
+Strategies:
+
+* ``least_loaded``: the lowest reported load (plus this client's in-flight requests, scaled by weight);
+  ties go to the higher weight, then to a random pick among the still-equal ones.
+* ``power_of_two``: two distinct random candidates, the less loaded wins (Envoy's default for least-request);
+  cheap, and avoids the herd that pure least-loaded causes when many clients see the same stale loads.
+* ``weighted_random``: probability proportional to Consul's weight times the health score; when every
+  such weight is zero, uniform among the candidates.
+* ``round_robin``: each candidate in turn, ordered by agent id, with a cursor per request key.
+
+Every strategy returns None when there is no candidate, and the only candidate when there is one.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from collections.abc import Callable, Mapping, Sequence
+
+from consul_agents._models import AgentInfo, Strategy
+
+__all__ = ["STRATEGIES", "SelectionState", "effective_load", "select"]
+
+STRATEGIES: tuple[Strategy, ...] = ("round_robin", "weighted_random", "least_loaded", "power_of_two")
+
+
+class SelectionState:
+    """What a client remembers between picks: round-robin cursors and requests in flight per agent."""
+
+    def __init__(self) -> None:
+        self.cursors: dict[object, int] = {}
+        self.in_flight: dict[str, int] = {}
+
+    def acquire(self, agent_id: str) -> None:
+        self.in_flight[agent_id] = self.in_flight.get(agent_id, 0) + 1
+
+    def release(self, agent_id: str) -> None:
+        count = self.in_flight.get(agent_id, 0) - 1
+        if count > 0:
+            self.in_flight[agent_id] = count
+        else:
+            self.in_flight.pop(agent_id, None)
+
+
+def effective_load(info: AgentInfo, in_flight: Mapping[str, int]) -> float:
+    """Reported load plus this client's own in-flight requests, each counting 1/weight of capacity."""
+    return info.current_load + in_flight.get(info.agent_id, 0) / max(info.weight, 1)
+
+
+def _least_loaded(
+    candidates: Sequence[AgentInfo], rng: _random.Random, in_flight: Mapping[str, int]
+) -> AgentInfo:
+    def key(info: AgentInfo) -> tuple[float, int]:
+        return (effective_load(info, in_flight), -info.weight)
+
+    best = min(key(c) for c in candidates)
+    return rng.choice([c for c in candidates if key(c) == best])
+
+
+def _power_of_two(
+    candidates: Sequence[AgentInfo], rng: _random.Random, in_flight: Mapping[str, int]
+) -> AgentInfo:
+    first, second = rng.sample(list(candidates), 2)
+    load_first, load_second = effective_load(first, in_flight), effective_load(second, in_flight)
+    if load_first == load_second:
+        return first if first.weight >= second.weight else second
+    return first if load_first < load_second else second
+
+
+def _weighted_random(candidates: Sequence[AgentInfo], rng: _random.Random) -> AgentInfo:
+    weights = [c.weight * c.health_score for c in candidates]
+    if sum(weights) <= 0:
+        return rng.choice(list(candidates))
+    return rng.choices(list(candidates), weights=weights, k=1)[0]
+
+
+def select(
+    candidates: Sequence[AgentInfo],
+    strategy: Strategy,
+    *,
+    rng: _random.Random,
+    state: SelectionState,
+    key: object = None,
+    exclude: Sequence[str] = (),
+) -> AgentInfo | None:
+    """Pick one of ``candidates`` (minus ``exclude``) by ``strategy``; None when nothing is left."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown selection strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    excluded = set(exclude)
+    pool = sorted((c for c in candidates if c.agent_id not in excluded), key=lambda c: c.agent_id)
+    if not pool:
+        return None
+    if len(pool) == 1:
+        return pool[0]
+    pickers: dict[str, Callable[[], AgentInfo]] = {
+        "least_loaded": lambda: _least_loaded(pool, rng, state.in_flight),
+        "power_of_two": lambda: _power_of_two(pool, rng, state.in_flight),
+        "weighted_random": lambda: _weighted_random(pool, rng),
+    }
+    if strategy == "round_robin":
+        cursor = state.cursors.get(key, rng.randrange(len(pool)))
+        state.cursors[key] = cursor + 1
+        return pool[cursor % len(pool)]
+    return pickers[strategy]()

@@ -1,0 +1,113 @@
+"""Where to find Consul and how to authenticate: explicit arguments, then Consul's own environment variables.
+
+Precedence, for each setting on its own (the same as Consul's CLI, except that an explicit argument always
+wins; py-consul lets CONSUL_HTTP_TOKEN override an explicit token, which is why we resolve it here):
+
+* address: ``consul_url`` argument > ``CONSUL_HTTP_ADDR`` (``host:port`` or ``scheme://host:port``; a bare
+  ``host:port`` is https when ``CONSUL_HTTP_SSL=true``) > ``http://127.0.0.1:8500``
+* token: ``token`` argument > ``CONSUL_HTTP_TOKEN`` > the contents of ``CONSUL_HTTP_TOKEN_FILE`` > none
+  (``token=""`` explicitly asks for the anonymous token even when the variables are set)
+* CA certificate: ``ca_cert`` argument > ``CONSUL_CACERT``
+* verification: ``verify`` argument > ``CONSUL_HTTP_SSL_VERIFY`` > true
+* datacenter: ``datacenter`` argument > none (Consul's local datacenter)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from consul_agents._errors import InvalidAgentError
+
+__all__ = ["ConsulSettings"]
+
+_DEFAULT_ADDRESS = "http://127.0.0.1:8500"
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class ConsulSettings:
+    """Resolved connection settings. The token is kept out of ``repr`` and ``str``."""
+
+    address: str = _DEFAULT_ADDRESS
+    token: str | None = field(default=None, repr=False)
+    datacenter: str | None = None
+    ca_cert: str | None = None
+    verify: bool = True
+    #: Seconds before a non-blocking request is abandoned with RegistryTimeoutError.
+    timeout: float = 10.0
+
+    @classmethod
+    def resolve(
+        cls,
+        consul_url: str | None = None,
+        token: str | None = None,
+        datacenter: str | None = None,
+        *,
+        ca_cert: str | None = None,
+        verify: bool | None = None,
+        timeout: float = 10.0,
+        env: Mapping[str, str] | None = None,
+    ) -> ConsulSettings:
+        env = os.environ if env is None else env
+        address = consul_url or _address_from_env(env) or _DEFAULT_ADDRESS
+        parts = urlsplit(address)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidAgentError(
+                f"Consul address {address!r} must look like http://host:port or https://host:port",
+                field="consul_url",
+            )
+        if token is None:
+            token = env.get("CONSUL_HTTP_TOKEN") or _token_from_file(env.get("CONSUL_HTTP_TOKEN_FILE"))
+        if verify is None:
+            verify = _truthy(env["CONSUL_HTTP_SSL_VERIFY"]) if "CONSUL_HTTP_SSL_VERIFY" in env else True
+        if timeout <= 0:
+            raise InvalidAgentError(f"timeout must be positive, got {timeout!r}", field="timeout")
+        return cls(
+            address=address.rstrip("/"),
+            token=token or None,
+            datacenter=datacenter,
+            ca_cert=ca_cert or env.get("CONSUL_CACERT") or None,
+            verify=verify,
+            timeout=timeout,
+        )
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.address).scheme
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.address).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.address)
+        return parts.port or (443 if parts.scheme == "https" else 8500)
+
+
+def _address_from_env(env: Mapping[str, str]) -> str | None:
+    raw = env.get("CONSUL_HTTP_ADDR", "").strip()
+    if not raw:
+        return None
+    if "://" in raw:
+        return raw
+    scheme = "https" if _truthy(env.get("CONSUL_HTTP_SSL", "")) else "http"
+    return f"{scheme}://{raw}"
+
+
+def _token_from_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as exc:
+        raise InvalidAgentError(
+            f"CONSUL_HTTP_TOKEN_FILE {path!r} cannot be read: {exc.strerror}", field="token"
+        ) from exc

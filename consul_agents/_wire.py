@@ -1,0 +1,386 @@
+"""Consul's wire format: the only module that knows Consul's JSON. Pure: no I/O, no clock, no randomness.
+
+The encoding, chosen so that plain Consul tools, Consul ACLs and Consul DNS all see something meaningful:
+
+* An agent of type ``T`` is the Consul service ``agent-T`` with service ID = agent id. ACL rules work on
+  service names, so ``service "agent-T" { policy = "write" }`` lets a token register type T only, and
+  ``service_prefix "agent-" { policy = "read" }`` lets it read every agent and nothing else.
+* Capabilities are the service's tags, verbatim. Each is a DNS label, so ``plan.agent-T.service.consul``
+  (or ``_agent-T._plan.service.consul``) resolves the agents of type T that can plan. Nothing else is put
+  in Tags, so there is no tag prefix to inject.
+* User tags are Meta entries, verbatim. This library's own Meta keys start with ``agent-``:
+  ``agent-endpoint`` (the full URL; Address and Port carry host and port for DNS), ``agent-load``,
+  ``agent-heartbeat`` (ISO 8601, UTC), ``agent-ttl`` and ``agent-metadata`` (the metadata as JSON when it fits
+  in a 512-character Meta value; otherwise the value is ``kv`` and the JSON lives in the KV store under
+  :func:`metadata_key`).
+* Liveness is one TTL check per agent, ``service:<agent id>`` (Consul's own naming for a service's check),
+  registered passing, with DeregisterCriticalServiceAfter so that crashed agents are reaped.
+* Load travels in Meta, not in the check output: Consul defers syncing an output-only change for
+  check_update_interval (5 minutes by default), while a Meta change reaches the catalog at once. A re-
+  registration with unchanged content costs Consul nothing (its index does not move), so only real load
+  changes cost a Raft write.
+
+Filtering: everything Consul's filter expressions can test (capabilities, tags, status) is sent to Consul;
+only ``max_load`` (a number kept as a string in Meta) is tested here. :func:`matches` is the full predicate,
+used by the cache and to re-check Consul's answers, so cached and uncached answers agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from consul_agents._models import (
+    SERVICE_PREFIX,
+    AgentInfo,
+    AgentRegistration,
+    AgentStatus,
+    DiscoveryRequest,
+)
+
+__all__ = [
+    "HEALTH_SCORES",
+    "METADATA_IN_KV",
+    "META_ENDPOINT",
+    "META_HEARTBEAT",
+    "META_LOAD",
+    "META_METADATA",
+    "META_TTL",
+    "agent_type_of",
+    "aggregate_status",
+    "check_id",
+    "entries_to_infos",
+    "entry_to_info",
+    "filter_expression",
+    "format_duration",
+    "is_agent_service",
+    "kv_metadata_text",
+    "matches",
+    "metadata_key",
+    "quote",
+    "reported_load",
+    "service_definition",
+    "service_names_for",
+    "ttl_update",
+    "with_load",
+]
+
+META_ENDPOINT = "agent-endpoint"
+META_LOAD = "agent-load"
+META_HEARTBEAT = "agent-heartbeat"
+META_TTL = "agent-ttl"
+META_METADATA = "agent-metadata"
+#: The value of ``agent-metadata`` when the metadata is too large for Meta and lives in KV.
+METADATA_IN_KV = "kv"
+#: Consul's limit on one Meta value.
+_META_VALUE_LIMIT = 512
+_OWN_META = frozenset({META_ENDPOINT, META_LOAD, META_HEARTBEAT, META_TTL, META_METADATA})
+_KV_PREFIX = "consul-agents/metadata/"
+
+HEALTH_SCORES: Mapping[AgentStatus, float] = {
+    AgentStatus.PASSING: 1.0,
+    AgentStatus.WARNING: 0.5,
+    AgentStatus.CRITICAL: 0.0,
+    AgentStatus.MAINTENANCE: 0.0,
+}
+_MAINTENANCE_CHECKS = ("_service_maintenance:", "_node_maintenance")
+_SEVERITY = {"passing": 0, "warning": 1, "critical": 2}
+
+
+def check_id(agent_id: str) -> str:
+    """The ID of an agent's TTL check."""
+    return f"service:{agent_id}"
+
+
+def metadata_key(agent_id: str) -> str:
+    """The KV key holding an agent's metadata when it is too large for Meta."""
+    return _KV_PREFIX + agent_id
+
+
+def format_duration(value: timedelta) -> str:
+    """A Go duration string, as Consul expects ("15s", "1.5s")."""
+    seconds = value.total_seconds()
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds:g}s"
+
+
+def _parse_duration(text: str) -> timedelta | None:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for suffix in ("ms", "s", "m", "h"):
+        if text.endswith(suffix):
+            try:
+                return timedelta(seconds=float(text.removesuffix(suffix)) * units[suffix])
+            except ValueError:
+                return None
+    return None
+
+
+def encode_metadata(metadata: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """Split metadata into (Meta value, KV value): small JSON goes in Meta, larger JSON in KV."""
+    if not metadata:
+        return None, None
+    encoded = json.dumps(metadata, separators=(",", ":"), sort_keys=True)
+    if len(encoded) <= _META_VALUE_LIMIT:
+        return encoded, None
+    return METADATA_IN_KV, encoded
+
+
+def _format_load(load: float) -> str:
+    return f"{load:.4g}"
+
+
+def service_definition(
+    registration: AgentRegistration, agent_id: str, *, load: float, heartbeat: datetime
+) -> dict[str, Any]:
+    """The body of ``PUT /v1/agent/service/register`` for a registration."""
+    endpoint = urlsplit(registration.endpoint)
+    meta: dict[str, str] = dict(registration.tags)
+    meta[META_ENDPOINT] = registration.endpoint
+    meta[META_LOAD] = _format_load(load)
+    meta[META_HEARTBEAT] = heartbeat.isoformat(timespec="milliseconds")
+    meta[META_TTL] = format_duration(registration.ttl)
+    meta_value, _ = encode_metadata(registration.metadata)
+    if meta_value is not None:
+        meta[META_METADATA] = meta_value
+    return {
+        "ID": agent_id,
+        "Name": registration.service_name,
+        "Tags": list(registration.capabilities),
+        "Address": endpoint.hostname,
+        "Port": endpoint.port,
+        "Meta": meta,
+        "Weights": {"Passing": registration.weight, "Warning": 1},
+        "EnableTagOverride": False,
+        "Check": {
+            "CheckID": check_id(agent_id),
+            "Name": "heartbeat",
+            "Notes": f"TTL heartbeat from consul-agents; critical after {format_duration(registration.ttl)}",
+            "TTL": format_duration(registration.ttl),
+            "Status": "passing",
+            "DeregisterCriticalServiceAfter": format_duration(registration.deregister_after),
+        },
+    }
+
+
+def with_load(agent_service: Mapping[str, Any], *, load: float, heartbeat: datetime) -> dict[str, Any]:
+    """Re-registration body from ``GET /v1/agent/service/:id``, with a new load and heartbeat stamp.
+
+    It carries no Check: re-registering without one keeps the existing TTL check and its status.
+    """
+    meta = dict(agent_service.get("Meta") or {})
+    meta[META_LOAD] = _format_load(load)
+    meta[META_HEARTBEAT] = heartbeat.isoformat(timespec="milliseconds")
+    body: dict[str, Any] = {
+        "ID": agent_service["ID"],
+        "Name": agent_service["Service"],
+        "Tags": list(agent_service.get("Tags") or []),
+        "Address": agent_service.get("Address", ""),
+        "Port": agent_service.get("Port", 0),
+        "Meta": meta,
+        "EnableTagOverride": bool(agent_service.get("EnableTagOverride", False)),
+    }
+    if agent_service.get("Weights"):
+        body["Weights"] = agent_service["Weights"]
+    return body
+
+
+def ttl_update(status: AgentStatus, output: str | None = None) -> dict[str, str]:
+    """The body of ``PUT /v1/agent/check/update/:id``.
+
+    The output depends on the status alone (unless the caller gives one), never on the load: an output-only
+    change is synced to the catalog later (check_update_interval) and would cost a Raft write. Same status,
+    same body: Consul writes nothing.
+    """
+    return {"Status": status.value, "Output": output if output is not None else f"heartbeat: {status.value}"}
+
+
+def is_agent_service(service_name: str) -> bool:
+    return service_name.startswith(SERVICE_PREFIX) and len(service_name) > len(SERVICE_PREFIX)
+
+
+def agent_type_of(service_name: str) -> str:
+    return service_name.removeprefix(SERVICE_PREFIX)
+
+
+def aggregate_status(checks: Iterable[Mapping[str, Any]]) -> AgentStatus:
+    """Consul's rule: any maintenance check wins; otherwise the worst check status (critical > warning)."""
+    worst = 0
+    for check in checks:
+        if str(check.get("CheckID", "")).startswith(_MAINTENANCE_CHECKS):
+            return AgentStatus.MAINTENANCE
+        worst = max(worst, _SEVERITY.get(str(check.get("Status", "critical")), 2))
+    return (AgentStatus.PASSING, AgentStatus.WARNING, AgentStatus.CRITICAL)[worst]
+
+
+def _parse_load(text: str | None) -> float:
+    try:
+        load = float(text) if text is not None else 0.0
+    except ValueError:
+        return 0.0
+    return 0.0 if math.isnan(load) else min(max(load, 0.0), 1.0)
+
+
+def reported_load(agent_service: Mapping[str, Any]) -> float:
+    """The load last published in a service's Meta (0 when absent or unreadable)."""
+    return _parse_load((agent_service.get("Meta") or {}).get(META_LOAD))
+
+
+def kv_metadata_text(value: Any) -> str | None:
+    """The metadata JSON read back from KV (``?raw``), whether the transport decoded it or not."""
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _endpoint_of(service: Mapping[str, Any], node: Mapping[str, Any]) -> str:
+    meta = service.get("Meta") or {}
+    if meta.get(META_ENDPOINT):
+        return str(meta[META_ENDPOINT])
+    host = service.get("Address") or node.get("Address") or ""
+    return f"http://{host}:{service.get('Port', 0)}"
+
+
+def _decode_metadata(meta_value: str | None, kv_value: str | None) -> dict[str, Any]:
+    raw = kv_value if meta_value == METADATA_IN_KV else meta_value
+    if not raw:
+        return {}
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def entry_to_info(
+    entry: Mapping[str, Any], *, kv_metadata: str | None = None, staleness: float = 0.0
+) -> AgentInfo:
+    """One ``/v1/health/service`` entry as an AgentInfo."""
+    service = entry["Service"]
+    node = entry.get("Node") or {}
+    meta: Mapping[str, str] = service.get("Meta") or {}
+    status = aggregate_status(entry.get("Checks") or [])
+    weights = service.get("Weights") or {}
+    return AgentInfo(
+        agent_id=service["ID"],
+        agent_type=agent_type_of(service["Service"]),
+        capabilities=list(service.get("Tags") or []),
+        status=status,
+        endpoint=_endpoint_of(service, node),
+        health_score=HEALTH_SCORES[status],
+        current_load=_parse_load(meta.get(META_LOAD)),
+        last_heartbeat=_parse_time(meta.get(META_HEARTBEAT)),
+        metadata=_decode_metadata(meta.get(META_METADATA), kv_metadata),
+        tags={k: v for k, v in meta.items() if k not in _OWN_META},
+        datacenter=str(node.get("Datacenter", "")),
+        weight=int(weights.get("Passing", 1) or 1),
+        node=str(node.get("Node", "")),
+        staleness=staleness,
+    )
+
+
+def entries_to_infos(
+    entries: Iterable[Mapping[str, Any]],
+    *,
+    kv_metadata: Mapping[str, str] | None = None,
+    staleness: float = 0.0,
+) -> list[AgentInfo]:
+    kv = kv_metadata or {}
+    return [
+        entry_to_info(e, kv_metadata=kv.get(e["Service"]["ID"]), staleness=staleness)
+        for e in entries
+        if is_agent_service(e["Service"]["Service"])
+    ]
+
+
+def needs_kv_metadata(entry: Mapping[str, Any]) -> bool:
+    return bool((entry["Service"].get("Meta") or {}).get(META_METADATA) == METADATA_IN_KV)
+
+
+def ttl_of(entry_or_service: Mapping[str, Any]) -> timedelta | None:
+    meta = entry_or_service.get("Meta") or {}
+    return _parse_duration(str(meta.get(META_TTL, "")))
+
+
+def quote(value: str) -> str:
+    """A string literal for Consul's filter expressions (go-bexpr).
+
+    go-bexpr in Consul 1.8 rejects ``\\"`` inside a double-quoted string but accepts ``\\u`` escapes, so
+    every character that could end or bend the literal is written as ``\\uXXXX``. Whatever a caller puts in
+    a value, it stays one string literal: no filter injection.
+    """
+    out = []
+    for char in value:
+        if char in '"\\`' or ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+_NOT_CRITICAL = 'not ("critical" in Checks.Status)'
+_IN_MAINTENANCE = 'Checks.CheckID matches "^_(service|node)_maintenance"'
+# go-bexpr 0.1 (Consul 1.8) evaluates `"x" not in Checks.Status` wrongly; `not ("x" in ...)` is right.
+_STATUS_FILTERS: Mapping[AgentStatus | None, str] = {
+    None: _NOT_CRITICAL,
+    AgentStatus.PASSING: f'{_NOT_CRITICAL} and not ("warning" in Checks.Status)',
+    AgentStatus.WARNING: f'{_NOT_CRITICAL} and "warning" in Checks.Status',
+    AgentStatus.CRITICAL: f'"critical" in Checks.Status and not ({_IN_MAINTENANCE})',
+    AgentStatus.MAINTENANCE: _IN_MAINTENANCE,
+}
+
+
+def filter_expression(request: DiscoveryRequest) -> str:
+    """The ``filter`` for ``/v1/health/service/:name``: everything of the request Consul can test."""
+    clauses = [f"{quote(capability)} in Service.Tags" for capability in request.capabilities]
+    clauses += [
+        f"Service.Meta[{quote(key)}] == {quote(value)}" for key, value in sorted(request.tags.items())
+    ]
+    clauses.append(_STATUS_FILTERS[request.status])
+    return " and ".join(clauses)
+
+
+def status_matches(wanted: AgentStatus | None, status: AgentStatus) -> bool:
+    if wanted is None:
+        return status in (AgentStatus.PASSING, AgentStatus.WARNING)
+    return status == wanted
+
+
+def matches(request: DiscoveryRequest, info: AgentInfo) -> bool:
+    """The whole request as a Python predicate; agrees with :func:`filter_expression` plus max_load."""
+    if request.agent_type is not None and info.agent_type != request.agent_type:
+        return False
+    if request.region is not None and info.datacenter and info.datacenter != request.region:
+        return False
+    if not status_matches(request.status, info.status):
+        return False
+    if request.max_load is not None and info.current_load > request.max_load:
+        return False
+    if any(capability not in info.capabilities for capability in request.capabilities):
+        return False
+    return all(info.tags.get(key) == value for key, value in request.tags.items())
+
+
+def service_names_for(request: DiscoveryRequest, catalog_services: Mapping[str, Sequence[str]]) -> list[str]:
+    """The agent services that may hold matches, from ``/v1/catalog/services`` (name -> union of tags)."""
+    if request.agent_type is not None:
+        name = SERVICE_PREFIX + request.agent_type
+        return [name] if name in catalog_services else []
+    wanted = set(request.capabilities)
+    return sorted(
+        name
+        for name, tags in catalog_services.items()
+        if is_agent_service(name) and wanted.issubset(tags or ())
+    )
