@@ -1,0 +1,5 @@
+import sys
+
+from consul_agents.cli import main
+
+sys.exit(main())

@@ -1,0 +1,188 @@
+"""Registry commands: register, deregister, status, discover, select, types."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from consul_agents._errors import InvalidAgentError
+from consul_agents._models import AgentRegistration, AgentStatus, DiscoveryRequest, SelectionCriteria
+from consul_agents._selection import STRATEGIES
+from consul_agents.cli._common import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    add_connection_flags,
+    add_output_flags,
+    make_registry,
+    print_agents,
+    print_json,
+    print_table,
+    run_async,
+)
+
+__all__ = ["register"]
+
+
+def _key_values(pairs: list[str] | None, flag: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidAgentError(f"{flag} {pair!r} must look like key=value", field=flag.lstrip("-"))
+        result[key] = value
+    return result
+
+
+def _csv(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--type", dest="agent_type", help="agent type")
+    parser.add_argument("--capabilities", "-c", help="comma-separated capabilities, all required")
+    parser.add_argument(
+        "--status",
+        choices=[s.value for s in AgentStatus],
+        help="only this status (default: passing or warning)",
+    )
+    parser.add_argument("--max-load", type=float, help="only agents whose load is at most this")
+    parser.add_argument(
+        "--tag", action="append", metavar="KEY=VALUE", help="tag that must match (repeatable)"
+    )
+    parser.add_argument("--region", help="Consul datacenter to discover in")
+
+
+def _request_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "agent_type": args.agent_type,
+        "capabilities": _csv(args.capabilities),
+        "status": args.status,
+        "max_load": args.max_load,
+        "tags": _key_values(args.tag, "--tag"),
+        "region": args.region,
+    }
+
+
+def _register(args: argparse.Namespace) -> int:
+    registration = AgentRegistration(
+        agent_type=args.agent_type,
+        capabilities=_csv(args.capabilities),
+        endpoint=args.endpoint,
+        agent_id=args.id,
+        tags=_key_values(args.tag, "--tag"),
+        metadata=json.loads(args.metadata) if args.metadata else {},
+        weight=args.weight,
+        ttl=args.ttl,
+        deregister_after=args.deregister_after,
+    )
+
+    async def go() -> str:
+        async with make_registry(args) as registry:
+            return await registry.register_agent(registration)
+
+    agent_id = run_async(go())
+    print_json({"agent_id": agent_id}) if args.json else print(agent_id)
+    return EXIT_OK
+
+
+def _deregister(args: argparse.Namespace) -> int:
+    async def go() -> bool:
+        async with make_registry(args) as registry:
+            return await registry.deregister_agent(args.agent_id)
+
+    removed = run_async(go())
+    if args.json:
+        print_json({"agent_id": args.agent_id, "removed": removed})
+    else:
+        print(f"deregistered {args.agent_id}" if removed else f"{args.agent_id} was not registered")
+    return EXIT_OK if removed else EXIT_NOT_FOUND
+
+
+def _status(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with make_registry(args) as registry:
+            return await registry.get_agent(args.agent_id)
+
+    print_agents([run_async(go())], args.json)
+    return EXIT_OK
+
+
+def _discover(args: argparse.Namespace) -> int:
+    request = DiscoveryRequest(**_request_fields(args))
+
+    async def go() -> Any:
+        async with make_registry(args) as registry:
+            return await registry.discover_agents(request)
+
+    print_agents(run_async(go()), args.json)
+    return EXIT_OK
+
+
+def _select(args: argparse.Namespace) -> int:
+    criteria = SelectionCriteria(**_request_fields(args), strategy=args.strategy, exclude=_csv(args.exclude))
+
+    async def go() -> Any:
+        async with make_registry(args) as registry:
+            return await registry.select_agent(criteria)
+
+    chosen = run_async(go())
+    if chosen is None:
+        if args.json:
+            print_json(None)
+        else:
+            print("no agent matches")
+        return EXIT_NOT_FOUND
+    print_agents([chosen], args.json)
+    return EXIT_OK
+
+
+def _types(args: argparse.Namespace) -> int:
+    async def go() -> dict[str, list[str]]:
+        async with make_registry(args) as registry:
+            return await registry.agent_types(args.region)
+
+    types = run_async(go())
+    if args.json:
+        print_json(types)
+    else:
+        print_table(["TYPE", "CAPABILITIES"], [(t, ",".join(caps)) for t, caps in types.items()])
+    return EXIT_OK
+
+
+def _parser(subparsers: Any, name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text, description=help_text)
+    add_connection_flags(parser)
+    add_output_flags(parser)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def register(subparsers: Any) -> None:
+    p = _parser(subparsers, "register", "Register (or update) an agent.", _register)
+    p.add_argument("--type", dest="agent_type", required=True)
+    p.add_argument("--capabilities", "-c", required=True, help="comma-separated capabilities")
+    p.add_argument("--endpoint", required=True, help="scheme://host:port[/path]")
+    p.add_argument("--id", help="agent id (default: generated)")
+    p.add_argument("--tag", action="append", metavar="KEY=VALUE")
+    p.add_argument("--metadata", help="JSON object")
+    p.add_argument("--weight", type=int, default=1)
+    p.add_argument("--ttl", type=float, default=15.0, help="heartbeat TTL in seconds")
+    p.add_argument("--deregister-after", type=float, default=60.0, help="seconds critical before reaping")
+
+    p = _parser(subparsers, "deregister", "Deregister an agent.", _deregister)
+    p.add_argument("agent_id")
+
+    p = _parser(subparsers, "status", "Show one agent as Consul's catalog sees it.", _status)
+    p.add_argument("agent_id")
+
+    p = _parser(subparsers, "discover", "List the live agents that match filters.", _discover)
+    _add_filters(p)
+
+    p = _parser(subparsers, "select", "Pick one agent that matches filters.", _select)
+    _add_filters(p)
+    p.add_argument("--strategy", choices=STRATEGIES, default="least_loaded")
+    p.add_argument("--exclude", help="comma-separated agent ids to skip")
+
+    p = _parser(subparsers, "types", "List agent types and their capabilities.", _types)
+    p.add_argument("--region", help="Consul datacenter")

@@ -1,0 +1,190 @@
+"""Local development: `consul-agents dev` runs a Consul agent; `consul-agents demo` shows the registry."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import signal
+import socket
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from consul_agents._errors import InvalidAgentError
+from consul_agents._models import AgentRegistration, DiscoveryRequest, SelectionCriteria
+from consul_agents._registry import AgentRegistry, AgentSession
+from consul_agents._selection import STRATEGIES
+from consul_agents.cli._common import EXIT_OK, print_agents, print_table
+from consul_agents.dev import ConsulDevServer
+
+__all__ = ["load_fleet", "register"]
+
+DEFAULT_FLEET = Path("config/demo-fleet.yaml")
+
+
+def load_fleet(path: Path) -> list[AgentRegistration]:
+    """The registrations of a fleet file; errors name the file and the entry."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidAgentError(f"{path}: cannot read fleet file: {exc}", field="fleet") from exc
+    entries = document.get("agents") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise InvalidAgentError(f"{path}: expected a non-empty list under 'agents'", field="agents")
+    fleet = []
+    for index, entry in enumerate(entries):
+        try:
+            fleet.append(AgentRegistration(**entry))
+        except InvalidAgentError as exc:
+            raise InvalidAgentError(
+                f"{path}: agents[{index}]: {exc}", field=f"agents[{index}].{exc.field}"
+            ) from exc
+        except TypeError as exc:
+            raise InvalidAgentError(
+                f"{path}: agents[{index}] is not a mapping", field=f"agents[{index}]"
+            ) from exc
+    return fleet
+
+
+def _free(port: int, kind: socket.SocketKind) -> bool:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _start_server(http_port: int | None, dns_port: int | None, datacenter: str) -> ConsulDevServer:
+    """A dev agent on Consul's usual ports (8500, 8600) when they are free, else on free ports."""
+    if http_port is None and _free(8500, socket.SOCK_STREAM):
+        http_port = 8500
+    if dns_port is None and _free(8600, socket.SOCK_DGRAM) and _free(8600, socket.SOCK_STREAM):
+        dns_port = 8600
+    server = ConsulDevServer(datacenter=datacenter, http_port=http_port, dns_port=dns_port)
+    server.start()
+    return server
+
+
+async def _wait_for_stop(once: bool) -> None:
+    if once:
+        return
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _show(registry: AgentRegistry, rng: random.Random) -> None:
+    print("\n== Every live agent (discover_agents())")
+    print_agents(await registry.discover_agents(), False)
+    for title, request in (
+        ("capability 'summarize', any type", DiscoveryRequest(capabilities=["summarize"])),
+        (
+            "type 'coder' with 'python', load at most 0.5",
+            DiscoveryRequest(agent_type="coder", capabilities=["python"], max_load=0.5),
+        ),
+        ("tag tier=gold", DiscoveryRequest(tags={"tier": "gold"})),
+    ):
+        print(f"\n== Discover: {title}")
+        print_agents(await registry.discover_agents(request), False)
+    print("\n== select_agent(capability 'summarize'): 200 picks per strategy")
+    rows = []
+    for strategy in STRATEGIES:
+        counts: Counter[str] = Counter()
+        for _ in range(200):
+            chosen = await registry.select_agent(
+                SelectionCriteria(capabilities=["summarize"], strategy=strategy)
+            )
+            counts[chosen.agent_id if chosen else "-"] += 1
+        rows.append((strategy, ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))))
+    print_table(["STRATEGY", "PICKS"], rows)
+
+
+async def _demo(args: argparse.Namespace, address: str) -> None:
+    fleet = load_fleet(args.fleet)
+    rng = random.Random(args.seed)
+    async with AgentRegistry(address) as registry, contextlib.AsyncExitStack() as stack:
+        sessions: list[AgentSession] = []
+        for registration in fleet:
+            sessions.append(await stack.enter_async_context(registry.session(registration, interval=2.0)))
+        print(f"Registered {len(sessions)} agents with Consul at {address}; each heartbeats every 2 s.")
+        await _show(registry, rng)
+        print(
+            "\nConsul UI: "
+            + address
+            + "/ui   DNS: dig @127.0.0.1 -p <dns port> agent-planner.service.consul SRV"
+        )
+        if not args.once:
+            print(
+                "Running; loads drift every few seconds. Ctrl-C to stop (agents deregister on the way out)."
+            )
+            drift = asyncio.create_task(_drift(sessions, rng))
+            try:
+                await _wait_for_stop(args.once)
+            finally:
+                drift.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await drift
+
+
+async def _drift(sessions: list[AgentSession], rng: random.Random) -> None:
+    while True:
+        await asyncio.sleep(3.0)
+        for session in sessions:
+            session.load = min(1.0, max(0.0, round(session.load + rng.uniform(-0.15, 0.15), 2)))
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    server = None
+    address = args.http_addr
+    if address is None:
+        server = _start_server(args.http_port, args.dns_port, "dc1")
+        address = server.http_addr
+        print(f"Started Consul {server.datacenter} at {address} (DNS on 127.0.0.1:{server.dns_port}).")
+    try:
+        asyncio.run(_demo(args, address))
+    finally:
+        if server is not None:
+            server.stop()
+    return EXIT_OK
+
+
+def _run_dev(args: argparse.Namespace) -> int:
+    server = _start_server(args.http_port, args.dns_port, args.datacenter)
+    print(f"Consul {server.datacenter} running: HTTP {server.http_addr}, DNS 127.0.0.1:{server.dns_port}")
+    print(f"export CONSUL_HTTP_ADDR={server.http_addr}")
+    try:
+        asyncio.run(_wait_for_stop(False))
+    finally:
+        server.stop()
+    return EXIT_OK
+
+
+def _ports(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--http-port", type=int, default=None, help="default: 8500 if free, else a free port")
+    parser.add_argument("--dns-port", type=int, default=None, help="default: 8600 if free, else a free port")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("dev", help="Run a local Consul dev agent until Ctrl-C.")
+    _ports(p)
+    p.add_argument("--datacenter", default="dc1")
+    p.set_defaults(handler=_run_dev)
+
+    p = subparsers.add_parser(
+        "demo", help="Start Consul, register a demo fleet, show discovery and selection."
+    )
+    _ports(p)
+    p.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help="fleet YAML (default: %(default)s)")
+    p.add_argument(
+        "-http-addr", "--http-addr", dest="http_addr", help="use this Consul instead of starting one"
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed for load drift")
+    p.add_argument("--once", action="store_true", help="show the results and exit (used by the tests)")
+    p.set_defaults(handler=_run_demo)
