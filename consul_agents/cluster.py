@@ -205,3 +205,13 @@ class ConsulCluster:
     def restart_server(self, server: ConsulDevServer, timeout: float = 30) -> None:
         self.stop_server(server)
         self.start_server(server, timeout)
+
+    def restart_all(self, timeout: float = 60) -> None:
+        """Stop every server, then start them together (no server elects alone); return once they have
+        a leader and all are peers. The client agent keeps running."""
+        for server in self.running_servers:
+            server.stop()
+        with ThreadPoolExecutor(len(self.servers)) as pool:
+            for future in [pool.submit(s.start, timeout) for s in self.servers]:
+                future.result()
+        self.wait_for_leader(timeout=timeout, peers=len(self.servers))
