@@ -134,22 +134,24 @@ class AgentRegistry:
         _, kv_value = wire.encode_metadata(registration.metadata)
         operation = f"register agent {agent_id!r}"
         previous = self._registered.get(agent_id)
+        kv_path = f"/v1/kv/{wire.metadata_key(registration.agent_type, agent_id)}"
         if kv_value is not None:
-            await self._gateway.put(operation, f"/v1/kv/{wire.metadata_key(agent_id)}", kv_value)
+            await self._gateway.put(operation, kv_path, kv_value)
         body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow())
         try:
             await self._gateway.put(operation, "/v1/agent/service/register", body)
         except ConsulAgentsError:
             if kv_value is not None and previous is None:
                 with suppress(ConsulAgentsError):
-                    await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_id)}")
+                    await self._gateway.delete(operation, kv_path)
             raise
         if (
             kv_value is None
             and previous is not None
             and wire.encode_metadata(previous.registration.metadata)[1]
         ):
-            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_id)}")
+            old_key = wire.metadata_key(previous.registration.agent_type, agent_id)
+            await self._gateway.delete(operation, f"/v1/kv/{old_key}")
 
     async def heartbeat(
         self,
@@ -241,7 +243,8 @@ class AgentRegistry:
             )
         await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
         if (local.body.get("Meta") or {}).get(wire.META_METADATA) == wire.METADATA_IN_KV:
-            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_id)}")
+            agent_type = wire.agent_type_of(str(local.body.get("Service", "")))
+            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}")
         self._forget(agent_id)
         return True
 
@@ -253,19 +256,25 @@ class AgentRegistry:
 
     async def _infos(self, response: ConsulResponse, region: str | None) -> list[AgentInfo]:
         entries = response.body or []
-        wanted = [e["Service"]["ID"] for e in entries if wire.needs_kv_metadata(e)]
+        wanted = [
+            (wire.agent_type_of(e["Service"]["Service"]), e["Service"]["ID"])
+            for e in entries
+            if wire.needs_kv_metadata(e)
+        ]
         kv: dict[str, str] = {}
         if wanted:
-            values = await asyncio.gather(*(self._kv_metadata(agent_id, region) for agent_id in wanted))
+            values = await asyncio.gather(*(self._kv_metadata(t, agent_id, region) for t, agent_id in wanted))
             kv = {
-                agent_id: value for agent_id, value in zip(wanted, values, strict=True) if value is not None
+                agent_id: value
+                for (_, agent_id), value in zip(wanted, values, strict=True)
+                if value is not None
             }
         return wire.entries_to_infos(entries, kv_metadata=kv)
 
-    async def _kv_metadata(self, agent_id: str, region: str | None) -> str | None:
+    async def _kv_metadata(self, agent_type: str, agent_id: str, region: str | None) -> str | None:
         response = await self._gateway.get(
             f"read metadata of agent {agent_id!r}",
-            f"/v1/kv/{wire.metadata_key(agent_id)}",
+            f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}",
             params={"raw": ""},
             datacenter=region,
             allow_404=True,

@@ -15,6 +15,7 @@ wins; py-consul lets CONSUL_HTTP_TOKEN override an explicit token, which is why 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,14 @@ class ConsulSettings:
         parts = urlsplit(address)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidAgentError(
-                f"Consul address {address!r} must look like http://host:port or https://host:port",
+                f"Consul address {_redacted(address)!r} must look like http://host:port or https://host:port",
+                field="consul_url",
+            )
+        if parts.query or parts.fragment or parts.username or parts.password or parts.path not in ("", "/"):
+            # A token in a URL ends up in proxies' and servers' access logs: only the header carries it.
+            raise InvalidAgentError(
+                f"Consul address {_redacted(address)!r} must be scheme://host:port only, with no path, "
+                "query or credentials; give the ACL token as token= or CONSUL_HTTP_TOKEN",
                 field="consul_url",
             )
         if token is None:
@@ -90,6 +98,12 @@ class ConsulSettings:
     def port(self) -> int:
         parts = urlsplit(self.address)
         return parts.port or (443 if parts.scheme == "https" else 8500)
+
+
+def _redacted(address: str) -> str:
+    """The address for an error message, without a query, fragment or credentials (they may hold a token)."""
+    cut = re.split(r"[?#]", address, maxsplit=1)[0]
+    return re.sub(r"^([a-z]+://)?[^/@]*@", lambda m: (m.group(1) or "") + "***@", cut)
 
 
 def _address_from_env(env: Mapping[str, str]) -> str | None:
