@@ -45,7 +45,7 @@ __all__ = [
 TokenKind = Literal["registrar", "discoverer", "dns", "operator"]
 #: Every policy this project creates is named ``consul-agents-<token name>``.
 NAME_PREFIX = "consul-agents-"
-_TOKEN_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$")
+_TOKEN_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?\Z")
 
 
 class TokenSpec(BaseModel):

@@ -25,6 +25,7 @@ import consul.base
 
 from consul_agents._errors import (
     ConsulRequestError,
+    InvalidAgentError,
     PermissionDeniedError,
     RegistryTimeoutError,
     RegistryUnavailableError,
@@ -235,6 +236,9 @@ class ConsulGateway:
         ``index``/``wait`` make a blocking query; its timeout is then wait + wait/16 + the normal timeout,
         longer than Consul's own jitter, as Consul's blocking-query rules require.
         """
+        if any(segment in (".", "..") for segment in path.split("/")):
+            # The URL would be normalised to another endpoint, called with this client's token.
+            raise InvalidAgentError(f"refusing {operation}: its request path has a dot segment", field="path")
         query: list[tuple[str, Any]] = list((params or {}).items())
         dc = datacenter or self.settings.datacenter
         if dc:

@@ -32,6 +32,7 @@ from pydantic import (
 from consul_agents._errors import InvalidAgentError
 
 __all__ = [
+    "AGENT_ID_PATTERN",
     "MAX_METADATA_BYTES",
     "MAX_TAGS",
     "RESERVED_META_PREFIX",
@@ -58,9 +59,11 @@ MAX_TAGS = 64 - len(RESERVED_META_KEYS)
 #: Metadata is any JSON object up to this size once serialised. Small metadata lives in Meta, the rest in KV.
 MAX_METADATA_BYTES = 64 * 1024
 
-_DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
+#: What an agent id may be; ids travel in URL paths, so no '/' and no leading '.'.
+AGENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
+_AGENT_ID = AGENT_ID_PATTERN
 _MAX_META_VALUE = 512
 _MAX_TYPE_LENGTH = 63 - len(SERVICE_PREFIX)  # the service name "agent-<type>" must itself be a DNS label
 
@@ -134,6 +137,8 @@ def _duration(value: Any) -> Any:
 
 
 def _endpoint(value: str) -> str:
+    if len(value) > _MAX_META_VALUE:
+        raise ValueError(f"endpoint is longer than {_MAX_META_VALUE} characters (Consul's Meta value limit)")
     parts = urlsplit(value)
     if not parts.scheme or "://" not in value:
         raise ValueError(f"endpoint {value!r} has no scheme (expected e.g. http://host:port)")
@@ -280,7 +285,7 @@ class DiscoveryRequest(_Model):
     @field_validator("region")
     @classmethod
     def _check_region(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z0-9_-]{1,64}$", value):
+        if value is not None and not re.match(r"^[A-Za-z0-9_-]{1,64}\Z", value):
             raise ValueError(f"region {value!r} is not a Consul datacenter name")
         return value
 

@@ -36,6 +36,7 @@ from consul_agents._errors import (
 )
 from consul_agents._gateway import ConsulGateway, ConsulResponse
 from consul_agents._models import (
+    AGENT_ID_PATTERN,
     SERVICE_PREFIX,
     AgentInfo,
     AgentRegistration,
@@ -64,6 +65,15 @@ def _check_load(load: float) -> float:
     if not isinstance(load, int | float) or isinstance(load, bool) or math.isnan(load) or not 0 <= load <= 1:
         raise InvalidAgentError(f"invalid load: {load!r} is not a number between 0 and 1", field="load")
     return float(load)
+
+
+def _check_agent_id(agent_id: str) -> None:
+    """Refuse ids that no registration could have: they end up in URL paths ("../kv/..." would escape)."""
+    if not isinstance(agent_id, str) or not AGENT_ID_PATTERN.match(agent_id):
+        raise InvalidAgentError(
+            f"invalid agent_id: {agent_id!r} is not an agent id (letters, digits, '-', '_', '.', ':')",
+            field="agent_id",
+        )
 
 
 def _is_unknown_check(exc: ConsulRequestError) -> bool:
@@ -166,6 +176,7 @@ class AgentRegistry:
         Re-registers the agent from its last registration if Consul lost it (agent restart, reaping).
         Raises AgentNotFoundError if it is gone and this client never registered it.
         """
+        _check_agent_id(agent_id)
         if load is not None:
             load = _check_load(load)
         if status is AgentStatus.MAINTENANCE:
@@ -214,6 +225,7 @@ class AgentRegistry:
 
     async def set_maintenance(self, agent_id: str, enable: bool, reason: str = "") -> None:
         """Put an agent in (or take it out of) maintenance: it is then never discovered unless asked for."""
+        _check_agent_id(agent_id)
         params: dict[str, Any] = {"enable": "true" if enable else "false"}
         if reason:
             params["reason"] = reason
@@ -228,6 +240,7 @@ class AgentRegistry:
 
     async def deregister_agent(self, agent_id: str) -> bool:
         """Remove an agent. Returns False when it was not registered (anywhere in the catalog)."""
+        _check_agent_id(agent_id)
         operation = f"deregister agent {agent_id!r}"
         local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
         if local.status == 404:
@@ -299,6 +312,7 @@ class AgentRegistry:
 
     async def get_agent(self, agent_id: str) -> AgentInfo:
         """The agent as the catalog sees it. Raises AgentNotFoundError when it is not registered."""
+        _check_agent_id(agent_id)
         service = await self._service_name_of(agent_id)
         response = await self._gateway.get(
             f"read agent {agent_id!r}",
