@@ -85,6 +85,9 @@ Strategy = Literal["round_robin", "weighted_random", "least_loaded", "power_of_t
 
 
 def _dns_label(value: str, what: str, max_length: int = 63) -> str:
+    if not value.isascii():
+        # Checked before lowercasing: Unicode lowercasing maps some non-ASCII letters (U+212A) to ASCII.
+        raise ValueError(f"{what} {value!r} is not a DNS label (ASCII letters, digits and '-' only)")
     lowered = value.lower()
     if len(lowered) > max_length:
         raise ValueError(f"{what} {value!r} is longer than {max_length} characters")
@@ -119,8 +122,8 @@ def _tags(tags: dict[str, str]) -> dict[str, str]:
             raise ValueError(
                 f"tag key {key!r} uses a reserved prefix ({RESERVED_META_PREFIX!r} or 'consul-')"
             )
-        if len(value) > _MAX_META_VALUE:
-            raise ValueError(f"tag {key!r} has a value longer than {_MAX_META_VALUE} characters")
+        if len(value.encode()) > _MAX_META_VALUE:
+            raise ValueError(f"tag {key!r} has a value longer than {_MAX_META_VALUE} bytes (UTF-8)")
     return tags
 
 
@@ -137,8 +140,8 @@ def _duration(value: Any) -> Any:
 
 
 def _endpoint(value: str) -> str:
-    if len(value) > _MAX_META_VALUE:
-        raise ValueError(f"endpoint is longer than {_MAX_META_VALUE} characters (Consul's Meta value limit)")
+    if len(value.encode()) > _MAX_META_VALUE:
+        raise ValueError(f"endpoint is longer than {_MAX_META_VALUE} bytes (Consul's Meta value limit)")
     parts = urlsplit(value)
     if not parts.scheme or "://" not in value:
         raise ValueError(f"endpoint {value!r} has no scheme (expected e.g. http://host:port)")

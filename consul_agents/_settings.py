@@ -74,7 +74,9 @@ class ConsulSettings:
         if token is None:
             token = env.get("CONSUL_HTTP_TOKEN") or _token_from_file(env.get("CONSUL_HTTP_TOKEN_FILE"))
         if verify is None:
-            verify = _truthy(env["CONSUL_HTTP_SSL_VERIFY"]) if "CONSUL_HTTP_SSL_VERIFY" in env else True
+            # Empty counts as unset, as in Consul's CLI: only an explicit false turns verification off.
+            raw_verify = env.get("CONSUL_HTTP_SSL_VERIFY", "").strip()
+            verify = _truthy(raw_verify) if raw_verify else True
         if timeout <= 0:
             raise InvalidAgentError(f"timeout must be positive, got {timeout!r}", field="timeout")
         return cls(

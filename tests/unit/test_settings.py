@@ -151,11 +151,6 @@ def test_verify_precedence(args: dict[str, Any], env: dict[str, str], expected: 
     assert ConsulSettings.resolve(**args, env=env).verify is expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (security): an empty CONSUL_HTTP_SSL_VERIFY turns TLS verification off; Consul's own client "
-    "treats an empty variable as unset (verification stays on)",
-)
 def test_empty_ssl_verify_keeps_verification() -> None:
     """An empty CONSUL_HTTP_SSL_VERIFY is treated as unset and verification stays on."""
     assert ConsulSettings.resolve(env={"CONSUL_HTTP_SSL_VERIFY": ""}).verify is True
