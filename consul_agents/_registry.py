@@ -69,7 +69,7 @@ def _check_load(load: float) -> float:
 
 def _check_agent_id(agent_id: str) -> None:
     """Refuse ids that no registration could have: they end up in URL paths ("../kv/..." would escape)."""
-    if not isinstance(agent_id, str) or not AGENT_ID_PATTERN.match(agent_id):
+    if not isinstance(agent_id, str) or not AGENT_ID_PATTERN.fullmatch(agent_id):
         raise InvalidAgentError(
             f"invalid agent_id: {agent_id!r} is not an agent id (letters, digits, '-', '_', '.', ':')",
             field="agent_id",

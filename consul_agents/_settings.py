@@ -14,6 +14,7 @@ wins; py-consul lets CONSUL_HTTP_TOKEN override an explicit token, which is why 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -59,7 +60,11 @@ class ConsulSettings:
         env = os.environ if env is None else env
         address = consul_url or _address_from_env(env) or _DEFAULT_ADDRESS
         parts = urlsplit(address)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            port_ok = False
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
             raise InvalidAgentError(
                 f"Consul address {_redacted(address)!r} must look like http://host:port or https://host:port",
                 field="consul_url",
@@ -74,10 +79,9 @@ class ConsulSettings:
         if token is None:
             token = env.get("CONSUL_HTTP_TOKEN") or _token_from_file(env.get("CONSUL_HTTP_TOKEN_FILE"))
         if verify is None:
-            # Empty counts as unset, as in Consul's CLI: only an explicit false turns verification off.
-            raw_verify = env.get("CONSUL_HTTP_SSL_VERIFY", "").strip()
-            verify = _truthy(raw_verify) if raw_verify else True
-        if timeout <= 0:
+            # Like Consul's own client: an empty or unparsable value leaves verification on.
+            verify = env.get("CONSUL_HTTP_SSL_VERIFY", "").strip().lower() not in {"0", "false", "no", "off"}
+        if not timeout > 0 or not math.isfinite(timeout):
             raise InvalidAgentError(f"timeout must be positive, got {timeout!r}", field="timeout")
         return cls(
             address=address.rstrip("/"),

@@ -111,8 +111,8 @@ def metadata_key(agent_type: str, agent_id: str) -> str:
 
 def format_duration(value: timedelta) -> str:
     """A Go duration string, as Consul expects ("15s", "1.5s")."""
-    seconds = value.total_seconds()
-    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds:g}s"
+    text = f"{value.total_seconds():.3f}".rstrip("0").rstrip(".")
+    return f"{text}s"
 
 
 def _parse_duration(text: str) -> timedelta | None:

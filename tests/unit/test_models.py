@@ -139,11 +139,6 @@ def test_non_ascii_that_lowercases_to_ascii_is_rejected() -> None:
 
 
 @pytest.mark.parametrize("ttl", [math.inf, 1e15])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _duration calls timedelta(seconds=...) which raises OverflowError (not ValueError), so "
-    "pydantic lets it escape instead of an InvalidAgentError",
-)
 def test_huge_ttl_raises_invalid_agent_error(ttl: float) -> None:
     """An infinite or overflowing ttl raises InvalidAgentError naming ttl, not a raw OverflowError."""
     with pytest.raises(InvalidAgentError) as caught:
