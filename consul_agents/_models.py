@@ -129,7 +129,10 @@ def _finite_unit(value: float) -> float:
 
 def _duration(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
+        try:
+            return timedelta(seconds=value)
+        except (OverflowError, ValueError) as exc:
+            raise ValueError(f"{value!r} seconds is not a usable duration") from exc
     return value
 
 
