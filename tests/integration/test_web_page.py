@@ -20,7 +20,7 @@ CHROMIUM = next(
 )
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
-    reason="Debian's chromium is not installed (`make browser` or `apt-get install chromium` installs it)",
+    reason="Debian's chromium is not installed (`make tools` installs it)",
 )
 
 
