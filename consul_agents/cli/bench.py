@@ -1,4 +1,4 @@
-"""``consul-agents bench``: run the benchmark suites of a source checkout (``benchmarks/`` beside the package).
+"""``consul-agents bench``: run the benchmark suites of a source checkout (its ``benchmarks/`` folder).
 
 Each suite is a module ``benchmarks.<name>`` with ``main(argv) -> int`` that writes its JSON report under
 ``reports/``; this command only finds and runs them, so ``make bench`` and the CLI produce the same reports.
