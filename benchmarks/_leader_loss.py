@@ -27,7 +27,7 @@ __all__ = ["LeaderLossResult", "Op", "fleet_sessions", "run_leader_loss"]
 
 @dataclass(frozen=True)
 class Op:
-    kind: str  # "discover", "register", "register-kv", "heartbeat"
+    kind: str  # discover (stale), discover-leader (default consistency), register, register-kv, catalog
     start: float  # seconds since the scenario's zero
     duration: float
     error: str | None = None  # the exception's class name, or None on success
@@ -109,12 +109,12 @@ class _Run:
         self.result.ops.append(Op(kind, started, self.now() - started))
         return value
 
-    async def discover(self, reads: AgentRegistry) -> None:
+    async def discover(self, reads: AgentRegistry, kind: str = "discover") -> None:
         request = DiscoveryRequest(agent_type=self.agent_type)
         while not self.stop.is_set():
-            found = await self.timed("discover", reads.discover_agents(request))
+            found = await self.timed(kind, reads.discover_agents(request))
             if found is not None and len(found) != self.agents:
-                self.result.ops.append(Op("discover", self.now(), 0.0, "WrongAnswer", f"{len(found)} agents"))
+                self.result.ops.append(Op(kind, self.now(), 0.0, "WrongAnswer", f"{len(found)} agents"))
             await asyncio.sleep(0.01)
 
     async def write(self, writes: AgentRegistry) -> None:
@@ -169,12 +169,15 @@ async def run_leader_loss(
     async with (
         AgentRegistry(cluster.http_addr) as writes,
         AgentRegistry(cluster.http_addr, stale_reads=True) as reads,
+        AgentRegistry(cluster.http_addr) as consistent_reads,
     ):
         fleet = [_registration(agent_type, i) for i in range(agents)]
         async with fleet_sessions(writes, fleet) as sessions:
             await run.wait_for_fleet(reads)
             run.zero = time.monotonic()
             tasks = [asyncio.create_task(run.discover(reads)) for _ in range(discoverers)]
+            # One discoverer without stale reads, for contrast: its reads need the leader.
+            tasks.append(asyncio.create_task(run.discover(consistent_reads, "discover-leader")))
             tasks.append(asyncio.create_task(run.write(writes)))
             watcher = asyncio.create_task(run.watch_catalog(reads))
             try:

@@ -53,6 +53,7 @@ def plot_leader_loss(result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(11, 4.8), dpi=110)
     styles = {
         "discover": ("discover (stale reads)", "tab:blue", "."),
+        "discover-leader": ("discover without stale reads (one task, for contrast)", "tab:cyan", "d"),
         "register": ("register (agent only)", "tab:green", "o"),
         "register-kv": ("register with KV metadata (needs a leader)", "tab:orange", "s"),
     }
@@ -67,15 +68,13 @@ def plot_leader_loss(result: dict[str, Any], path: Path) -> None:
                 label=label,
                 alpha=0.6,
             )
-    failed = [(op[1] - zero, max(op[2] * 1000, 0.1)) for op in result["ops"] if op[3] is not None]
-    if failed:
-        ax.scatter(
-            *zip(*failed, strict=True),
-            s=40,
-            color="red",
-            marker="x",
-            label="failed with RegistryUnavailableError",
-        )
+    for kinds, color, label in (
+        (("register", "register-kv"), "red", "write failed (RegistryUnavailableError)"),
+        (("discover", "discover-leader"), "black", "discovery failed"),
+    ):
+        failed = [(op[1] - zero, max(op[2] * 1000, 0.1)) for op in result["ops"] if op[0] in kinds and op[3]]
+        if failed:
+            ax.scatter(*zip(*failed, strict=True), s=40, color=color, marker="x", label=label)
     lags = [
         (ack - zero, (result["visible_at"][a] - ack) * 1000)
         for a, ack in result["acknowledged"].items()

@@ -42,15 +42,20 @@ def fleet_registration(prefix: str, i: int, **overrides: Any) -> AgentRegistrati
 
 
 class _CountFailures(logging.Handler):
+    """Counts the failed heartbeats that AgentSession logs, by exception class."""
+
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.count = 0
-        self.last = ""
+        self.first = ""
+        self.kinds: dict[str, int] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         if "heartbeat of agent" in record.getMessage():
             self.count += 1
-            self.last = record.getMessage()
+            self.first = self.first or record.getMessage()
+            kind = type(record.args[1]).__name__ if isinstance(record.args, tuple) else "?"
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
 
 @dataclass
@@ -74,6 +79,8 @@ class SteadyResult:
     consul_rss_mb: float = 0.0
     own_rss_mb: float = 0.0
     first_error: str = ""
+    first_heartbeat_error: str = ""
+    heartbeat_failure_kinds: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         ms = [s * 1000 for s in self.latencies_s] or [0.0]
@@ -106,7 +113,9 @@ class SteadyResult:
             "fleet_service_index_changes": self.service_index_changes,
             "consul_rss_mb": round(self.consul_rss_mb, 1),
             "own_rss_mb": round(self.own_rss_mb, 1),
-            "first_error": self.first_error,
+            "first_discovery_error": self.first_error,
+            "first_heartbeat_error": self.first_heartbeat_error,
+            "heartbeat_failure_kinds": self.heartbeat_failure_kinds,
             # (percent, ms) pairs: enough to redraw the latency distribution without every sample.
             "latency_quantiles_ms": [[q / 2, round(percentile(ms, q / 2), 3)] for q in range(201)],
         }
@@ -208,7 +217,8 @@ async def run_steady(  # noqa: PLR0915 (one scenario, read top to bottom)
             result.raft_writes = await _raft_applied(http, addr) - raft0
             result.heartbeats = sum(s.heartbeats for s in sessions) - beats0
             result.heartbeat_failures = failures.count - failures0
-            result.first_error = result.first_error or failures.last
+            result.first_heartbeat_error = failures.first
+            result.heartbeat_failure_kinds = dict(failures.kinds)
             result.consul_rss_mb = rss_mb(consul_pid)
             result.own_rss_mb = rss_mb()
             for t in range(types):

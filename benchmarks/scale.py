@@ -88,6 +88,13 @@ def _leader(args: argparse.Namespace) -> dict[str, Any]:
         "discoveries": sum(1 for op in result.ops if op.kind == "discover"),
         "discovery_failures": len(result.failures("discover")),
         "max_discovery_ms": round(1000 * max(op.duration for op in result.ops if op.kind == "discover"), 1),
+        "without_stale_reads": {
+            "discoveries": sum(1 for op in result.ops if op.kind == "discover-leader"),
+            "failures": len(result.failures("discover-leader")),
+            "max_ms": round(
+                1000 * max((op.duration for op in result.ops if op.kind == "discover-leader"), default=0), 1
+            ),
+        },
         "writes": len(writes),
         "write_failures": {kind: len(result.failures(kind)) for kind in ("register", "register-kv")},
         "write_failure_errors": sorted({op.error or "" for op in writes if op.error}),

@@ -38,7 +38,7 @@ async def test_thousand_agents_and_hundred_discoverers_for_a_minute(
     )
     assert result.discoveries > 1000
     assert result.discovery_errors == 0, result.first_error
-    assert result.heartbeat_failures == 0, result.first_error
+    assert result.heartbeat_failures == 0, result.first_heartbeat_error
     assert result.passing_at_end == 1000
     assert result.service_index_changes == 0
 
