@@ -23,6 +23,8 @@ __all__ = ["build_parser", "main"]
 COMMAND_MODULES = (
     "consul_agents.cli.agents",
     "consul_agents.cli.dev",
+    "consul_agents.cli.sidecar",
+    "consul_agents.cli.dns",
 )
 
 
