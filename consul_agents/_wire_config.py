@@ -97,7 +97,9 @@ def _convert(value: Any, *, verbatim: bool = False) -> Any:
     return value
 
 
-def config_file_service(definition: Mapping[str, Any], check: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def config_file_service(
+    definition: Mapping[str, Any], check: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """A service for Consul's config directory, from a ``/v1/agent/service/register`` body.
 
     ``check`` replaces the body's TTL check (a TTL check in a static file needs a process heartbeating
@@ -153,7 +155,7 @@ def template_differs(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> 
     service = existing.get("Service") or {}
     failover = service.get("Failover") or {}
     want_service = wanted["Service"]
-    return (
+    return bool(
         template.get("Regexp") != wanted["Template"]["Regexp"]
         or bool(template.get("RemoveEmptyTags")) != wanted["Template"]["RemoveEmptyTags"]
         or service.get("Service") != want_service["Service"]

@@ -5,7 +5,7 @@ Names (``consul`` is Consul's default domain; add ``.<dc>`` before it to ask ano
     agent-<type>.service.consul                   every passing or warning agent of a type, local datacenter
     <capability>.agent-<type>.service.consul      ... with that capability
     _agent-<type>._<capability>.service.consul    the same, RFC 2782 style
-    agent-<type>.query.consul                     healthy agents of a type from the nearest datacenter with any
+    agent-<type>.query.consul                     healthy agents of a type, nearest datacenter having any
     agent-<type>.<capability>.query.consul        ... with that capability
 
 The ``.service`` names work as soon as an agent is registered. The ``.query`` names need the prepared
@@ -27,7 +27,7 @@ from consul_agents import _wire_config as wire_config
 from consul_agents._gateway import ConsulGateway
 from consul_agents._models import SERVICE_PREFIX
 
-__all__ = ["query_dns_name", "rfc2782_name", "service_dns_name", "setup_prepared_query"]
+__all__ = ["SetupOutcome", "query_dns_name", "rfc2782_name", "service_dns_name", "setup_prepared_query"]
 
 SetupOutcome = Literal["created", "updated", "unchanged"]
 

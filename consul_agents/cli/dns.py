@@ -7,7 +7,13 @@ from typing import Any
 
 from consul_agents._models import DiscoveryRequest
 from consul_agents.cli._common import EXIT_OK, add_connection_flags, make_registry, run_async
-from consul_agents.dns import query_dns_name, rfc2782_name, service_dns_name, setup_prepared_query
+from consul_agents.dns import (
+    SetupOutcome,
+    query_dns_name,
+    rfc2782_name,
+    service_dns_name,
+    setup_prepared_query,
+)
 
 __all__ = ["register"]
 
@@ -17,7 +23,7 @@ def _csv(value: str | None) -> list[str]:
 
 
 def _setup(args: argparse.Namespace) -> int:
-    async def go() -> list[tuple[str, str]]:
+    async def go() -> list[tuple[str, SetupOutcome]]:
         async with make_registry(args) as registry:
             gateway = registry.gateway
             if args.all_datacenters:
@@ -67,9 +73,7 @@ def register(subparsers: Any) -> None:
         "--nearest-n", type=int, default=3, help="fail over to this many nearest datacenters (default 3)"
     )
     s.add_argument("--failover", metavar="DC,DC", help="then try these datacenters, in order")
-    s.add_argument(
-        "--only-passing", action="store_true", help="leave agents in warning out of answers"
-    )
+    s.add_argument("--only-passing", action="store_true", help="leave agents in warning out of answers")
     s.add_argument(
         "--all-datacenters", action="store_true", help="set the template up in every known datacenter"
     )

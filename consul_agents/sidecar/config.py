@@ -122,7 +122,9 @@ def _entry(path: Path, index: int, entry: Any) -> AgentSpec:
     try:
         registration = AgentRegistration(**fields)
     except InvalidAgentError as exc:
-        raise InvalidAgentError(f"{path}: {where}.{str(exc).removeprefix('invalid ')}", field=f"{where}.{exc.field}") from exc
+        raise InvalidAgentError(
+            f"{path}: {where}.{str(exc).removeprefix('invalid ')}", field=f"{where}.{exc.field}"
+        ) from exc
     try:
         probe = HealthProbe(**health)
     except ValidationError as exc:
@@ -157,7 +159,8 @@ def parse_config(path: Path, document: Any) -> SidecarConfig:
     for index, spec in enumerate(specs):
         if spec.agent_id in seen:
             raise InvalidAgentError(
-                f"{path}: agents[{index}].agent_id: {spec.agent_id!r} is already used by agents[{seen[spec.agent_id]}]",
+                f"{path}: agents[{index}].agent_id: {spec.agent_id!r} is already used by "
+                f"agents[{seen[spec.agent_id]}]",
                 field=f"agents[{index}].agent_id",
             )
         seen[spec.agent_id] = index
@@ -165,7 +168,7 @@ def parse_config(path: Path, document: Any) -> SidecarConfig:
 
 
 def load_config(path: Path | str) -> SidecarConfig:
-    """Read and validate a sidecar file; raises InvalidAgentError naming the file, the field and the problem."""
+    """Read and validate a sidecar file; InvalidAgentError names the file, the field and the problem."""
     path = Path(path)
     try:
         text = path.read_text()

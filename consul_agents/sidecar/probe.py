@@ -53,7 +53,9 @@ def _load_from(body: str, field: str) -> float | None:
     return float(value)
 
 
-def verdict(health: HealthProbe, url: str, http_status: int | None, body: str, error: str = "") -> ProbeResult:
+def verdict(
+    health: HealthProbe, url: str, http_status: int | None, body: str, error: str = ""
+) -> ProbeResult:
     """The status for one probe outcome: ``http_status`` None means no answer (``error`` says why)."""
     if http_status is None:
         return ProbeResult(AgentStatus.CRITICAL, None, f"GET {url}: {error}"[:_OUTPUT_LIMIT])

@@ -117,7 +117,12 @@ async def run_sidecar(config: SidecarConfig, registry: AgentRegistry) -> bool:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with registry:
-            log.info("sidecar for %s: %d agent(s), Consul at %s", config.path, len(config.agents), registry.settings.address)
+            log.info(
+                "sidecar for %s: %d agent(s), Consul at %s",
+                config.path,
+                len(config.agents),
+                registry.settings.address,
+            )
             return await Sidecar(config, registry).run(stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
