@@ -147,7 +147,9 @@ def _entry(path: Path, index: int, entry: Any) -> AgentSpec:
 def parse_config(path: Path, document: Any) -> SidecarConfig:
     """Validate a parsed YAML document (a mapping with a non-empty ``agents`` list)."""
     if not isinstance(document, Mapping):
-        raise InvalidAgentError(f"{path}: expected a mapping with an 'agents' list", field="agents")
+        raise InvalidAgentError(
+            f"{path}: agents: expected a mapping whose 'agents' key lists the agents", field="agents"
+        )
     unknown = sorted(set(document) - {"agents"})
     if unknown:
         raise InvalidAgentError(f"{path}: {unknown[0]}: unknown top-level key", field=str(unknown[0]))
