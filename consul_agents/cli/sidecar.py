@@ -38,7 +38,8 @@ def _render(args: argparse.Namespace) -> int:
         if kv_value is not None:
             print(
                 f"consul-agents: note: metadata of {spec.agent_id!r} is too large for Meta; store it with\n"
-                f"  consul kv put {wire.metadata_key(spec.agent_id)} '{kv_value}'",
+                f"  consul kv put {wire.metadata_key(spec.registration.agent_type, spec.agent_id)} "
+                f"'{kv_value}'",
                 file=sys.stderr,
             )
     return EXIT_OK

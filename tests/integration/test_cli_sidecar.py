@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from support import consul_get
 
+from consul_agents import _wire as wire
 from consul_agents.cli import main
 from consul_agents.dev import find_consul_binary
 
@@ -68,7 +69,7 @@ def test_render_notes_metadata_for_kv(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["render", str(path)]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["services"][0]["meta"]["agent-metadata"] == "kv"
-    assert "consul kv put consul-agents/metadata/big-1" in captured.err
+    assert f"consul kv put {wire.metadata_key('big', 'big-1')}" in captured.err
 
 
 def test_dns_names(capsys: pytest.CaptureFixture[str]) -> None:
