@@ -35,6 +35,7 @@ from consul_agents._errors import (
     InvalidAgentError,
 )
 from consul_agents._gateway import ConsulGateway, ConsulResponse
+from consul_agents._instrument import instrumented
 from consul_agents._models import (
     AGENT_ID_PATTERN,
     SERVICE_PREFIX,
@@ -47,6 +48,7 @@ from consul_agents._models import (
 )
 from consul_agents._selection import SelectionState, select
 from consul_agents._settings import ConsulSettings
+from consul_agents._tracing import annotate
 
 __all__ = ["AgentRegistry", "AgentSession"]
 
@@ -130,8 +132,28 @@ class AgentRegistry:
     def gateway(self) -> ConsulGateway:
         return self._gateway
 
+    def with_token(self, token: str | None) -> AgentRegistry:
+        """A registry acting with ``token`` (None: anonymous) over this one's open connection.
+
+        The view keeps its own state (remembered registrations, any cache), so nothing Consul showed one
+        token is ever served to another: Consul's ACLs filter what each token sees. Leaving a view's
+        ``async with`` (or never entering it) leaves the shared connection open.
+        """
+        view = AgentRegistry(
+            self.settings.address,
+            token or "",
+            self.settings.datacenter,
+            ca_cert=self.settings.ca_cert,
+            verify=self.settings.verify,
+            timeout=self.settings.timeout,
+            load_threshold=self.load_threshold,
+        )
+        view._gateway = self._gateway.with_token(token)
+        return view
+
     # -- writes -------------------------------------------------------------------------------------------
 
+    @instrumented("register")
     async def register_agent(
         self, registration: AgentRegistration, *, status: AgentStatus = AgentStatus.PASSING
     ) -> str:
@@ -176,6 +198,7 @@ class AgentRegistry:
             old_key = wire.metadata_key(previous.registration.agent_type, agent_id)
             await self._gateway.delete(operation, f"/v1/kv/{old_key}")
 
+    @instrumented("heartbeat")
     async def heartbeat(
         self,
         agent_id: str,
@@ -236,6 +259,7 @@ class AgentRegistry:
         body = wire.with_load(response.body, load=load, heartbeat=utcnow())
         await self._gateway.put(operation, "/v1/agent/service/register", body)
 
+    @instrumented("set_maintenance")
     async def set_maintenance(self, agent_id: str, enable: bool, reason: str = "") -> None:
         """Put an agent in (or take it out of) maintenance: it is then never discovered unless asked for."""
         _check_agent_id(agent_id)
@@ -251,6 +275,7 @@ class AgentRegistry:
         if response.status == 404:
             raise AgentNotFoundError(agent_id, "not registered with the local Consul agent")
 
+    @instrumented("deregister")
     async def deregister_agent(self, agent_id: str) -> bool:
         """Remove an agent. Returns False when it was not registered (anywhere in the catalog).
 
@@ -335,6 +360,7 @@ class AgentRegistry:
                 return service
         raise AgentNotFoundError(agent_id)
 
+    @instrumented("get_agent")
     async def get_agent(self, agent_id: str) -> AgentInfo:
         """The agent as the catalog sees it. Raises AgentNotFoundError when it is not registered."""
         _check_agent_id(agent_id)
@@ -354,6 +380,7 @@ class AgentRegistry:
         """The agent's aggregated health status (see AgentStatus)."""
         return (await self.get_agent(agent_id)).status
 
+    @instrumented("agent_types")
     async def agent_types(self, region: str | None = None) -> dict[str, list[str]]:
         """Every agent type in the datacenter with the union of its capabilities."""
         services = await self._catalog_services(region)
@@ -367,6 +394,7 @@ class AgentRegistry:
         response = await self._gateway.get("list agent types", "/v1/catalog/services", datacenter=region)
         return dict(response.body or {})
 
+    @instrumented("discover")
     async def discover_agents(self, request: DiscoveryRequest | None = None) -> list[AgentInfo]:
         """Every live agent matching ``request``; filters run inside Consul, all but max_load."""
         request = request or DiscoveryRequest()
@@ -394,10 +422,12 @@ class AgentRegistry:
         found.sort(key=lambda info: (info.agent_type, info.agent_id))
         return found
 
+    @instrumented("select")
     async def select_agent(self, criteria: SelectionCriteria | None = None) -> AgentInfo | None:
         """One agent matching the criteria, chosen by its strategy; None when none matches."""
         criteria = criteria or SelectionCriteria()
         candidates = await self.discover_agents(criteria)
+        annotate({"selection.candidates": len(candidates)})
         key = criteria.model_dump_json(include=set(DiscoveryRequest.model_fields))
         return select(
             candidates,
