@@ -23,10 +23,12 @@ __all__ = ["build_parser", "main"]
 COMMAND_MODULES = (
     "consul_agents.cli.acl",
     "consul_agents.cli.agents",
+    "consul_agents.cli.bench",
     "consul_agents.cli.dev",
     "consul_agents.cli.sidecar",
     "consul_agents.cli.dns",
     "consul_agents.cli.serve",
+    "consul_agents.cli.watch",
 )
 
 
