@@ -87,7 +87,9 @@ class AgentRegistry:
     """A client of the agent registry. Use as ``async with AgentRegistry(...) as registry``.
 
     With no arguments it reads Consul's own environment variables; explicit arguments win
-    (see :mod:`consul_agents._settings` for the full precedence).
+    (see :mod:`consul_agents._settings` for the full precedence). ``stale_reads=True`` lets any Consul
+    server answer discovery from its own copy of the catalog (``?stale``), so discovery keeps working while
+    the servers elect a leader, at the price of answers that may lag the leader by a few milliseconds.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class AgentRegistry:
         timeout: float = 10.0,
         load_threshold: float = 0.05,
         rng: random.Random | None = None,
+        stale_reads: bool = False,
     ) -> None:
         self.settings = ConsulSettings.resolve(
             consul_url, token, datacenter, ca_cert=ca_cert, verify=verify, timeout=timeout
@@ -110,6 +113,8 @@ class AgentRegistry:
                 f"load_threshold {load_threshold!r} must be between 0 and 1", field="load_threshold"
             )
         self.load_threshold = load_threshold
+        # Discovery from any server's local copy keeps answering while the cluster elects a leader.
+        self._discovery_consistency = "stale" if stale_reads else None
         self._gateway = ConsulGateway(self.settings)
         self._registered: dict[str, _Registered] = {}
         self._service_names: LRUCache[str, str] = LRUCache(maxsize=10_000)
@@ -327,6 +332,7 @@ class AgentRegistry:
             f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}",
             params={"raw": ""},
             datacenter=region,
+            consistency=self._discovery_consistency,
             allow_404=True,
         )
         return wire.kv_metadata_text(response.body)
@@ -378,7 +384,12 @@ class AgentRegistry:
         }
 
     async def _catalog_services(self, region: str | None) -> dict[str, list[str]]:
-        response = await self._gateway.get("list agent types", "/v1/catalog/services", datacenter=region)
+        response = await self._gateway.get(
+            "list agent types",
+            "/v1/catalog/services",
+            datacenter=region,
+            consistency=self._discovery_consistency,
+        )
         return dict(response.body or {})
 
     @instrumented("discover")
@@ -397,6 +408,7 @@ class AgentRegistry:
                     f"/v1/health/service/{name}",
                     params={"filter": expression},
                     datacenter=request.region,
+                    consistency=self._discovery_consistency,
                 )
                 for name in names
             )
