@@ -5,7 +5,8 @@ an ASGI app) exposes ours too; the REST API serves the same registry at ``/metri
 operation names, outcomes, agent types, statuses and datacenters. Never an agent id, never a token.
 
 Everything here is recorded through small hooks (:func:`record_operation`, :func:`record_cache`,
-:func:`observe_watch_lag`); the agents gauge is built per scrape by :func:`fleet_exposition` so instrumented code never touches metric objects itself.
+:func:`observe_watch_lag`) so instrumented code never touches metric objects itself. The agents gauge is
+built for each scrape by :func:`fleet_exposition`.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ __all__ = [
     "OPERATIONS",
     "OPERATION_DURATION",
     "WATCH_LAG",
+    "fleet_exposition",
     "observe_watch_lag",
     "outcome_of",
     "record_cache",
-    "fleet_exposition",
     "record_operation",
 ]
 
