@@ -67,6 +67,7 @@ run: venv consul
 
 bench: venv consul
 	$(BIN)/python -m benchmarks.core
+	$(BIN)/python -m benchmarks.security
 	$(BIN)/python -m benchmarks.api
 
 clean:
