@@ -274,8 +274,19 @@ class AgentRegistry:
         self._wrote(agent_id)
 
     async def deregister_agent(self, agent_id: str) -> bool:
-        """Remove an agent. Returns False when it was not registered (anywhere in the catalog)."""
+        """Remove an agent. Returns False when it was not registered (anywhere in the catalog).
+
+        Consul answers 200 to deregistering an unknown id, so for an agent this client did not register the
+        local Consul agent is asked first; for its own agents that extra round trip is skipped.
+        """
         operation = f"deregister agent {agent_id!r}"
+        known = self._registered.get(agent_id)
+        if known is not None:
+            await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
+            if wire.encode_metadata(known.registration.metadata)[1] is not None:
+                await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_id)}")
+            self._forget(agent_id)
+            return True
         local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
         if local.status == 404:
             self._forget(agent_id)

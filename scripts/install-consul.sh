@@ -13,6 +13,7 @@ echo "deb [signed-by=$keyring] http://deb.debian.org/debian bullseye main" > "$w
 opts=(-oDir::Etc::SourceList="$work/sources.list" -oDir::Etc::SourceParts=/dev/null
       -oDir::State::Lists="$work/lists" -oDir::Cache::Archives="$work/archives"
       -oDir::Cache="$work" -oDebug::NoLocking=1 -qq)
+if [ "$(id -u)" -eq 0 ]; then opts+=(-oAPT::Sandbox::User=root); fi  # _apt cannot write into our temp dir
 apt-get "${opts[@]}" update >&2
 (cd "$work" && apt-get "${opts[@]}" download consul >&2)
 dpkg-deb -x "$work"/consul_*.deb "$work/extract"

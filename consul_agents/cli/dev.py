@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import random
 import signal
-import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from consul_agents._models import AgentRegistration, DiscoveryRequest, Selection
 from consul_agents._registry import AgentRegistry, AgentSession
 from consul_agents._selection import STRATEGIES
 from consul_agents.cli._common import EXIT_OK, print_agents, print_table
-from consul_agents.dev import ConsulDevServer
+from consul_agents.dev import run_dev_server
 
 __all__ = ["load_fleet", "register"]
 
@@ -48,26 +47,6 @@ def load_fleet(path: Path) -> list[AgentRegistration]:
                 f"{path}: agents[{index}] is not a mapping", field=f"agents[{index}]"
             ) from exc
     return fleet
-
-
-def _free(port: int, kind: socket.SocketKind) -> bool:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _start_server(http_port: int | None, dns_port: int | None, datacenter: str) -> ConsulDevServer:
-    """A dev agent on Consul's usual ports (8500, 8600) when they are free, else on free ports."""
-    if http_port is None and _free(8500, socket.SOCK_STREAM):
-        http_port = 8500
-    if dns_port is None and _free(8600, socket.SOCK_DGRAM) and _free(8600, socket.SOCK_STREAM):
-        dns_port = 8600
-    server = ConsulDevServer(datacenter=datacenter, http_port=http_port, dns_port=dns_port)
-    server.start()
-    return server
 
 
 async def _wait_for_stop(once: bool) -> None:
@@ -144,25 +123,25 @@ def _run_demo(args: argparse.Namespace) -> int:
     server = None
     address = args.http_addr
     if address is None:
-        server = _start_server(args.http_port, args.dns_port, "dc1")
+        server = run_dev_server(args.http_port or 8500, args.dns_port or 8600, "dc1")
         address = server.http_addr
         print(f"Started Consul {server.datacenter} at {address} (DNS on 127.0.0.1:{server.dns_port}).")
     try:
         asyncio.run(_demo(args, address))
     finally:
         if server is not None:
-            server.stop()
+            server.close()
     return EXIT_OK
 
 
 def _run_dev(args: argparse.Namespace) -> int:
-    server = _start_server(args.http_port, args.dns_port, args.datacenter)
+    server = run_dev_server(args.http_port or 8500, args.dns_port or 8600, args.datacenter)
     print(f"Consul {server.datacenter} running: HTTP {server.http_addr}, DNS 127.0.0.1:{server.dns_port}")
     print(f"export CONSUL_HTTP_ADDR={server.http_addr}")
     try:
         asyncio.run(_wait_for_stop(False))
     finally:
-        server.stop()
+        server.close()
     return EXIT_OK
 
 

@@ -1,0 +1,60 @@
+# Everything a developer or CI needs, unattended on a fresh Debian 12 machine.
+#   make test       unit + integration tests (starts real Consul agents; installs Consul 1.8.7 if missing)
+#   make test-slow  the long scale and fault scenarios
+#   make lint       ruff check, ruff format --check, mypy (strict)
+#   make run        a local Consul and the demo fleet
+#   make bench      the benchmark report
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install.stamp
+
+# Where the Consul binary is cached (outside the work tree, so it survives `make clean` and fresh clones).
+CONSUL_AGENTS_CACHE ?= $(if $(HOME),$(HOME)/.cache/consul-agents,$(CURDIR)/.cache/consul-agents)
+CONSUL_BIN ?= $(CONSUL_AGENTS_CACHE)/bin/consul
+export CONSUL_AGENTS_CACHE CONSUL_BIN
+
+.PHONY: venv consul test test-slow lint run bench clean
+
+venv: $(STAMP)
+
+$(BIN)/python:
+	@$(PYTHON) -m venv $(VENV) || { \
+	  echo "error: '$(PYTHON) -m venv $(VENV)' failed. On Debian/Ubuntu: apt-get install python3-venv" \
+	       "(Python >= 3.11 needed; choose another interpreter with PYTHON=...)" >&2; \
+	  rm -rf $(VENV); exit 1; }
+
+# Re-installs only when pyproject.toml is newer than the stamp.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+# Finds the binary once up front (CONSUL_BIN, else the cache), installing it if missing, so a failed
+# download shows here with its cause instead of as a failure in every test.
+consul: venv
+	@$(BIN)/python -m consul_agents.dev find >/dev/null 2>&1 || $(BIN)/python -m consul_agents.dev install
+	@echo "consul: $$($(BIN)/python -m consul_agents.dev find)"
+
+test: venv consul
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: venv consul
+	$(BIN)/pytest -q -m slow
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+run: venv consul
+	$(BIN)/consul-agents demo
+
+bench: venv consul
+	$(BIN)/python -m benchmarks.core
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info build dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

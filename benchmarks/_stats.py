@@ -1,0 +1,70 @@
+"""Timing helpers shared by the benchmark reports: interleaved runs, medians and p99s, ratios."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["compare", "percentile", "summary", "write_report"]
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(samples_s: list[float]) -> dict[str, float]:
+    """Median, p99 and mean in milliseconds."""
+    ms = [s * 1000 for s in samples_s]
+    return {
+        "n": len(ms),
+        "median_ms": round(statistics.median(ms), 4),
+        "p99_ms": round(percentile(ms, 99), 4),
+        "mean_ms": round(statistics.fmean(ms), 4),
+    }
+
+
+async def compare(
+    ours: Callable[[int], Awaitable[Any]],
+    bare: Callable[[int], Awaitable[Any]],
+    iterations: int,
+    warmup: int = 20,
+) -> dict[str, Any]:
+    """Time ``ours(i)`` and ``bare(i)`` alternately, so drift on a noisy machine hits both alike."""
+    for i in range(warmup):
+        await ours(-1 - i)
+        await bare(-1 - i)
+    ours_s: list[float] = []
+    bare_s: list[float] = []
+    for i in range(iterations):
+        for fn, sink in ((ours, ours_s), (bare, bare_s)) if i % 2 == 0 else ((bare, bare_s), (ours, ours_s)):
+            started = time.perf_counter()
+            await fn(i)
+            sink.append(time.perf_counter() - started)
+    ours_sum, bare_sum = summary(ours_s), summary(bare_s)
+    return {
+        "ours": ours_sum,
+        "bare": bare_sum,
+        "ratio_median": round(ours_sum["median_ms"] / bare_sum["median_ms"], 3),
+        "ratio_p99": round(ours_sum["p99_ms"] / bare_sum["p99_ms"], 3),
+    }
+
+
+def write_report(path: Path, results: dict[str, Any], **context: Any) -> dict[str, Any]:
+    report = {
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        **context,
+        "results": results,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return report

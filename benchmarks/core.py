@@ -1,0 +1,168 @@
+"""Registry core benchmark: our calls beside the same Consul calls on a bare reused aiohttp session.
+
+Run with ``make bench`` (or ``python -m benchmarks.core [--consul-addr URL] [--iterations N]``). Without an
+address it starts its own dev Consul. Writes reports/bench-core.json and prints a table. Each pair of
+calls is timed alternately in the same run, so the ratio is meaningful even on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from benchmarks._stats import compare, write_report
+from consul_agents import AgentRegistration, AgentRegistry, AgentStatus, DiscoveryRequest
+from consul_agents import _wire as wire
+from consul_agents._models import utcnow
+from consul_agents.dev import ConsulDevServer
+
+REPORT = Path("reports/bench-core.json")
+TARGET_RATIO = 1.3
+TARGET_REGISTER_P99_MS = 50.0
+
+
+def _registration(agent_type: str, i: int, capabilities: list[str] | None = None) -> AgentRegistration:
+    return AgentRegistration(
+        agent_type=agent_type,
+        capabilities=capabilities or ["plan", "summarize"],
+        endpoint=f"http://127.0.0.1:{10000 + i % 50000}",
+        tags={"tier": "gold" if i % 2 else "silver"},
+        metadata={"model": "m1"},
+        weight=10,
+        agent_id=f"{agent_type}-{i}",
+    )
+
+
+async def _fill(session: aiohttp.ClientSession, addr: str, agent_type: str, count: int) -> None:
+    """Register ``count`` agents of one type directly (setup, not measured); every tenth can 'rare'."""
+
+    async def one(i: int) -> None:
+        caps = ["plan", "rare"] if i % 10 == 0 else ["plan"]
+        body = wire.service_definition(
+            _registration(agent_type, i, caps), f"{agent_type}-{i}", load=0.1, heartbeat=utcnow()
+        )
+        async with session.put(f"{addr}/v1/agent/service/register", json=body) as response:
+            response.raise_for_status()
+
+    for start in range(0, count, 50):
+        await asyncio.gather(*(one(i) for i in range(start, min(count, start + 50))))
+
+
+async def run(addr: str, iterations: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    async with aiohttp.ClientSession() as bare, AgentRegistry(addr) as registry:
+        # register: the same service definition either way.
+        async def reg_ours(i: int) -> None:
+            await registry.register_agent(_registration("benchreg", i))
+
+        async def reg_bare(i: int) -> None:
+            body = wire.service_definition(
+                _registration("benchbare", i), f"benchbare-{i}", load=0.0, heartbeat=utcnow()
+            )
+            async with bare.put(f"{addr}/v1/agent/service/register", data=json.dumps(body)) as response:
+                await response.read()
+
+        results["register"] = await compare(reg_ours, reg_bare, iterations)
+
+        # heartbeat: a TTL update with unchanged status and load (the steady-state cost).
+        agent_id = await registry.register_agent(_registration("benchhb", 0))
+        bare_body = json.dumps(wire.ttl_update(AgentStatus.PASSING))
+
+        async def hb_ours(_: int) -> None:
+            await registry.heartbeat(agent_id, load=0.0)
+
+        async def hb_bare(_: int) -> None:
+            url = f"{addr}/v1/agent/check/update/{wire.check_id(agent_id)}"
+            async with bare.put(url, data=bare_body) as response:
+                await response.read()
+
+        results["heartbeat"] = await compare(hb_ours, hb_bare, iterations)
+
+        # discover: a type with N agents; the same filtered /v1/health/service query either way.
+        for size in (10, 100, 1000):
+            agent_type = f"benchdisc{size}"
+            await _fill(bare, addr, agent_type, size)
+            for label, request in (
+                (f"discover_{size}", DiscoveryRequest(agent_type=agent_type)),
+                (f"discover_{size}_filtered", DiscoveryRequest(agent_type=agent_type, capabilities=["rare"])),
+            ):
+                expression = wire.filter_expression(request)
+
+                async def disc_ours(_: int, request: DiscoveryRequest = request) -> None:
+                    await registry.discover_agents(request)
+
+                url = f"{addr}/v1/health/service/agent-{agent_type}"
+
+                async def disc_bare(_: int, url: str = url, expression: str = expression) -> None:
+                    async with bare.get(url, params={"filter": expression}) as response:
+                        await response.json()
+
+                rounds = max(20, iterations // (1 if size <= 100 else 10))
+                results[label] = await compare(disc_ours, disc_bare, rounds, warmup=5)
+                results[label]["agents"] = size
+
+        # deregister: agents registered by this client (the bare side deregisters its own twins).
+        async def dereg_ours(i: int) -> None:
+            if i >= 0:
+                await registry.deregister_agent(f"benchreg-{i}")
+
+        async def dereg_bare(i: int) -> None:
+            if i >= 0:
+                async with bare.put(f"{addr}/v1/agent/service/deregister/benchbare-{i}") as response:
+                    await response.read()
+
+        results["deregister"] = await compare(dereg_ours, dereg_bare, iterations, warmup=0)
+    return results
+
+
+def _print(results: dict[str, Any]) -> None:
+    print(f"{'operation':26} {'ours med':>9} {'bare med':>9} {'ratio':>6} {'ours p99':>9} {'bare p99':>9}")
+    for name, r in results.items():
+        ours, bare = r["ours"], r["bare"]
+        print(
+            f"{name:26} {ours['median_ms']:9.3f} {bare['median_ms']:9.3f} {r['ratio_median']:6.2f}"
+            f" {ours['p99_ms']:9.3f} {bare['p99_ms']:9.3f}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--consul-addr", help="use this Consul (default: start a dev agent)")
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--output", type=Path, default=REPORT)
+    args = parser.parse_args(argv)
+    server = None
+    addr = args.consul_addr
+    if addr is None:
+        server = ConsulDevServer()
+        server.start()
+        server.wait_settled()
+        addr = server.http_addr
+    try:
+        results = asyncio.run(run(addr, args.iterations))
+    finally:
+        if server is not None:
+            server.close()
+    targets = {
+        "ratio_median_at_most": TARGET_RATIO,
+        "register_p99_ms_below": TARGET_REGISTER_P99_MS,
+        "met": {
+            "overhead": all(r["ratio_median"] <= TARGET_RATIO for r in results.values()),
+            "register_p99": results["register"]["ours"]["p99_ms"] < TARGET_REGISTER_P99_MS,
+        },
+    }
+    where = addr if server is None else "dev agent started by the benchmark"
+    write_report(args.output, results, consul=where, iterations=args.iterations, targets=targets)
+    _print(results)
+    print(f"targets: {targets['met']}  ->  {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

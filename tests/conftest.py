@@ -1,0 +1,71 @@
+"""Shared fixtures: a real Consul for the tests that need one, and unique names so tests stay apart.
+
+A Consul agent starts only when a test asks for ``consul_server``/``consul_addr`` (so unit tests never
+start one), once per session. Set ``CONSUL_AGENTS_TEST_ADDR=http://host:port`` to run against an existing
+Consul instead; tests that need to control the process itself (``consul_server``, ``make_consul``) are then
+skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from consul_agents.dev import ConsulDevServer
+
+EXTERNAL_ADDR_VAR = "CONSUL_AGENTS_TEST_ADDR"
+
+
+def _external_addr() -> str | None:
+    return os.environ.get(EXTERNAL_ADDR_VAR) or None
+
+
+@pytest.fixture(scope="session")
+def consul_server() -> Iterator[ConsulDevServer]:
+    """A started dev-mode Consul agent on free loopback ports, shared by the whole session."""
+    if _external_addr():
+        pytest.skip(f"{EXTERNAL_ADDR_VAR} is set: tests use that Consul, not one they start")
+    with ConsulDevServer(datacenter="dc1") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def consul_addr(request: pytest.FixtureRequest) -> str:
+    """The HTTP address of the Consul the tests use: ``CONSUL_AGENTS_TEST_ADDR`` or the session's agent."""
+    external = _external_addr()
+    if external:
+        return external.rstrip("/")
+    server: ConsulDevServer = request.getfixturevalue("consul_server")
+    return server.http_addr
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short, unique, lowercase, DNS-safe name for this test (``t`` + 8 hex digits)."""
+    return "t" + uuid.uuid4().hex[:8]
+
+
+MakeConsul = Callable[..., ConsulDevServer]
+
+
+@pytest.fixture
+def make_consul() -> Iterator[MakeConsul]:
+    """A factory of fresh started agents (keyword arguments go to ``ConsulDevServer``), all closed after
+    the test: for tests that stop, restart, kill or join agents."""
+    if _external_addr():
+        pytest.skip(f"{EXTERNAL_ADDR_VAR} is set: tests that control Consul processes are skipped")
+    servers: list[ConsulDevServer] = []
+
+    def make(**kwargs: Any) -> ConsulDevServer:
+        server = ConsulDevServer(**kwargs)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.close()

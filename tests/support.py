@@ -1,0 +1,47 @@
+"""Helpers for the integration tests: raw Consul HTTP (independent of the code under test) and polling."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+__all__ = ["consul_get", "consul_put", "eventually"]
+
+
+def consul_get(addr: str, path: str, token: str | None = None) -> tuple[Any, int]:
+    """A plain HTTP read of Consul: (JSON body, X-Consul-Index); the body is None when Consul answers 404."""
+    request = urllib.request.Request(addr + path, headers={"X-Consul-Token": token} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read() or b"null"), int(response.headers.get("X-Consul-Index", 0))
+    except urllib.error.HTTPError as exc:
+        with exc:
+            if exc.code == 404:
+                return None, int(exc.headers.get("X-Consul-Index", 0))
+            raise
+
+
+def consul_put(addr: str, path: str, body: Any = None, token: str | None = None) -> Any:
+    """A plain HTTP write to Consul; returns the decoded JSON answer (or None)."""
+    data = json.dumps(body).encode() if body is not None else b""
+    headers = {"X-Consul-Token": token} if token else {}
+    request = urllib.request.Request(addr + path, data=data, method="PUT", headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read() or b"null")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0, what: str = "") -> None:
+    """Poll ``check`` every 50 ms until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"not true within {timeout}s: {what}")
