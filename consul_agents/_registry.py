@@ -302,11 +302,11 @@ class AgentRegistry:
         await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
         if (local.body.get("Meta") or {}).get(wire.META_METADATA) == wire.METADATA_IN_KV:
             await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_id)}")
-        self._discovery.cache.invalidate(str(local.body.get("Service", "")) or None)
         self._forget(agent_id)
         return True
 
     def _forget(self, agent_id: str) -> None:
+        self._wrote(agent_id)
         self._registered.pop(agent_id, None)
         self._service_names.pop(agent_id, None)
 

@@ -56,7 +56,7 @@ def next_index(previous: int, returned: int) -> int:
     0 means "read without blocking". An index that went backwards resets to 0; one that is not positive
     becomes 1, so that the next read blocks instead of returning at once forever.
     """
-    if returned < previous:
+    if previous > 0 and returned < previous:
         return 0
     return max(returned, 1)
 
