@@ -150,8 +150,12 @@ class _ServiceWatch:
             else:
                 converted[agent_id] = (version, wire.entry_to_info(entry))
         if needs_kv:
+            agent_type = wire.agent_type_of(self.service)
             texts = await asyncio.gather(
-                *(self.cache.kv_metadata(wire.entry_agent_id(e), self.datacenter) for e, _ in needs_kv)
+                *(
+                    self.cache.kv_metadata(agent_type, wire.entry_agent_id(e), self.datacenter or None)
+                    for e, _ in needs_kv
+                )
             )
             for (entry, version), text in zip(needs_kv, texts, strict=True):
                 converted[wire.entry_agent_id(entry)] = (version, wire.entry_to_info(entry, kv_metadata=text))
@@ -201,7 +205,7 @@ class DiscoveryCache:
         self,
         gateway: ConsulGateway,
         *,
-        kv_metadata: Callable[[str, str | None], Any],
+        kv_metadata: Callable[[str, str, str | None], Any],
         max_stale: float = 60.0,
         idle_timeout: float = 300.0,
         policy: WatchPolicy | None = None,
@@ -288,9 +292,22 @@ class DiscoveryCache:
             )
         return staleness
 
+    @staticmethod
+    def _usable(watch: Watch | None) -> bool:
+        """A running watch whose last read did not end in an answered error (denied, bad request).
+
+        Only an outage is served fail-static: when Consul answers that the token is no longer allowed,
+        the watch is replaced, so the caller gets the answer Consul gives now.
+        """
+        if watch is None or not watch.running:
+            return False
+        return watch.error is None or isinstance(watch.error, RegistryUnavailableError)
+
     async def _catalog(self, datacenter: str) -> _CatalogWatch:
         entry = self._catalogs.get(datacenter)
-        if entry is None or not entry.watch.running:
+        if entry is None or not self._usable(entry.watch):
+            if entry is not None:
+                await self._catalogs.pop(datacenter).watch.stop()
             entry = await self._start((datacenter, ""), lambda: _CatalogWatch(self, datacenter))
         entry.last_used = self.clock()
         self._check_fresh(entry.watch)
@@ -298,7 +315,9 @@ class DiscoveryCache:
 
     async def _service(self, datacenter: str, service: str) -> _ServiceWatch:
         entry = self._services.get((datacenter, service))
-        if entry is None or not entry.watch.running:
+        if entry is None or not self._usable(entry.watch):
+            if entry is not None:
+                await self._services.pop((datacenter, service)).watch.stop()
             entry = await self._start((datacenter, service), lambda: _ServiceWatch(self, datacenter, service))
         entry.last_used = self.clock()
         if entry.dirty:

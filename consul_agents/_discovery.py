@@ -16,7 +16,7 @@ from typing import Any
 
 from consul_agents import _wire as wire
 from consul_agents._cache import DiscoveryCache
-from consul_agents._errors import ConsulAgentsError, RegistryUnavailableError
+from consul_agents._errors import ConsulAgentsError, PermissionDeniedError, RegistryUnavailableError
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, DiscoveryRequest, DiscoveryResult
 from consul_agents._routing import check_region, datacenter_order
@@ -40,7 +40,7 @@ class Discoverer:
         self,
         gateway: ConsulGateway,
         to_infos: ToInfos,
-        kv_metadata: Callable[[str, str | None], Awaitable[str | None]],
+        kv_metadata: Callable[[str, str, str | None], Awaitable[str | None]],
         *,
         cache: bool = True,
         max_stale: float = 60.0,
@@ -71,10 +71,22 @@ class Discoverer:
         await self.cache.close()
 
     async def local_datacenter(self) -> str:
-        """The datacenter of the Consul agent this client talks to (asked once)."""
+        """The datacenter of the Consul agent this client talks to (asked once).
+
+        ``/v1/agent/self`` says it, but needs ``agent:read``, which a token limited to reading agents
+        lacks; then the first of ``/v1/catalog/datacenters`` (no ACL) stands in: Consul sorts by round-trip
+        time from the answering server, and its own datacenter is at distance zero.
+        """
         if self._local is None:
-            response = await self.gateway.get("read local datacenter", "/v1/agent/self")
-            self._local = wire.local_datacenter(response.body)
+            try:
+                response = await self.gateway.get("read local datacenter", "/v1/agent/self")
+                local = wire.local_datacenter(response.body)
+            except PermissionDeniedError:
+                local = ""
+            if not local:
+                known = await self.datacenters()
+                local = known[0] if known else ""
+            self._local = local
         return self._local
 
     async def datacenters(self) -> list[str]:

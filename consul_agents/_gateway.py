@@ -25,6 +25,7 @@ import consul.base
 
 from consul_agents._errors import (
     ConsulRequestError,
+    InvalidAgentError,
     PermissionDeniedError,
     RegistryTimeoutError,
     RegistryUnavailableError,
@@ -98,6 +99,18 @@ def _decode(body: str) -> Any:
         return body
 
 
+def _tls_reason(exc: BaseException) -> str:
+    """Why a TLS handshake failed, e.g. "certificate verify failed: self-signed certificate"."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"certificate verification failed ({cause.verify_message})"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS error ({cause.reason or type(cause).__name__})"
+        cause = getattr(cause, "certificate_error", None) or cause.__cause__
+    return f"certificate or TLS error ({type(exc).__name__})"
+
+
 def _is_outage(status: int, detail: str) -> bool:
     """5xx answers that mean "Consul cannot serve now", not "your request is wrong"."""
     lowered = detail.lower()
@@ -111,6 +124,9 @@ def _raise_for(operation: str, address: str, status: int, body: str) -> None:
     """Map an error answer from Consul to an exception (pure; tested without a server)."""
     detail = body.strip()[:_DETAIL_LIMIT]
     if status in (401, 403):
+        if "acl not found" in detail.lower():
+            # Consul's answer to a token it does not know: never issued, deleted, or revoked.
+            detail = "the ACL token is unknown to Consul or has been revoked"
         raise PermissionDeniedError(operation, detail)
     if _is_outage(status, detail):
         raise RegistryUnavailableError(
@@ -187,6 +203,12 @@ class ConsulGateway:
                 f"Consul at {self.address} did not answer {operation} within {timeout:g}s",
                 address=self.address,
             ) from exc
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError, ssl.SSLError) as exc:
+            raise RegistryUnavailableError(
+                f"TLS to Consul at {self.address} failed during {operation}: {_tls_reason(exc)} "
+                "(give the CA certificate that signed Consul's with ca_cert= or CONSUL_CACERT)",
+                address=self.address,
+            ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise RegistryUnavailableError(
                 f"Consul at {self.address} is unreachable ({type(exc).__name__}) during {operation}",
@@ -214,6 +236,9 @@ class ConsulGateway:
         ``index``/``wait`` make a blocking query; its timeout is then wait + wait/16 + the normal timeout,
         longer than Consul's own jitter, as Consul's blocking-query rules require.
         """
+        if any(segment in (".", "..") for segment in path.split("/")):
+            # The URL would be normalised to another endpoint, called with this client's token.
+            raise InvalidAgentError(f"refusing {operation}: its request path has a dot segment", field="path")
         query: list[tuple[str, Any]] = list((params or {}).items())
         dc = datacenter or self.settings.datacenter
         if dc:

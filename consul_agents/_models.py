@@ -33,6 +33,7 @@ from pydantic import (
 from consul_agents._errors import InvalidAgentError
 
 __all__ = [
+    "AGENT_ID_PATTERN",
     "MAX_METADATA_BYTES",
     "MAX_TAGS",
     "RESERVED_META_PREFIX",
@@ -60,10 +61,15 @@ MAX_TAGS = 64 - len(RESERVED_META_KEYS)
 #: Metadata is any JSON object up to this size once serialised. Small metadata lives in Meta, the rest in KV.
 MAX_METADATA_BYTES = 64 * 1024
 
-_DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_META_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: What an agent id may be (use fullmatch); ids travel in URL paths, so no '/' and no leading '.'.
+AGENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+_AGENT_ID = AGENT_ID_PATTERN
+_REGION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAX_META_VALUE = 512
+#: No duration this library sends to Consul needs to be longer.
+_MAX_DURATION = timedelta(days=30)
 _MAX_TYPE_LENGTH = 63 - len(SERVICE_PREFIX)  # the service name "agent-<type>" must itself be a DNS label
 
 
@@ -84,10 +90,11 @@ Strategy = Literal["round_robin", "weighted_random", "least_loaded", "power_of_t
 
 
 def _dns_label(value: str, what: str, max_length: int = 63) -> str:
-    lowered = value.lower()
+    # ASCII is checked before lowercasing: some non-ASCII letters (the Kelvin sign) lowercase to ASCII.
+    lowered = value.lower() if value.isascii() else value
     if len(lowered) > max_length:
         raise ValueError(f"{what} {value!r} is longer than {max_length} characters")
-    if not _DNS_LABEL.match(lowered):
+    if not _DNS_LABEL.fullmatch(lowered):
         raise ValueError(
             f"{what} {value!r} is not a DNS label (letters, digits and '-', not starting or ending with '-')"
         )
@@ -112,14 +119,14 @@ def _tags(tags: dict[str, str]) -> dict[str, str]:
     if len(tags) > MAX_TAGS:
         raise ValueError(f"{len(tags)} tags given; at most {MAX_TAGS} fit in Consul's service Meta")
     for key, value in tags.items():
-        if not _META_KEY.match(key):
+        if not _META_KEY.fullmatch(key):
             raise ValueError(f"tag key {key!r} must be 1 to 128 letters, digits, '-' or '_'")
         if key.lower().startswith((RESERVED_META_PREFIX, "consul-")):
             raise ValueError(
                 f"tag key {key!r} uses a reserved prefix ({RESERVED_META_PREFIX!r} or 'consul-')"
             )
-        if len(value) > _MAX_META_VALUE:
-            raise ValueError(f"tag {key!r} has a value longer than {_MAX_META_VALUE} characters")
+        if len(value.encode()) > _MAX_META_VALUE:
+            raise ValueError(f"tag {key!r} has a value longer than {_MAX_META_VALUE} bytes (UTF-8)")
     return tags
 
 
@@ -131,11 +138,15 @@ def _finite_unit(value: float) -> float:
 
 def _duration(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or abs(value) > _MAX_DURATION.total_seconds():
+            raise ValueError(f"{value!r} seconds is not a usable duration")
         return timedelta(seconds=value)
     return value
 
 
 def _endpoint(value: str) -> str:
+    if len(value.encode()) > _MAX_META_VALUE:
+        raise ValueError(f"endpoint is longer than {_MAX_META_VALUE} bytes (Consul's Meta value limit)")
     parts = urlsplit(value)
     if not parts.scheme or "://" not in value:
         raise ValueError(f"endpoint {value!r} has no scheme (expected e.g. http://host:port)")
@@ -188,7 +199,7 @@ class AgentRegistration(_Model):
     @field_validator("agent_id")
     @classmethod
     def _check_id(cls, value: str | None) -> str | None:
-        if value is not None and not _AGENT_ID.match(value):
+        if value is not None and not _AGENT_ID.fullmatch(value):
             raise ValueError(
                 f"agent_id {value!r} must be 1 to 128 letters, digits, '-', '_', '.' or ':', "
                 "starting with a letter or digit"
@@ -199,9 +210,11 @@ class AgentRegistration(_Model):
     @classmethod
     def _check_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
         try:
-            encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+            encoded = json.dumps(value, allow_nan=False, separators=(",", ":"), sort_keys=True)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"metadata is not JSON-serialisable: {exc}") from exc
+        if json.loads(encoded) != value:
+            raise ValueError("metadata does not survive JSON unchanged (keys must be strings, no tuples)")
         if len(encoded.encode()) > MAX_METADATA_BYTES:
             raise ValueError(
                 f"metadata is {len(encoded.encode())} bytes once serialised; at most {MAX_METADATA_BYTES}"
@@ -218,6 +231,8 @@ class AgentRegistration(_Model):
     @field_validator("deregister_after")
     @classmethod
     def _check_deregister_after(cls, value: timedelta) -> timedelta:
+        if value > _MAX_DURATION:
+            raise ValueError(f"deregister_after {value.total_seconds()}s is longer than 30 days")
         if value < timedelta(minutes=1):
             raise ValueError(
                 f"deregister_after {value.total_seconds()}s is below Consul's minimum of one minute "
@@ -282,7 +297,7 @@ class DiscoveryRequest(_Model):
     @field_validator("region")
     @classmethod
     def _check_region(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z0-9_-]{1,64}$", value):
+        if value is not None and not _REGION.fullmatch(value):
             raise ValueError(f"region {value!r} is not a Consul datacenter name")
         return value
 

@@ -40,6 +40,7 @@ from consul_agents._errors import (
 from consul_agents._gateway import ConsulGateway, ConsulResponse
 from consul_agents._lease import OutlierDetector, OutlierPolicy
 from consul_agents._models import (
+    AGENT_ID_PATTERN,
     AgentInfo,
     AgentRegistration,
     AgentStatus,
@@ -69,6 +70,15 @@ def _check_load(load: float) -> float:
     if not isinstance(load, int | float) or isinstance(load, bool) or math.isnan(load) or not 0 <= load <= 1:
         raise InvalidAgentError(f"invalid load: {load!r} is not a number between 0 and 1", field="load")
     return float(load)
+
+
+def _check_agent_id(agent_id: str) -> None:
+    """Refuse ids that no registration could have: they end up in URL paths ("../kv/..." would escape)."""
+    if not isinstance(agent_id, str) or not AGENT_ID_PATTERN.fullmatch(agent_id):
+        raise InvalidAgentError(
+            f"invalid agent_id: {agent_id!r} is not an agent id (letters, digits, '-', '_', '.', ':')",
+            field="agent_id",
+        )
 
 
 def _is_unknown_check(exc: ConsulRequestError) -> bool:
@@ -180,22 +190,24 @@ class AgentRegistry:
         _, kv_value = wire.encode_metadata(registration.metadata)
         operation = f"register agent {agent_id!r}"
         previous = self._registered.get(agent_id)
+        kv_path = f"/v1/kv/{wire.metadata_key(registration.agent_type, agent_id)}"
         if kv_value is not None:
-            await self._gateway.put(operation, f"/v1/kv/{wire.metadata_key(agent_id)}", kv_value)
+            await self._gateway.put(operation, kv_path, kv_value)
         body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow())
         try:
             await self._gateway.put(operation, "/v1/agent/service/register", body)
         except ConsulAgentsError:
             if kv_value is not None and previous is None:
                 with suppress(ConsulAgentsError):
-                    await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_id)}")
+                    await self._gateway.delete(operation, kv_path)
             raise
         if (
             kv_value is None
             and previous is not None
             and wire.encode_metadata(previous.registration.metadata)[1]
         ):
-            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_id)}")
+            old_key = wire.metadata_key(previous.registration.agent_type, agent_id)
+            await self._gateway.delete(operation, f"/v1/kv/{old_key}")
 
     async def heartbeat(
         self,
@@ -210,6 +222,7 @@ class AgentRegistry:
         Re-registers the agent from its last registration if Consul lost it (agent restart, reaping).
         Raises AgentNotFoundError if it is gone and this client never registered it.
         """
+        _check_agent_id(agent_id)
         if load is not None:
             load = _check_load(load)
         if status is AgentStatus.MAINTENANCE:
@@ -260,6 +273,7 @@ class AgentRegistry:
 
     async def set_maintenance(self, agent_id: str, enable: bool, reason: str = "") -> None:
         """Put an agent in (or take it out of) maintenance: it is then never discovered unless asked for."""
+        _check_agent_id(agent_id)
         params: dict[str, Any] = {"enable": "true" if enable else "false"}
         if reason:
             params["reason"] = reason
@@ -279,12 +293,14 @@ class AgentRegistry:
         Consul answers 200 to deregistering an unknown id, so for an agent this client did not register the
         local Consul agent is asked first; for its own agents that extra round trip is skipped.
         """
+        _check_agent_id(agent_id)
         operation = f"deregister agent {agent_id!r}"
         known = self._registered.get(agent_id)
         if known is not None:
             await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
             if wire.encode_metadata(known.registration.metadata)[1] is not None:
-                await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_id)}")
+                kv_key = wire.metadata_key(known.registration.agent_type, agent_id)
+                await self._gateway.delete(operation, f"/v1/kv/{kv_key}")
             self._forget(agent_id)
             return True
         local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
@@ -301,7 +317,8 @@ class AgentRegistry:
             )
         await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
         if (local.body.get("Meta") or {}).get(wire.META_METADATA) == wire.METADATA_IN_KV:
-            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_id)}")
+            agent_type = wire.agent_type_of(str(local.body.get("Service", "")))
+            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}")
         self._forget(agent_id)
         return True
 
@@ -314,19 +331,25 @@ class AgentRegistry:
 
     async def _infos(self, response: ConsulResponse, region: str | None) -> list[AgentInfo]:
         entries = response.body or []
-        wanted = [e["Service"]["ID"] for e in entries if wire.needs_kv_metadata(e)]
+        wanted = [
+            (wire.agent_type_of(e["Service"]["Service"]), e["Service"]["ID"])
+            for e in entries
+            if wire.needs_kv_metadata(e)
+        ]
         kv: dict[str, str] = {}
         if wanted:
-            values = await asyncio.gather(*(self._kv_metadata(agent_id, region) for agent_id in wanted))
+            values = await asyncio.gather(*(self._kv_metadata(t, agent_id, region) for t, agent_id in wanted))
             kv = {
-                agent_id: value for agent_id, value in zip(wanted, values, strict=True) if value is not None
+                agent_id: value
+                for (_, agent_id), value in zip(wanted, values, strict=True)
+                if value is not None
             }
         return wire.entries_to_infos(entries, kv_metadata=kv)
 
-    async def _kv_metadata(self, agent_id: str, region: str | None) -> str | None:
+    async def _kv_metadata(self, agent_type: str, agent_id: str, region: str | None) -> str | None:
         response = await self._gateway.get(
             f"read metadata of agent {agent_id!r}",
-            f"/v1/kv/{wire.metadata_key(agent_id)}",
+            f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}",
             params={"raw": ""},
             datacenter=region,
             allow_404=True,
@@ -351,6 +374,7 @@ class AgentRegistry:
 
     async def get_agent(self, agent_id: str) -> AgentInfo:
         """The agent as the catalog sees it. Raises AgentNotFoundError when it is not registered."""
+        _check_agent_id(agent_id)
         service = await self._service_name_of(agent_id)
         response = await self._gateway.get(
             f"read agent {agent_id!r}",

@@ -14,7 +14,9 @@ wins; py-consul lets CONSUL_HTTP_TOKEN override an explicit token, which is why 
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,16 +60,28 @@ class ConsulSettings:
         env = os.environ if env is None else env
         address = consul_url or _address_from_env(env) or _DEFAULT_ADDRESS
         parts = urlsplit(address)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            port_ok = False
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
             raise InvalidAgentError(
-                f"Consul address {address!r} must look like http://host:port or https://host:port",
+                f"Consul address {_redacted(address)!r} must look like http://host:port or https://host:port",
+                field="consul_url",
+            )
+        if parts.query or parts.fragment or parts.username or parts.password or parts.path not in ("", "/"):
+            # A token in a URL ends up in proxies' and servers' access logs: only the header carries it.
+            raise InvalidAgentError(
+                f"Consul address {_redacted(address)!r} must be scheme://host:port only, with no path, "
+                "query or credentials; give the ACL token as token= or CONSUL_HTTP_TOKEN",
                 field="consul_url",
             )
         if token is None:
             token = env.get("CONSUL_HTTP_TOKEN") or _token_from_file(env.get("CONSUL_HTTP_TOKEN_FILE"))
         if verify is None:
-            verify = _truthy(env["CONSUL_HTTP_SSL_VERIFY"]) if "CONSUL_HTTP_SSL_VERIFY" in env else True
-        if timeout <= 0:
+            # Like Consul's own client: an empty or unparsable value leaves verification on.
+            verify = env.get("CONSUL_HTTP_SSL_VERIFY", "").strip().lower() not in {"0", "false", "no", "off"}
+        if not timeout > 0 or not math.isfinite(timeout):
             raise InvalidAgentError(f"timeout must be positive, got {timeout!r}", field="timeout")
         return cls(
             address=address.rstrip("/"),
@@ -90,6 +104,12 @@ class ConsulSettings:
     def port(self) -> int:
         parts = urlsplit(self.address)
         return parts.port or (443 if parts.scheme == "https" else 8500)
+
+
+def _redacted(address: str) -> str:
+    """The address for an error message, without a query, fragment or credentials (they may hold a token)."""
+    cut = re.split(r"[?#]", address, maxsplit=1)[0]
+    return re.sub(r"^([a-z]+://)?[^/@]*@", lambda m: (m.group(1) or "") + "***@", cut)
 
 
 def _address_from_env(env: Mapping[str, str]) -> str | None:

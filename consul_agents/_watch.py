@@ -40,8 +40,10 @@ Deliver = Callable[[ConsulResponse], Awaitable[None]]
 class WatchPolicy:
     """How a watch paces itself."""
 
-    #: Consul's ``wait``: how long one blocking read may hang before it returns unchanged.
-    wait: float = 30.0
+    #: Consul's ``wait``: how long one blocking read may hang before it returns unchanged. Shorter than
+    #: Consul's 5-minute default so that a silently dead connection, or a revoked token (Consul checks
+    #: ACLs when a read starts), is noticed within about wait + wait/16 + the request timeout.
+    wait: float = 10.0
     #: Rate limit: at most ``rate`` reads per second on average, in bursts of at most ``burst``.
     rate: float = 50.0
     burst: int = 10

@@ -12,7 +12,7 @@ The encoding, chosen so that plain Consul tools, Consul ACLs and Consul DNS all 
   ``agent-endpoint`` (the full URL; Address and Port carry host and port for DNS), ``agent-load``,
   ``agent-heartbeat`` (ISO 8601, UTC), ``agent-ttl`` and ``agent-metadata`` (the metadata as JSON when it fits
   in a 512-character Meta value; otherwise the value is ``kv`` and the JSON lives in the KV store under
-  :func:`metadata_key`).
+  :func:`metadata_key`, ``consul-agents/metadata/<type>/<agent id>``, so that ACL rules can scope it by type).
 * Liveness is one TTL check per agent, ``service:<agent id>`` (Consul's own naming for a service's check),
   registered passing, with DeregisterCriticalServiceAfter so that crashed agents are reaped.
 * Load travels in Meta, not in the check output: Consul defers syncing an output-only change for
@@ -44,6 +44,7 @@ from consul_agents._models import (
 
 __all__ = [
     "HEALTH_SCORES",
+    "KV_PREFIX",
     "METADATA_IN_KV",
     "META_ENDPOINT",
     "META_HEARTBEAT",
@@ -65,6 +66,7 @@ __all__ = [
     "local_datacenter",
     "matches",
     "metadata_key",
+    "metadata_prefix",
     "quote",
     "reported_load",
     "service_definition",
@@ -83,7 +85,8 @@ METADATA_IN_KV = "kv"
 #: Consul's limit on one Meta value.
 _META_VALUE_LIMIT = 512
 _OWN_META = frozenset({META_ENDPOINT, META_LOAD, META_HEARTBEAT, META_TTL, META_METADATA})
-_KV_PREFIX = "consul-agents/metadata/"
+#: Every KV key this library writes starts with this prefix.
+KV_PREFIX = "consul-agents/metadata/"
 
 HEALTH_SCORES: Mapping[AgentStatus, float] = {
     AgentStatus.PASSING: 1.0,
@@ -100,15 +103,20 @@ def check_id(agent_id: str) -> str:
     return f"service:{agent_id}"
 
 
-def metadata_key(agent_id: str) -> str:
+def metadata_prefix(agent_type: str) -> str:
+    """The KV prefix of every agent of one type: ACL rules grant KV access per type with it."""
+    return f"{KV_PREFIX}{agent_type}/"
+
+
+def metadata_key(agent_type: str, agent_id: str) -> str:
     """The KV key holding an agent's metadata when it is too large for Meta."""
-    return _KV_PREFIX + agent_id
+    return metadata_prefix(agent_type) + agent_id
 
 
 def format_duration(value: timedelta) -> str:
     """A Go duration string, as Consul expects ("15s", "1.5s")."""
-    seconds = value.total_seconds()
-    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds:g}s"
+    text = f"{value.total_seconds():.3f}".rstrip("0").rstrip(".")
+    return f"{text}s"
 
 
 def _parse_duration(text: str) -> timedelta | None:

@@ -21,6 +21,7 @@ __all__ = ["build_parser", "main"]
 
 #: Command modules, each with ``register(subparsers)``. Add a line to add a command group.
 COMMAND_MODULES = (
+    "consul_agents.cli.acl",
     "consul_agents.cli.agents",
     "consul_agents.cli.dev",
 )

@@ -227,10 +227,10 @@ async def test_large_metadata_lives_in_kv_and_is_removed(
     metadata = {"prompt": "p" * 2000, "nested": {"list": [1, 2, {"deep": True}]}}
     agent_id = await registry.register_agent(registration(unique, metadata=metadata))
     assert (await registry.get_agent(agent_id)).metadata == metadata
-    stored, _ = consul_get(consul_addr, f"/v1/kv/consul-agents/metadata/{agent_id}?raw")
+    stored, _ = consul_get(consul_addr, f"/v1/kv/consul-agents/metadata/{unique}/{agent_id}?raw")
     assert stored == metadata
     assert await registry.deregister_agent(agent_id)
-    assert consul_get(consul_addr, f"/v1/kv/consul-agents/metadata/{agent_id}?raw")[0] is None
+    assert consul_get(consul_addr, f"/v1/kv/consul-agents/metadata/{unique}/{agent_id}?raw")[0] is None
 
 
 async def test_invalid_input_writes_nothing(registry: AgentRegistry, consul_addr: str, unique: str) -> None:

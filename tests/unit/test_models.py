@@ -125,11 +125,6 @@ def test_missing_required_field_is_named(missing: str) -> None:
         pytest.param({"agent_id": "agent-1\n"}, "agent_id", id="agent-id-trailing-newline"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the validation regexes end in '$', which also matches before a trailing newline, so "
-    "'planner\\n' is accepted verbatim (use \\Z or re.fullmatch)",
-)
 def test_trailing_newline_is_rejected(overrides: dict[str, Any], field: str) -> None:
     """A name with a trailing newline is not a DNS label / Meta key / agent id and must be rejected."""
     with pytest.raises(InvalidAgentError) as caught:
@@ -137,10 +132,6 @@ def test_trailing_newline_is_rejected(overrides: dict[str, Any], field: str) -> 
     assert caught.value.field == field
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 'K' (U+212A KELVIN SIGN).lower() == 'k', so this non-ASCII input passes as the type 'key'",
-)
 def test_non_ascii_that_lowercases_to_ascii_is_rejected() -> None:
     """A non-ASCII agent type is rejected even when Unicode lowercasing maps it to ASCII."""
     with pytest.raises(InvalidAgentError):
@@ -148,11 +139,6 @@ def test_non_ascii_that_lowercases_to_ascii_is_rejected() -> None:
 
 
 @pytest.mark.parametrize("ttl", [math.inf, 1e15])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _duration calls timedelta(seconds=...) which raises OverflowError (not ValueError), so "
-    "pydantic lets it escape instead of an InvalidAgentError",
-)
 def test_huge_ttl_raises_invalid_agent_error(ttl: float) -> None:
     """An infinite or overflowing ttl raises InvalidAgentError naming ttl, not a raw OverflowError."""
     with pytest.raises(InvalidAgentError) as caught:
@@ -160,11 +146,6 @@ def test_huge_ttl_raises_invalid_agent_error(ttl: float) -> None:
     assert caught.value.field == "ttl"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tag values are limited to 512 characters, but Consul limits Meta values to 512 bytes "
-    "(Go len), so 300 'é' (600 bytes) passes here and is then rejected by Consul",
-)
 def test_tag_value_limit_counts_utf8_bytes() -> None:
     """A tag value over 512 UTF-8 bytes is rejected before reaching Consul, whatever its character count."""
     with pytest.raises(InvalidAgentError):

@@ -62,11 +62,6 @@ def test_bad_address(args: dict[str, Any], env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("address", ["http://h:99999", "http://h:port"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: resolve() checks scheme and host but not the port, so the bad port surfaces later as a raw "
-    "ValueError from ConsulSettings.port (when the gateway is built)",
-)
 def test_bad_port_is_rejected_at_resolve(address: str) -> None:
     """An address with an invalid port raises InvalidAgentError from resolve()."""
     with pytest.raises(InvalidAgentError):
@@ -151,11 +146,6 @@ def test_verify_precedence(args: dict[str, Any], env: dict[str, str], expected: 
     assert ConsulSettings.resolve(**args, env=env).verify is expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (security): an empty CONSUL_HTTP_SSL_VERIFY turns TLS verification off; Consul's own client "
-    "treats an empty variable as unset (verification stays on)",
-)
 def test_empty_ssl_verify_keeps_verification() -> None:
     """An empty CONSUL_HTTP_SSL_VERIFY is treated as unset and verification stays on."""
     assert ConsulSettings.resolve(env={"CONSUL_HTTP_SSL_VERIFY": ""}).verify is True
@@ -171,7 +161,6 @@ def test_datacenter_and_timeout() -> None:
         assert caught.value.field == "timeout"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: 'timeout <= 0' is False for NaN, so timeout=nan is accepted")
 def test_nan_timeout_is_rejected() -> None:
     """A NaN timeout raises InvalidAgentError."""
     with pytest.raises(InvalidAgentError):

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consul_agents import InvalidAgentError
 from consul_agents import _wire as wire
 from consul_agents._models import AgentInfo, AgentRegistration, AgentStatus, DiscoveryRequest
 
@@ -124,7 +125,7 @@ def test_large_metadata_goes_to_kv() -> None:
     assert meta_value == "kv"
     assert kv_value is not None
     assert json.loads(kv_value) == metadata
-    assert wire.metadata_key("a") == "consul-agents/metadata/a"
+    assert wire.metadata_key("planner", "a") == "consul-agents/metadata/planner/a"
 
 
 @pytest.mark.parametrize(
@@ -147,15 +148,11 @@ def test_encode_empty_metadata() -> None:
     assert wire.encode_metadata({}) == (None, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: metadata validation serialises without sort_keys but encode_metadata uses sort_keys=True, "
-    "so a nested dict with int and str keys passes validation and then service_definition raises TypeError",
-)
-def test_metadata_accepted_by_validation_can_be_encoded() -> None:
-    """Metadata the model accepts can always be turned into a registration body."""
-    r = reg(metadata={"outer": {1: "x", "b": 2}})
-    wire.service_definition(r, "a", load=0.0, heartbeat=HEARTBEAT)
+def test_metadata_json_cannot_carry_is_rejected_before_encoding() -> None:
+    """Metadata with non-string keys is rejected by validation, so accepted metadata always encodes."""
+    with pytest.raises(InvalidAgentError) as caught:
+        reg(metadata={"outer": {1: "x", "b": 2}})
+    assert caught.value.field == "metadata"
 
 
 # --- round trip -------------------------------------------------------------------------------------------
@@ -517,11 +514,6 @@ def test_format_duration(value: timedelta, expected: str) -> None:
     assert wire.format_duration(value) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: format_duration uses '{:g}' for fractional seconds, giving '1.23457e+06s' (not a Go "
-    "duration, and imprecise) for deregister_after=1234567.5 s, which the model accepts (no upper bound)",
-)
 def test_format_duration_large_fractional_is_go_duration() -> None:
     """A large fractional duration is still a plain decimal Go duration string with its exact value."""
     assert wire.format_duration(timedelta(seconds=1234567.5)) == "1234567.5s"

@@ -1,0 +1,51 @@
+"""`consul-agents acl setup FILE`: provision the ACL policies and tokens the registry needs.
+
+Run it with a management token (``-token-file``, ``CONSUL_HTTP_TOKEN``...). The tokens go to ``--output``
+(a file created 0600) or to stdout as JSON; a one-line summary per token, which never holds a secret,
+goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from consul_agents.acl import ProvisionedToken, load_config, provision, tokens_json, write_tokens
+from consul_agents.cli._common import EXIT_OK, add_connection_flags, make_registry, run_async
+
+__all__ = ["register"]
+
+
+def _setup(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+
+    async def go() -> list[ProvisionedToken]:
+        async with make_registry(args) as registry:
+            return await provision(registry.gateway, config)
+
+    tokens = run_async(go())
+    if args.output:
+        write_tokens(tokens, args.output)
+    else:
+        print(tokens_json(tokens))
+    for token in tokens:
+        print(f"{token.change:9}  {token.kind:10}  {token.name}  (policy {token.policy})", file=sys.stderr)
+    if args.output:
+        print(f"tokens written to {args.output} (mode 0600)", file=sys.stderr)
+    return EXIT_OK
+
+
+def register(subparsers: Any) -> None:
+    group: argparse.ArgumentParser = subparsers.add_parser(
+        "acl", help="Consul ACL policies and tokens", description="Consul ACL policies and tokens."
+    )
+    commands = group.add_subparsers(dest="acl_command", metavar="ACL_COMMAND", required=True)
+    text = "Create or update the policies and tokens of an ACL file (idempotent; needs a management token)."
+    setup: argparse.ArgumentParser = commands.add_parser("setup", help=text, description=text)
+    setup.add_argument("file", help="ACL file, e.g. config/acl.yaml")
+    setup.add_argument(
+        "--output", "-o", metavar="FILE", help="write the tokens here (0600) instead of stdout"
+    )
+    add_connection_flags(setup)
+    setup.set_defaults(handler=_setup)

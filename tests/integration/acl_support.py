@@ -1,0 +1,76 @@
+"""Helpers for the ACL test modules: Consul with ACLs on (config/consul-acl.json), tokens, state snapshots."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from consul_agents import AgentRegistration, ConsulSettings
+from consul_agents._acl_rules import AclConfig
+from consul_agents._gateway import ConsulGateway
+from consul_agents.acl import ProvisionedToken, provision
+from consul_agents.dev import ConsulDevServer
+
+CONFIG_DIR = Path(__file__).parents[2] / "config"
+
+
+def acl_consul(**kwargs: Any) -> ConsulDevServer:
+    """A (not yet started) Consul with the project's ACL config and a fresh random master token.
+
+    The master token is also the agent token here; in production the agent gets its own token with
+    node write (see the README's security section).
+    """
+    config = json.loads((CONFIG_DIR / "consul-acl.json").read_text())
+    master = str(uuid.uuid4())
+    config["acl"]["tokens"] = {"master": master, "agent": master}
+    extra = kwargs.pop("extra_config", {})
+    return ConsulDevServer(extra_config={**config, **extra}, **kwargs)
+
+
+def master_token(server: ConsulDevServer) -> str:
+    return str(server.build_config()["acl"]["tokens"]["master"])  # type: ignore[index]
+
+
+def gateway(addr: str, token: str) -> ConsulGateway:
+    return ConsulGateway(ConsulSettings.resolve(addr, token, env={}))
+
+
+async def provision_tokens(addr: str, master: str, *specs: dict[str, Any]) -> dict[str, ProvisionedToken]:
+    async with gateway(addr, master) as gw:
+        tokens = await provision(gw, AclConfig(tokens=list(specs)))  # type: ignore[arg-type]
+    return {t.name: t for t in tokens}
+
+
+def registration(agent_type: str, agent_id: str, **fields: Any) -> AgentRegistration:
+    """A registration whose TTL outlasts the test, so its check cannot change while a test compares state."""
+    defaults: dict[str, Any] = {
+        "agent_type": agent_type,
+        "agent_id": agent_id,
+        "capabilities": ["plan"],
+        "endpoint": "http://127.0.0.1:9000",
+        "ttl": timedelta(hours=1),
+    }
+    return AgentRegistration(**{**defaults, **fields})
+
+
+async def consul_state(addr: str, master: str) -> dict[str, Any]:
+    """Everything an attack could change: agent services (local and catalog), their checks, our KV."""
+    async with gateway(addr, master) as gw:
+        services = (await gw.get("snapshot", "/v1/catalog/services")).body
+        state: dict[str, Any] = {"services": services}
+        for name in sorted(services):
+            entries = (await gw.get("snapshot", f"/v1/catalog/service/{name}")).body
+            state[name] = sorted(
+                json.dumps([e["ServiceID"], e["ServiceTags"], e["ServiceMeta"], e["ModifyIndex"]])
+                for e in entries
+            )
+        local = (await gw.get("snapshot", "/v1/agent/services")).body
+        state["local"] = {k: [v["Service"], v["Tags"], v["Meta"]] for k, v in local.items()}
+        checks = (await gw.get("snapshot", "/v1/health/state/any")).body
+        state["checks"] = sorted(json.dumps([c["CheckID"], c["Status"], c["ModifyIndex"]]) for c in checks)
+        kv = await gw.get("snapshot", "/v1/kv/consul-agents/", params={"recurse": ""}, allow_404=True)
+        state["kv"] = sorted(json.dumps([e["Key"], e["Value"], e["ModifyIndex"]]) for e in kv.body or [])
+    return state

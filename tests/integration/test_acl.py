@@ -1,0 +1,291 @@
+"""ACL tokens on a real Consul with default_policy = "deny": provisioning, who may do what, revocation, DNS.
+
+One ACL-enabled Consul serves the module; each test uses its own agent ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.asyncresolver
+import dns.resolver
+import pytest
+from acl_support import acl_consul, consul_state, gateway, master_token, provision_tokens, registration
+
+from consul_agents import (
+    AgentNotFoundError,
+    AgentRegistry,
+    DiscoveryRequest,
+    PermissionDeniedError,
+    RegistryUnavailableError,
+)
+from consul_agents._acl_rules import AclConfig
+from consul_agents.acl import ProvisionedToken, provision
+from consul_agents.dev import ConsulDevServer
+
+SPECS = (
+    {"name": "alpha-registrar", "kind": "registrar", "agent_types": ["alpha"]},
+    {"name": "beta-registrar", "kind": "registrar", "agent_types": ["beta"]},
+    {"name": "alpha-discoverer", "kind": "discoverer", "agent_types": ["alpha"]},
+    {"name": "fleet-discoverer", "kind": "discoverer"},
+    {"name": "operator", "kind": "operator"},
+)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ConsulDevServer]:
+    with acl_consul() as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def tokens(server: ConsulDevServer) -> dict[str, ProvisionedToken]:
+    return asyncio.run(provision_tokens(server.http_addr, master_token(server), *SPECS))
+
+
+def registry(server: ConsulDevServer, token: str) -> AgentRegistry:
+    return AgentRegistry(server.http_addr, token)
+
+
+async def acl_indexes(server: ConsulDevServer) -> tuple[int, int]:
+    async with gateway(server.http_addr, master_token(server)) as gw:
+        policies = await gw.get("list", "/v1/acl/policies")
+        tokens = await gw.get("list", "/v1/acl/tokens")
+    return policies.meta.index, tokens.meta.index
+
+
+async def test_provisioning_twice_changes_nothing(
+    server: ConsulDevServer, tokens: dict[str, ProvisionedToken]
+) -> None:
+    """A second provisioning run finds every policy and token in place: no write, ACL indexes unmoved."""
+    assert {t.change for t in tokens.values()} == {"created"}
+    before = await acl_indexes(server)
+    again = await provision_tokens(server.http_addr, master_token(server), *SPECS)
+    assert {t.change for t in again.values()} == {"unchanged"}
+    assert {n: t.secret_id for n, t in again.items()} == {n: t.secret_id for n, t in tokens.items()}
+    assert await acl_indexes(server) == before
+
+
+async def test_provisioning_repairs_a_widened_policy(
+    server: ConsulDevServer, tokens: dict[str, ProvisionedToken]
+) -> None:
+    """A policy someone widened by hand is put back to what the ACL file says, keeping the token."""
+    master = master_token(server)
+    async with gateway(server.http_addr, master) as gw:
+        policies = (await gw.get("list", "/v1/acl/policies")).body
+        policy = next(p for p in policies if p["Name"] == "consul-agents-alpha-discoverer")
+        current = (await gw.get("read", f"/v1/acl/policy/{policy['ID']}")).body
+        widened = current["Rules"] + 'service_prefix "" { policy = "write" }\n'
+        await gw.put("widen", f"/v1/acl/policy/{policy['ID']}", {**current, "Rules": widened})
+        repaired = await provision_tokens(server.http_addr, master, *SPECS)
+        after = (await gw.get("read", f"/v1/acl/policy/{policy['ID']}")).body
+    assert repaired["alpha-discoverer"].change == "updated"
+    assert repaired["alpha-discoverer"].secret_id == tokens["alpha-discoverer"].secret_id
+    assert after["Rules"] == current["Rules"]
+
+
+def test_cli_setup_writes_tokens_to_an_owner_only_file(server: ConsulDevServer, tmp_path: Path) -> None:
+    """`consul-agents acl setup config/acl.yaml -o FILE` provisions once, then reports all unchanged."""
+    token_file = tmp_path / "management.token"
+    token_file.write_text(master_token(server))
+    output = tmp_path / "tokens.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
+    command = [
+        sys.executable,
+        "-m",
+        "consul_agents.cli",
+        "acl",
+        "setup",
+        str(Path(__file__).parents[2] / "config/acl.yaml"),
+        "-http-addr",
+        server.http_addr,
+        "-token-file",
+        str(token_file),
+        "--output",
+        str(output),
+    ]
+    runs = [
+        subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+        for _ in range(2)
+    ]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    written = json.loads(output.read_text())
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
+    assert {v["kind"] for v in written.values()} == {"registrar", "discoverer", "dns", "operator"}
+    for run in runs:
+        for value in written.values():
+            assert value["secret_id"] not in run.stdout + run.stderr
+    assert "created" in runs[0].stderr and "created" not in runs[1].stderr
+    assert runs[1].stderr.count("unchanged") == len(written)
+
+
+def test_cli_setup_with_a_discovery_token_is_denied(
+    server: ConsulDevServer, tokens: dict[str, ProvisionedToken]
+) -> None:
+    """Provisioning with a token that may not write ACLs exits 4 (denied) and prints no secret."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
+    env["CONSUL_HTTP_TOKEN"] = tokens["fleet-discoverer"].secret_id
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "consul_agents.cli",
+            "acl",
+            "setup",
+            str(Path(__file__).parents[2] / "config/acl.yaml"),
+            "-http-addr",
+            server.http_addr,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 4
+    assert "permission denied" in result.stderr
+    assert tokens["fleet-discoverer"].secret_id not in result.stdout + result.stderr
+
+
+async def test_registrar_manages_agents_of_its_type(
+    server: ConsulDevServer, tokens: dict[str, ProvisionedToken], unique: str
+) -> None:
+    """A registrar registers, heartbeats, pauses and deregisters its own type, metadata in KV included."""
+    big = {"doc": "x" * 2000}
+    async with (
+        registry(server, tokens["alpha-registrar"].secret_id) as reg,
+        registry(server, tokens["fleet-discoverer"].secret_id) as reader,
+    ):
+        agent_id = await reg.register_agent(registration("alpha", unique, metadata=big))
+        await reg.heartbeat(agent_id, 0.5)
+        await reg.set_maintenance(agent_id, True, "upgrade")
+        await reg.set_maintenance(agent_id, False)
+        info = await reader.get_agent(agent_id)
+        assert (info.agent_type, info.metadata, info.current_load) == ("alpha", big, 0.5)
+        assert await reg.deregister_agent(agent_id)
+        with pytest.raises(AgentNotFoundError):
+            await reader.get_agent(agent_id)
+    assert not [k for k in (await consul_state(server.http_addr, master_token(server)))["kv"] if unique in k]
+
+
+async def test_scoped_discoverer_sees_only_its_types(
+    server: ConsulDevServer, tokens: dict[str, ProvisionedToken], unique: str
+) -> None:
+    """A type-A discovery token finds only type A agents, also in a capability search across types."""
+    async with (
+        registry(server, tokens["alpha-registrar"].secret_id) as alpha,
+        registry(server, tokens["beta-registrar"].secret_id) as beta,
+        registry(server, tokens["alpha-discoverer"].secret_id) as reader,
+    ):
+        await alpha.register_agent(registration("alpha", f"{unique}-a", metadata={"doc": "y" * 1000}))
+        await beta.register_agent(registration("beta", f"{unique}-b"))
+        try:
+            found = await reader.discover_agents(DiscoveryRequest(capabilities=["plan"]))
+            assert {a.agent_type for a in found} == {"alpha"}
+            assert f"{unique}-a" in {a.agent_id for a in found}
+            assert next(a for a in found if a.agent_id == f"{unique}-a").metadata == {"doc": "y" * 1000}
+            assert await reader.discover_agents(DiscoveryRequest(agent_type="beta")) == []
+            assert set(await reader.agent_types()) == {"alpha"}
+            with pytest.raises(AgentNotFoundError):
+                await reader.get_agent(f"{unique}-b")
+        finally:
+            await alpha.deregister_agent(f"{unique}-a")
+            await beta.deregister_agent(f"{unique}-b")
+
+
+async def test_anonymous_token_sees_nothing(
+    server: ConsulDevServer, tokens: dict[str, ProvisionedToken], unique: str
+) -> None:
+    """Without a token, discovery finds no agent, lists no type, finds no id and cannot register."""
+    async with (
+        registry(server, tokens["alpha-registrar"].secret_id) as alpha,
+        registry(server, "") as anonymous,
+    ):
+        await alpha.register_agent(registration("alpha", unique))
+        try:
+            assert await anonymous.discover_agents() == []
+            assert await anonymous.agent_types() == {}
+            with pytest.raises(AgentNotFoundError):
+                await anonymous.get_agent(unique)
+            with pytest.raises(PermissionDeniedError):
+                await anonymous.register_agent(registration("alpha", f"{unique}-x"))
+        finally:
+            await alpha.deregister_agent(unique)
+
+
+async def test_revoked_token_is_reported_as_denied(server: ConsulDevServer, unique: str) -> None:
+    """Once its token is deleted, a client gets PermissionDeniedError (not "unavailable") in the ACL TTL."""
+    master = master_token(server)
+    name = f"revoke-{unique}"
+    made = (await provision_tokens(server.http_addr, master, {"name": name, "kind": "discoverer"}))[name]
+    async with registry(server, made.secret_id) as reader:
+        await reader.discover_agents()
+        async with gateway(server.http_addr, master) as gw:
+            await gw.delete("revoke", f"/v1/acl/token/{made.accessor_id}")
+        deadline = time.monotonic() + 35  # token_ttl (30 s) plus a margin
+        while True:
+            try:
+                await reader.discover_agents()
+            except PermissionDeniedError as exc:
+                denied = exc
+                break
+            except RegistryUnavailableError:  # pragma: no cover - the failure this test exists to catch
+                pytest.fail("a revoked token was reported as Consul being unavailable")
+            assert time.monotonic() < deadline, "revoked token still accepted after the ACL TTL"
+            await asyncio.sleep(0.2)
+    assert "revoked" in str(denied) and made.secret_id not in str(denied)
+    with pytest.raises(PermissionDeniedError, match="revoked"):
+        async with registry(server, made.secret_id) as again:
+            await again.register_agent(registration("alpha", unique))
+
+
+async def resolve_srv(server: ConsulDevServer, name: str) -> list[str]:
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers = [server.bind]
+    resolver.port = server.dns_port
+    resolver.lifetime = 5
+    try:
+        answer = await resolver.resolve(name, "SRV")
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+    return sorted(str(record.port) for record in answer)
+
+
+async def test_dns_token_lets_consul_dns_answer(
+    server: ConsulDevServer, tokens: dict[str, ProvisionedToken], unique: str
+) -> None:
+    """Consul DNS answers for agents only once the dns token is the agent's default token."""
+    master = master_token(server)
+    name = f"dns-{unique}"
+    async with registry(server, tokens["alpha-registrar"].secret_id) as alpha:
+        await alpha.register_agent(registration("alpha", unique, endpoint="http://127.0.0.1:9321"))
+        try:
+            assert await resolve_srv(server, "plan.agent-alpha.service.consul") == []
+            await provision_tokens(
+                server.http_addr, master, {"name": name, "kind": "dns", "set_as_agent_default": True}
+            )
+            try:
+                assert "9321" in await resolve_srv(server, "plan.agent-alpha.service.consul")
+            finally:
+                async with gateway(server.http_addr, master) as gw:
+                    await gw.put("reset", "/v1/agent/token/default", {"Token": ""})
+            assert await resolve_srv(server, "plan.agent-alpha.service.consul") == []
+        finally:
+            await alpha.deregister_agent(unique)
+
+
+async def test_provisioning_needs_acl_write(
+    server: ConsulDevServer, tokens: dict[str, ProvisionedToken]
+) -> None:
+    """An operator token (agents, not ACLs) cannot provision: PermissionDeniedError naming the operation."""
+    async with gateway(server.http_addr, tokens["operator"].secret_id) as gw:
+        with pytest.raises(PermissionDeniedError, match="list ACL policies"):
+            await provision(gw, AclConfig(tokens=[{"name": "x", "kind": "dns"}]))  # type: ignore[list-item]
