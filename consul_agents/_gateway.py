@@ -100,15 +100,15 @@ def _decode(body: str) -> Any:
 
 
 def _tls_reason(exc: BaseException) -> str:
-    """Why a TLS handshake failed, e.g. "certificate verify failed: self-signed certificate"."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"certificate verification failed ({cause.verify_message})"
-        if isinstance(cause, ssl.SSLError):
-            return f"TLS error ({cause.reason or type(cause).__name__})"
-        cause = getattr(cause, "certificate_error", None) or cause.__cause__
-    return f"certificate or TLS error ({type(exc).__name__})"
+    """Why a TLS handshake failed, e.g. "certificate verification failed: self-signed certificate"."""
+    cause = getattr(exc, "certificate_error", None) or exc  # aiohttp wraps the ssl module's error
+    verify_message = getattr(cause, "verify_message", None)
+    if verify_message:
+        return f"certificate verification failed: {verify_message}"
+    reason = getattr(cause, "reason", None)
+    if isinstance(cause, ssl.SSLError) and reason:
+        return f"TLS error: {reason}"
+    return f"certificate or TLS handshake error ({type(exc).__name__})"
 
 
 def _is_outage(status: int, detail: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import stat
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from consul_agents import _acl_rules as rules
 from consul_agents._errors import InvalidAgentError, PermissionDeniedError
-from consul_agents._gateway import _raise_for
+from consul_agents._gateway import _raise_for, _tls_reason
 from consul_agents._settings import ConsulSettings
 from consul_agents.acl import ProvisionedToken, load_config, tokens_json, write_tokens
 
@@ -181,3 +182,11 @@ def test_unknown_token_answer_is_denied_and_says_why() -> None:
         _raise_for("discover agents", "http://c:8500", 403, "ACL not found")
     assert caught.value.operation == "discover agents"
     assert "revoked" in str(caught.value)
+
+
+def test_tls_reason_names_the_certificate_problem() -> None:
+    """A failed certificate check is described by OpenSSL's own reason, wrapped by aiohttp or not."""
+    error = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    error.verify_message = "self-signed certificate"
+    assert _tls_reason(error) == "certificate verification failed: self-signed certificate"
+    assert "TLS" in _tls_reason(ssl.SSLError(1, "x")) or "handshake" in _tls_reason(ssl.SSLError(1, "x"))
