@@ -1,6 +1,7 @@
 # Everything a developer or CI needs, unattended on a fresh Debian 12 machine.
 #   make test       unit + integration tests (starts real Consul agents; installs Consul 1.8.7 if missing)
 #   make test-slow  the long scale and fault scenarios
+#   make tools      Debian's chromium and promtool for the web page and metrics tests (CI does this itself)
 #   make lint       ruff check, ruff format --check, mypy (strict)
 #   make run        a local Consul and the demo fleet
 #   make bench      the benchmark report
@@ -17,7 +18,7 @@ CONSUL_AGENTS_CACHE ?= $(if $(HOME),$(HOME)/.cache/consul-agents,$(CURDIR)/.cach
 CONSUL_BIN ?= $(CONSUL_AGENTS_CACHE)/bin/consul
 export CONSUL_AGENTS_CACHE CONSUL_BIN
 
-.PHONY: venv consul test test-slow lint run bench clean
+.PHONY: venv consul tools test test-slow lint run bench clean
 
 venv: $(STAMP)
 
@@ -38,7 +39,19 @@ consul: venv
 	@$(BIN)/python -m consul_agents.dev find >/dev/null 2>&1 || $(BIN)/python -m consul_agents.dev install
 	@echo "consul: $$($(BIN)/python -m consul_agents.dev find)"
 
-test: venv consul
+# Debian's chromium (the web page test) and promtool from its prometheus package (the metrics test). Their
+# tests skip with a reason when these are missing; CI (CI=true) installs them, as root, through apt-get.
+TOOLS_PACKAGES := chromium prometheus
+tools:
+	@if command -v chromium >/dev/null && command -v promtool >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "note: chromium/promtool missing and not root with apt-get: their tests will be skipped" >&2; exit 0; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -q --no-install-recommends $(TOOLS_PACKAGES) >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(TOOLS_PACKAGES) >/dev/null; } || \
+	  echo "warning: could not install $(TOOLS_PACKAGES); their tests will be skipped" >&2
+
+test: venv consul $(if $(CI),tools)
 	$(BIN)/pytest -q -m "not slow"
 
 test-slow: venv consul

@@ -27,6 +27,7 @@ from cachetools import LRUCache
 from consul_agents import _wire as wire
 from consul_agents._errors import ConsulAgentsError, RegistryUnavailableError
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
+from consul_agents._metrics import observe_watch_lag
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
 from consul_agents._watch import Watch, WatchPolicy
 
@@ -103,6 +104,8 @@ class CachedAnswer:
     #: Seconds since Consul last answered for the oldest view used (0 while every watch is healthy).
     staleness: float
     meta: QueryMeta
+    #: False when a watch had to be started or re-read for this answer (a round trip to Consul).
+    hit: bool = True
 
 
 class _ServiceWatch:
@@ -136,6 +139,7 @@ class _ServiceWatch:
         )
 
     async def _deliver(self, response: ConsulResponse) -> None:
+        started = time.monotonic()
         entries = [e for e in response.body or [] if wire.is_agent_service(e["Service"]["Service"])]
         converted: dict[str, tuple[tuple[Any, ...], AgentInfo]] = {}
         needs_kv: list[tuple[dict[str, Any], tuple[Any, ...]]] = []
@@ -162,6 +166,7 @@ class _ServiceWatch:
         self._converted = converted
         self.view = ServiceView(info for _, info in converted.values())
         self.dirty = False
+        observe_watch_lag(response.meta.last_contact_ms / 1000 + time.monotonic() - started)
         self.cache.changed()
 
 
@@ -222,6 +227,7 @@ class DiscoveryCache:
         self._starting: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self._misses = 0
         self.closed = False
 
     def __repr__(self) -> str:
@@ -266,6 +272,7 @@ class DiscoveryCache:
         else:
             catalog = await self._catalog(datacenter)
             names = wire.service_names_for(request, catalog.services)
+        misses = self._misses
         found: list[AgentInfo] = []
         staleness = 0.0
         known_leader = True
@@ -280,7 +287,8 @@ class DiscoveryCache:
             found = [agent.model_copy(update={"staleness": staleness}) for agent in found]
         elif len(names) == 1:
             found = list(found)
-        return CachedAnswer(found, staleness, QueryMeta(0, known_leader, last_contact))
+        hit = self._misses == misses
+        return CachedAnswer(found, staleness, QueryMeta(0, known_leader, last_contact), hit)
 
     def _check_fresh(self, watch: Watch) -> float:
         staleness = watch.staleness()
@@ -322,6 +330,7 @@ class DiscoveryCache:
         entry.last_used = self.clock()
         if entry.dirty:
             entry.dirty = False
+            self._misses += 1
             try:
                 await entry.watch.refresh()
             except ConsulAgentsError as exc:
@@ -329,6 +338,7 @@ class DiscoveryCache:
         return entry
 
     async def _start(self, key: tuple[str, str], make: Callable[[], Any]) -> Any:
+        self._misses += 1
         """Start the watch for ``key`` ((datacenter, "") is the catalog's), shared by concurrent first
         users; raises its first read's error."""
         pending = self._starting.get(key)

@@ -18,6 +18,7 @@ from consul_agents import _wire as wire
 from consul_agents._cache import DiscoveryCache
 from consul_agents._errors import ConsulAgentsError, PermissionDeniedError, RegistryUnavailableError
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
+from consul_agents._metrics import record_cache
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, DiscoveryRequest, DiscoveryResult
 from consul_agents._routing import check_region, datacenter_order
 from consul_agents._watch import WatchPolicy
@@ -157,6 +158,7 @@ class Discoverer:
         if use_cache:
             key = "" if datacenter == self._local else datacenter
             answer = await self.cache.query(request, key)
+            record_cache(answer.hit)
             return DiscoveryResult(
                 answer.agents,
                 datacenter,
@@ -165,6 +167,7 @@ class Discoverer:
                 known_leader=answer.meta.known_leader,
                 last_contact_ms=answer.meta.last_contact_ms,
             )
+        record_cache(False)
         agents, meta = await self._uncached(request, datacenter)
         return DiscoveryResult(
             agents, datacenter, known_leader=meta.known_leader, last_contact_ms=meta.last_contact_ms

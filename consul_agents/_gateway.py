@@ -12,6 +12,7 @@ a repr or a log line.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import ssl
@@ -141,6 +142,8 @@ class ConsulGateway:
     def __init__(self, settings: ConsulSettings) -> None:
         self.settings = settings
         self._http: _HTTPClient | None = None
+        #: Set on views made by with_token(): they send through the parent's session and never close it.
+        self._parent: ConsulGateway | None = None
 
     def __repr__(self) -> str:
         return f"ConsulGateway(address={self.settings.address!r}, datacenter={self.settings.datacenter!r})"
@@ -157,6 +160,16 @@ class ConsulGateway:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+    def with_token(self, token: str | None) -> ConsulGateway:
+        """A view of this gateway that sends ``token`` (None or "": anonymous) over the same session.
+
+        Closing a view does nothing; the session belongs to this gateway. Used by servers that forward each
+        caller's own token without opening a connection pool per caller.
+        """
+        view = ConsulGateway(dataclasses.replace(self.settings, token=token or None))
+        view._parent = self._parent or self
+        return view
 
     async def close(self) -> None:
         if self._http is not None:
@@ -177,9 +190,9 @@ class ConsulGateway:
         timeout: float,
         token: str | None,
     ) -> consul.base.Response:
-        if self._http is None:
+        http = self._parent._http if self._parent is not None else self._http
+        if http is None:
             raise RuntimeError("ConsulGateway is not open: use it as an async context manager")
-        http = self._http
         data = "" if body is None else (body if isinstance(body, str | bytes) else json.dumps(body))
         headers = self._headers(token)
         try:

@@ -18,7 +18,7 @@ import logging
 import math
 import random
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,6 +38,7 @@ from consul_agents._errors import (
     NoAgentAvailableError,
 )
 from consul_agents._gateway import ConsulGateway, ConsulResponse
+from consul_agents._instrument import instrumented
 from consul_agents._lease import OutlierDetector, OutlierPolicy
 from consul_agents._models import (
     AGENT_ID_PATTERN,
@@ -51,6 +52,7 @@ from consul_agents._models import (
 )
 from consul_agents._selection import SelectionState, select
 from consul_agents._settings import ConsulSettings
+from consul_agents._tracing import annotate
 from consul_agents._watch import WatchPolicy
 
 __all__ = ["AgentRegistry", "AgentSession"]
@@ -136,18 +138,21 @@ class AgentRegistry:
             raise InvalidAgentError(f"max_stale {max_stale!r} must be a number >= 0", field="max_stale")
         if max_failover < 0:
             raise InvalidAgentError(f"max_failover {max_failover!r} must be >= 0", field="max_failover")
-        self._discovery = Discoverer(
-            self._gateway,
-            self._infos,
-            self._kv_metadata,
-            cache=cache,
-            max_stale=max_stale,
-            cache_idle=cache_idle,
-            watch_policy=watch_policy,
-            failover_datacenters=failover_datacenters,
-            max_failover=max_failover,
-        )
+        self._client_options: dict[str, Any] = {
+            "cache": cache,
+            "max_stale": max_stale,
+            "cache_idle": cache_idle,
+            "watch_policy": watch_policy,
+            "failover_datacenters": failover_datacenters,
+            "max_failover": max_failover,
+            "outlier_policy": outlier_policy,
+        }
+        self._discovery = self._new_discovery()
         self.outliers = OutlierDetector(outlier_policy)
+
+    def _new_discovery(self) -> Discoverer:
+        options = {k: v for k, v in self._client_options.items() if k != "outlier_policy"}
+        return Discoverer(self._gateway, self._infos, self._kv_metadata, **options)
 
     def __repr__(self) -> str:
         return f"AgentRegistry(address={self.settings.address!r}, datacenter={self.settings.datacenter!r})"
@@ -175,8 +180,30 @@ class AgentRegistry:
         """After a write by this client, the cache re-reads the agent's service once (read-your-writes)."""
         self._discovery.cache.invalidate(self._service_names.get(agent_id))
 
+    def with_token(self, token: str | None) -> AgentRegistry:
+        """A registry acting with ``token`` (None: anonymous) over this one's open connection.
+
+        The view keeps its own state (remembered registrations, any cache), so nothing Consul showed one
+        token is ever served to another: Consul's ACLs filter what each token sees. Leaving a view's
+        ``async with`` (or never entering it) leaves the shared connection open.
+        """
+        view = AgentRegistry(
+            self.settings.address,
+            token or "",
+            self.settings.datacenter,
+            ca_cert=self.settings.ca_cert,
+            verify=self.settings.verify,
+            timeout=self.settings.timeout,
+            load_threshold=self.load_threshold,
+            **self._client_options,
+        )
+        view._gateway = self._gateway.with_token(token)
+        view._discovery = view._new_discovery()
+        return view
+
     # -- writes -------------------------------------------------------------------------------------------
 
+    @instrumented("register")
     async def register_agent(self, registration: AgentRegistration) -> str:
         """Register (or, for a known id, update) an agent; returns its id, the Consul service ID."""
         agent_id = registration.agent_id or f"{registration.agent_type}-{uuid.uuid4().hex[:12]}"
@@ -209,6 +236,7 @@ class AgentRegistry:
             old_key = wire.metadata_key(previous.registration.agent_type, agent_id)
             await self._gateway.delete(operation, f"/v1/kv/{old_key}")
 
+    @instrumented("heartbeat")
     async def heartbeat(
         self,
         agent_id: str,
@@ -271,6 +299,7 @@ class AgentRegistry:
         body = wire.with_load(response.body, load=load, heartbeat=utcnow())
         await self._gateway.put(operation, "/v1/agent/service/register", body)
 
+    @instrumented("set_maintenance")
     async def set_maintenance(self, agent_id: str, enable: bool, reason: str = "") -> None:
         """Put an agent in (or take it out of) maintenance: it is then never discovered unless asked for."""
         _check_agent_id(agent_id)
@@ -287,6 +316,7 @@ class AgentRegistry:
             raise AgentNotFoundError(agent_id, "not registered with the local Consul agent")
         self._wrote(agent_id)
 
+    @instrumented("deregister")
     async def deregister_agent(self, agent_id: str) -> bool:
         """Remove an agent. Returns False when it was not registered (anywhere in the catalog).
 
@@ -372,6 +402,7 @@ class AgentRegistry:
                 return service
         raise AgentNotFoundError(agent_id)
 
+    @instrumented("get_agent")
     async def get_agent(self, agent_id: str) -> AgentInfo:
         """The agent as the catalog sees it. Raises AgentNotFoundError when it is not registered."""
         _check_agent_id(agent_id)
@@ -391,6 +422,7 @@ class AgentRegistry:
         """The agent's aggregated health status (see AgentStatus)."""
         return (await self.get_agent(agent_id)).status
 
+    @instrumented("agent_types")
     async def agent_types(self, region: str | None = None) -> dict[str, list[str]]:
         """Every agent type in the datacenter with the union of its capabilities."""
         services = await self._catalog_services(region)
@@ -404,16 +436,23 @@ class AgentRegistry:
         response = await self._gateway.get("list agent types", "/v1/catalog/services", datacenter=region)
         return dict(response.body or {})
 
+    @instrumented("discover")
     async def discover(
-        self, request: DiscoveryRequest | None = None, *, cached: bool | None = None
+        self,
+        request: DiscoveryRequest | None = None,
+        *,
+        cached: bool | None = None,
+        accept: Callable[[list[AgentInfo]], bool] | None = None,
     ) -> DiscoveryResult:
         """Every live agent matching ``request``, with the datacenter it came from and its staleness.
 
         ``cached`` overrides the client's ``cache`` option for this call (False: a direct Consul query,
-        filters running inside Consul). Both answer the same agents, sorted by (type, id).
+        filters running inside Consul). Both answer the same agents, sorted by (type, id). Without a
+        region, failover moves on while a datacenter has no agent ``accept`` takes (default: no agent).
         """
-        return await self._discovery.discover(request or DiscoveryRequest(), cached=cached)
+        return await self._discovery.discover(request or DiscoveryRequest(), cached=cached, accept=accept)
 
+    @instrumented("discover")
     async def discover_agents(
         self, request: DiscoveryRequest | None = None, *, cached: bool | None = None
     ) -> list[AgentInfo]:
@@ -426,6 +465,7 @@ class AgentRegistry:
         ejected = self.outliers.excluded(a.agent_id for a in agents if a.agent_id not in excluded)
         return [*criteria.exclude, *ejected]
 
+    @instrumented("select")
     async def select_agent(
         self, criteria: SelectionCriteria | None = None, *, cached: bool | None = None
     ) -> AgentInfo | None:
@@ -440,7 +480,8 @@ class AgentRegistry:
             skipped = set(self._unavailable(criteria, agents))
             return any(a.agent_id not in skipped for a in agents)
 
-        result = await self._discovery.discover(criteria, cached=cached, accept=available)
+        result = await self.discover(criteria, cached=cached, accept=available)
+        annotate({"selection.candidates": len(result.agents)})
         return select(
             result.agents,
             criteria.strategy,

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "consul_agents.cli.acl",
     "consul_agents.cli.agents",
     "consul_agents.cli.dev",
+    "consul_agents.cli.serve",
 )
 
 

@@ -1,0 +1,137 @@
+"""Prometheus metrics of the library and the REST API, in prometheus-client's default registry.
+
+Living in the default registry means a program that already exposes its own metrics (``start_http_server``,
+an ASGI app) exposes ours too; the REST API serves the same registry at ``/metrics``. Labels are bounded:
+operation names, outcomes, agent types, statuses and datacenters. Never an agent id, never a token.
+
+Everything here is recorded through small hooks (:func:`record_operation`, :func:`record_cache`,
+:func:`observe_watch_lag`, :func:`set_fleet`) so instrumented code never touches metric objects itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from consul_agents._errors import (
+    AgentNotFoundError,
+    ConsulAgentsError,
+    InvalidAgentError,
+    PermissionDeniedError,
+    RegistryTimeoutError,
+    RegistryUnavailableError,
+)
+from consul_agents._models import AgentInfo
+
+__all__ = [
+    "CACHE_HIT_RATIO",
+    "CACHE_REQUESTS",
+    "FLEET",
+    "HTTP_DURATION",
+    "OPERATIONS",
+    "OPERATION_DURATION",
+    "WATCH_LAG",
+    "observe_watch_lag",
+    "outcome_of",
+    "record_cache",
+    "record_operation",
+    "set_fleet",
+]
+
+# Registry operations take from well under a millisecond (cached) to seconds (a Consul outage and retries).
+_LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+
+OPERATION_DURATION = Histogram(
+    "consul_agents_operation_duration_seconds",
+    "Latency of registry operations (register, heartbeat, discover, select, ...), whatever their outcome.",
+    ["operation"],
+    buckets=_LATENCY_BUCKETS,
+)
+OPERATIONS = Counter(
+    "consul_agents_operations",
+    "Registry operations by outcome: ok, invalid, not_found, denied, unavailable, timeout, error.",
+    ["operation", "outcome"],
+)
+CACHE_REQUESTS = Counter(
+    "consul_agents_cache_requests",
+    "Discovery questions answered from the in-process cache (hit) or from Consul (miss).",
+    ["result"],
+)
+CACHE_HIT_RATIO = Gauge(
+    "consul_agents_cache_hit_ratio",
+    "Share of discovery questions answered from the cache since the process started (0 before any).",
+)
+WATCH_LAG = Histogram(
+    "consul_agents_watch_lag_seconds",
+    "How far behind Consul a watched view was when a change reached it: the answering server's "
+    "last contact with the leader plus the time to apply the change.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+FLEET = Gauge(
+    "consul_agents_agents",
+    "Agents by datacenter, type and status, as last seen by the scraping caller's token.",
+    ["datacenter", "agent_type", "status"],
+)
+HTTP_DURATION = Histogram(
+    "consul_agents_http_request_duration_seconds",
+    "Latency of REST API requests by route template and status code.",
+    ["method", "route", "status"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+_cache_counts = {"hit": 0, "miss": 0}
+
+
+def _hit_ratio() -> float:
+    total = _cache_counts["hit"] + _cache_counts["miss"]
+    return _cache_counts["hit"] / total if total else 0.0
+
+
+CACHE_HIT_RATIO.set_function(_hit_ratio)
+
+
+def outcome_of(exc: BaseException | None) -> str:
+    """The outcome label for an operation that raised ``exc`` (None: it succeeded)."""
+    if exc is None:
+        return "ok"
+    if isinstance(exc, InvalidAgentError):
+        return "invalid"
+    if isinstance(exc, AgentNotFoundError):
+        return "not_found"
+    if isinstance(exc, PermissionDeniedError):
+        return "denied"
+    if isinstance(exc, RegistryTimeoutError):
+        return "timeout"
+    if isinstance(exc, RegistryUnavailableError):
+        return "unavailable"
+    if isinstance(exc, ConsulAgentsError):
+        return "error"
+    return "error" if isinstance(exc, Exception) else "cancelled"
+
+
+def record_operation(operation: str, seconds: float, outcome: str) -> None:
+    OPERATION_DURATION.labels(operation).observe(seconds)
+    OPERATIONS.labels(operation, outcome).inc()
+
+
+def record_cache(hit: bool) -> None:
+    """Count one discovery question answered from the cache (``hit``) or from Consul."""
+    result = "hit" if hit else "miss"
+    _cache_counts[result] += 1
+    CACHE_REQUESTS.labels(result).inc()
+
+
+def observe_watch_lag(seconds: float) -> None:
+    WATCH_LAG.observe(max(seconds, 0.0))
+
+
+def set_fleet(agents: Iterable[AgentInfo]) -> None:
+    """Replace the agents gauge with a census of ``agents`` (series that disappeared are dropped)."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for agent in agents:
+        key = (agent.datacenter, agent.agent_type, agent.status.value)
+        counts[key] = counts.get(key, 0) + 1
+    FLEET.clear()
+    for (datacenter, agent_type, status), count in counts.items():
+        FLEET.labels(datacenter, agent_type, status).set(count)

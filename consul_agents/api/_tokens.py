@@ -1,0 +1,83 @@
+"""Per-token registry views: the API holds no privilege and never lets one caller see another's answers.
+
+Each caller's token (``X-Consul-Token``, or ``Authorization: Bearer``) is forwarded to Consul, whose ACLs
+filter what that token may see. Anything a registry keeps (remembered registrations, a discovery cache) is
+therefore kept per token: one :meth:`AgentRegistry.with_token` view per token, all sharing one connection
+pool, in a small LRU keyed by a SHA-256 digest of the token. The token itself is never a key, a label or a
+log field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+
+from aiohttp import web
+
+from consul_agents._registry import AgentRegistry
+from consul_agents.api._errors import BadRequest
+
+__all__ = ["TokenViews", "token_of"]
+
+log = logging.getLogger("consul_agents.api")
+
+
+def token_of(request: web.Request) -> str | None:
+    """The caller's Consul token, or None for the anonymous token."""
+    token = request.headers.get("X-Consul-Token")
+    if token:
+        return token
+    authorization = request.headers.get("Authorization")
+    if authorization is None:
+        return None
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise BadRequest("the Authorization header must be 'Bearer <Consul ACL token>'", "Authorization")
+    return credentials.strip()
+
+
+def token_key(token: str | None) -> str:
+    """A stable key for a token that reveals nothing about it ("" for the anonymous token)."""
+    return hashlib.sha256(token.encode()).hexdigest() if token else ""
+
+
+class TokenViews:
+    """At most ``size`` registry views, least recently used evicted (and closed) first."""
+
+    def __init__(self, base: AgentRegistry, size: int = 64) -> None:
+        self.base = base
+        self.size = size
+        self._views: OrderedDict[str, AgentRegistry] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def for_token(self, token: str | None) -> AgentRegistry:
+        key = token_key(token)
+        view = self._views.get(key)
+        if view is not None:
+            self._views.move_to_end(key)
+            return view
+        view = self.base.with_token(token)
+        self._views[key] = view
+        while len(self._views) > self.size:
+            _, evicted = self._views.popitem(last=False)
+            task = asyncio.create_task(_close(evicted))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return view
+
+    async def close(self) -> None:
+        views = list(self._views.values())
+        self._views.clear()
+        await asyncio.gather(*(_close(view) for view in views), *self._closing)
+
+
+async def _close(view: AgentRegistry) -> None:
+    try:
+        await view.__aexit__(None, None, None)
+    except Exception:
+        log.exception("closing a registry view failed")

@@ -1,0 +1,87 @@
+// The registry at a glance: every agent the viewer's token may see, by datacenter and type, refreshed
+// every few seconds. Agent data is always inserted as text (never as HTML): it comes from registrants.
+"use strict";
+
+const REFRESH_MS = 3000;
+const STATUSES = ["passing", "warning", "critical", "maintenance"];
+const tokenInput = document.getElementById("token");
+tokenInput.value = sessionStorage.getItem("consul-token") || "";
+tokenInput.addEventListener("change", () => {
+  sessionStorage.setItem("consul-token", tokenInput.value);
+  refresh();
+});
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+async function fetchStatus(status) {
+  const headers = tokenInput.value ? { "X-Consul-Token": tokenInput.value } : {};
+  const response = await fetch("/v1/agents?status=" + status, { headers, cache: "no-store" });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.message || response.statusText);
+  return body;
+}
+
+function group(agents) {
+  const byDc = new Map();
+  for (const agent of agents) {
+    const dc = agent.datacenter || "(local)";
+    if (!byDc.has(dc)) byDc.set(dc, new Map());
+    const byType = byDc.get(dc);
+    if (!byType.has(agent.agent_type)) byType.set(agent.agent_type, []);
+    byType.get(agent.agent_type).push(agent);
+  }
+  return byDc;
+}
+
+function row(agent) {
+  const load = el("span", { class: "bar" }, el("span", { style: `width:${Math.round(agent.current_load * 100)}%` }));
+  const caps = el("td", {}, ...agent.capabilities.map((c) => el("span", { class: "cap" }, c)));
+  return el("tr", { "data-agent-id": agent.agent_id },
+    el("td", { class: "id", title: agent.endpoint }, agent.agent_id),
+    el("td", {}, el("span", { class: "status " + agent.status }, agent.status)),
+    el("td", {}, load, agent.current_load.toFixed(2)),
+    el("td", {}, agent.health_score.toFixed(1)),
+    caps);
+}
+
+function render(agents) {
+  const root = document.getElementById("agents");
+  const byDc = group(agents);
+  const sections = [];
+  for (const dc of [...byDc.keys()].sort()) {
+    const cards = [];
+    for (const [type, members] of [...byDc.get(dc).entries()].sort()) {
+      members.sort((a, b) => a.agent_id.localeCompare(b.agent_id));
+      const head = el("tr", {}, ...["agent", "status", "load", "health", "capabilities"].map((h) => el("th", {}, h)));
+      cards.push(el("div", { class: "type", "data-agent-type": type },
+        el("h3", {}, type + " ", el("span", { class: "count" }, `(${members.length})`)),
+        el("table", {}, el("thead", {}, head), el("tbody", {}, ...members.map(row)))));
+    }
+    sections.push(el("section", { class: "dc", "data-datacenter": dc }, el("h2", {}, "datacenter " + dc),
+      el("div", { class: "types" }, ...cards)));
+  }
+  root.replaceChildren(...(sections.length ? sections : [el("div", { class: "empty" }, "No agents visible to this token.")]));
+  const counts = STATUSES.map((s) => `${agents.filter((a) => a.status === s).length} ${s}`);
+  document.getElementById("summary").textContent = `${agents.length} agents: ${counts.join(", ")}`;
+}
+
+async function refresh() {
+  const state = document.getElementById("state");
+  try {
+    const lists = await Promise.all(STATUSES.map(fetchStatus));
+    render(lists.flat());
+    state.className = "";
+    state.textContent = "updated " + new Date().toLocaleTimeString();
+  } catch (error) {
+    state.className = "error";
+    state.textContent = "error: " + error.message;
+  }
+}
+
+refresh();
+setInterval(refresh, REFRESH_MS);
