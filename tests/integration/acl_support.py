@@ -17,17 +17,29 @@ from consul_agents.dev import ConsulDevServer
 CONFIG_DIR = Path(__file__).parents[2] / "config"
 
 
-def acl_consul(**kwargs: Any) -> ConsulDevServer:
-    """A (not yet started) Consul with the project's ACL config and a fresh random master token.
+def acl_consul_kwargs(master: str | None = None, **acl: Any) -> dict[str, Any]:
+    """ConsulDevServer arguments for the project's ACL config; a fresh random master token unless given.
 
-    The master token is also the agent token here; in production the agent gets its own token with
-    node write (see the README's security section).
+    The master token is also the agent token here; in production each agent gets its own token with node
+    write (see the README's security section). ``acl`` entries are added to the ``acl`` block, except
+    ``server``, which goes to the top level.
     """
     config = json.loads((CONFIG_DIR / "consul-acl.json").read_text())
-    master = str(uuid.uuid4())
+    master = master or str(uuid.uuid4())
+    server = acl.pop("server", None)
+    config["acl"].update(acl)
     config["acl"]["tokens"] = {"master": master, "agent": master}
-    extra = kwargs.pop("extra_config", {})
-    return ConsulDevServer(extra_config={**config, **extra}, **kwargs)
+    if server is not None:
+        # A client agent leaves gracefully on SIGTERM by default, which costs seconds at teardown.
+        config.update({"server": server, "leave_on_terminate": False})
+    return {"extra_config": config}
+
+
+def acl_consul(**kwargs: Any) -> ConsulDevServer:
+    """A (not yet started) Consul with the project's ACL config and a fresh random master token."""
+    arguments = acl_consul_kwargs()
+    arguments["extra_config"].update(kwargs.pop("extra_config", {}))
+    return ConsulDevServer(**arguments, **kwargs)
 
 
 def master_token(server: ConsulDevServer) -> str:

@@ -14,11 +14,20 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dns.asyncresolver
 import dns.resolver
 import pytest
-from acl_support import acl_consul, consul_state, gateway, master_token, provision_tokens, registration
+from acl_support import (
+    acl_consul,
+    acl_consul_kwargs,
+    consul_state,
+    gateway,
+    master_token,
+    provision_tokens,
+    registration,
+)
 
 from consul_agents import (
     AgentNotFoundError,
@@ -125,6 +134,8 @@ def test_cli_setup_writes_tokens_to_an_owner_only_file(server: ConsulDevServer, 
             assert value["secret_id"] not in run.stdout + run.stderr
     assert "created" in runs[0].stderr and "created" not in runs[1].stderr
     assert runs[1].stderr.count("unchanged") == len(written)
+    to_stdout = subprocess.run(command[:-2], capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert json.loads(to_stdout.stdout) == {name: {**v, "change": "unchanged"} for name, v in written.items()}
 
 
 def test_cli_setup_with_a_discovery_token_is_denied(
@@ -245,6 +256,37 @@ async def test_revoked_token_is_reported_as_denied(server: ConsulDevServer, uniq
     with pytest.raises(PermissionDeniedError, match="revoked"):
         async with registry(server, made.secret_id) as again:
             await again.register_agent(registration("alpha", unique))
+
+
+async def test_revoked_token_stops_working_on_a_client_agent_within_the_acl_ttl(
+    make_consul: Any, unique: str
+) -> None:
+    """A Consul client agent honours a deleted token from its ACL cache at most token_ttl, then denies it."""
+    ttl = 2.0
+    server = make_consul(**acl_consul_kwargs(token_ttl=f"{ttl:g}s"))
+    master = master_token(server)
+    client = make_consul(
+        **acl_consul_kwargs(master=master, token_ttl=f"{ttl:g}s", server=False),
+        dev_mode=False,
+        bootstrap_expect=0,
+        retry_join=[f"{server.bind}:{server.serf_lan_port}"],
+    )
+    spec = {"name": "alpha-registrar", "kind": "registrar", "agent_types": ["alpha"]}
+    made = (await provision_tokens(server.http_addr, master, spec))["alpha-registrar"]
+    async with AgentRegistry(client.http_addr, made.secret_id) as reg:
+        agent_id = await reg.register_agent(registration("alpha", unique))
+        await reg.heartbeat(agent_id)
+        async with gateway(server.http_addr, master) as gw:
+            await gw.delete("revoke", f"/v1/acl/token/{made.accessor_id}")
+        revoked_at = time.monotonic()
+        while True:
+            try:
+                await reg.heartbeat(agent_id)
+            except PermissionDeniedError as exc:
+                assert "revoked" in str(exc)
+                break
+            assert time.monotonic() - revoked_at < ttl + 5, "the client agent still honours a revoked token"
+            await asyncio.sleep(0.1)
 
 
 async def resolve_srv(server: ConsulDevServer, name: str) -> list[str]:
