@@ -49,12 +49,15 @@ class Discoverer:
         watch_policy: WatchPolicy | None = None,
         failover_datacenters: Sequence[str] | None = None,
         max_failover: int = 2,
+        consistency: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.gateway = gateway
         self.use_cache = cache
         self.failover_datacenters = list(failover_datacenters) if failover_datacenters is not None else None
         self.max_failover = max_failover
+        #: Consistency of direct queries ("stale" or None); the watches always read stale.
+        self.consistency = consistency
         self._to_infos = to_infos
         self._clock = clock
         self.cache = DiscoveryCache(
@@ -181,7 +184,9 @@ class Discoverer:
         if request.agent_type is not None:
             names = [SERVICE_PREFIX + request.agent_type]
         else:
-            catalog = await self.gateway.get("list agent types", "/v1/catalog/services", datacenter=dc)
+            catalog = await self.gateway.get(
+                "list agent types", "/v1/catalog/services", datacenter=dc, consistency=self.consistency
+            )
             services: dict[str, Any] = dict(catalog.body or {})
             names = wire.service_names_for(request, services)
         expression = wire.filter_expression(request)
@@ -192,6 +197,7 @@ class Discoverer:
                     f"/v1/health/service/{name}",
                     params={"filter": expression},
                     datacenter=dc,
+                    consistency=self.consistency,
                 )
                 for name in names
             )

@@ -100,6 +100,9 @@ class AgentRegistry:
     Watches unused for ``cache_idle`` seconds stop. Without a ``region``, discovery fails over from the
     local datacenter to up to ``max_failover`` others, nearest first or in ``failover_datacenters`` order.
     ``outlier_policy`` governs the passive ejection of agents whose leases keep failing.
+    ``stale_reads=True`` lets any Consul server answer direct discovery from its own copy of the catalog
+    (``?stale``), so discovery keeps working while the servers elect a leader, at the price of answers that
+    may lag the leader by a few milliseconds (the cache's watches always read stale).
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class AgentRegistry:
         failover_datacenters: Sequence[str] | None = None,
         max_failover: int = 2,
         outlier_policy: OutlierPolicy | None = None,
+        stale_reads: bool = False,
     ) -> None:
         self.settings = ConsulSettings.resolve(
             consul_url, token, datacenter, ca_cert=ca_cert, verify=verify, timeout=timeout
@@ -129,6 +133,8 @@ class AgentRegistry:
                 f"load_threshold {load_threshold!r} must be between 0 and 1", field="load_threshold"
             )
         self.load_threshold = load_threshold
+        # Discovery from any server's local copy keeps answering while the cluster elects a leader.
+        self._discovery_consistency = "stale" if stale_reads else None
         self._gateway = ConsulGateway(self.settings)
         self._registered: dict[str, _Registered] = {}
         self._service_names: LRUCache[str, str] = LRUCache(maxsize=10_000)
@@ -146,13 +152,21 @@ class AgentRegistry:
             "failover_datacenters": failover_datacenters,
             "max_failover": max_failover,
             "outlier_policy": outlier_policy,
+            "stale_reads": stale_reads,
         }
         self._discovery = self._new_discovery()
         self.outliers = OutlierDetector(outlier_policy)
 
     def _new_discovery(self) -> Discoverer:
-        options = {k: v for k, v in self._client_options.items() if k != "outlier_policy"}
-        return Discoverer(self._gateway, self._infos, self._kv_metadata, **options)
+        skip = ("outlier_policy", "stale_reads")
+        options = {k: v for k, v in self._client_options.items() if k not in skip}
+        return Discoverer(
+            self._gateway,
+            self._infos,
+            self._kv_metadata,
+            consistency=self._discovery_consistency,
+            **options,
+        )
 
     def __repr__(self) -> str:
         return f"AgentRegistry(address={self.settings.address!r}, datacenter={self.settings.datacenter!r})"
@@ -382,6 +396,7 @@ class AgentRegistry:
             f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}",
             params={"raw": ""},
             datacenter=region,
+            consistency=self._discovery_consistency,
             allow_404=True,
         )
         return wire.kv_metadata_text(response.body)
@@ -433,7 +448,12 @@ class AgentRegistry:
         }
 
     async def _catalog_services(self, region: str | None) -> dict[str, list[str]]:
-        response = await self._gateway.get("list agent types", "/v1/catalog/services", datacenter=region)
+        response = await self._gateway.get(
+            "list agent types",
+            "/v1/catalog/services",
+            datacenter=region,
+            consistency=self._discovery_consistency,
+        )
         return dict(response.body or {})
 
     @instrumented("discover")

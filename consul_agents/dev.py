@@ -368,6 +368,17 @@ class ConsulDevServer:
         return self._proc is not None and self._proc.poll() is None
 
     @property
+    def retry_join(self) -> list[str]:
+        """The ``host:serf_lan_port`` addresses this agent joins at start (settable until then)."""
+        return list(self._retry_join)
+
+    @retry_join.setter
+    def retry_join(self, addresses: Sequence[str]) -> None:
+        # Settable after creation because servers started together must each know the others' ports,
+        # which are only chosen when each object is created.
+        self._retry_join = list(addresses)
+
+    @property
     def log_path(self) -> Path:
         return self._log_path
 

@@ -23,8 +23,10 @@ __all__ = ["build_parser", "main"]
 COMMAND_MODULES = (
     "consul_agents.cli.acl",
     "consul_agents.cli.agents",
+    "consul_agents.cli.bench",
     "consul_agents.cli.dev",
     "consul_agents.cli.serve",
+    "consul_agents.cli.watch",
 )
 
 

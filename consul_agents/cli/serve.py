@@ -60,7 +60,7 @@ def _handler(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="run the REST API, web page and /metrics",
+        help="Run the REST API, web page and /metrics.",
         description="Serve the REST API (OpenAPI at /openapi.json), the web page at / and Prometheus "
         "metrics at /metrics. The API holds no token: each request acts with its caller's.",
     )
