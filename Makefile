@@ -67,6 +67,8 @@ run: venv consul
 
 bench: venv consul
 	$(BIN)/python -m benchmarks.core
+	$(BIN)/python -m benchmarks.security
+	$(BIN)/python -m benchmarks.api
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info build dist
