@@ -5,14 +5,15 @@ an ASGI app) exposes ours too; the REST API serves the same registry at ``/metri
 operation names, outcomes, agent types, statuses and datacenters. Never an agent id, never a token.
 
 Everything here is recorded through small hooks (:func:`record_operation`, :func:`record_cache`,
-:func:`observe_watch_lag`, :func:`set_fleet`) so instrumented code never touches metric objects itself.
+:func:`observe_watch_lag`) so instrumented code never touches metric objects itself. The agents gauge is
+built for each scrape by :func:`fleet_exposition`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from consul_agents._errors import (
     AgentNotFoundError,
@@ -23,20 +24,20 @@ from consul_agents._errors import (
     RegistryUnavailableError,
 )
 from consul_agents._models import AgentInfo
+from consul_agents._tracing import annotate
 
 __all__ = [
     "CACHE_HIT_RATIO",
     "CACHE_REQUESTS",
-    "FLEET",
     "HTTP_DURATION",
     "OPERATIONS",
     "OPERATION_DURATION",
     "WATCH_LAG",
+    "fleet_exposition",
     "observe_watch_lag",
     "outcome_of",
     "record_cache",
     "record_operation",
-    "set_fleet",
 ]
 
 # Registry operations take from well under a millisecond (cached) to seconds (a Consul outage and retries).
@@ -67,11 +68,6 @@ WATCH_LAG = Histogram(
     "How far behind Consul a watched view was when a change reached it: the answering server's "
     "last contact with the leader plus the time to apply the change.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-FLEET = Gauge(
-    "consul_agents_agents",
-    "Agents by datacenter, type and status, as last seen by the scraping caller's token.",
-    ["datacenter", "agent_type", "status"],
 )
 HTTP_DURATION = Histogram(
     "consul_agents_http_request_duration_seconds",
@@ -116,7 +112,9 @@ def record_operation(operation: str, seconds: float, outcome: str) -> None:
 
 
 def record_cache(hit: bool) -> None:
-    """Count one discovery question answered from the cache (``hit``) or from Consul."""
+    """Count one discovery question answered from the cache (``hit``) or from Consul, and say so on the
+    current span (``cache.hit``)."""
+    annotate({"cache.hit": hit})
     result = "hit" if hit else "miss"
     _cache_counts[result] += 1
     CACHE_REQUESTS.labels(result).inc()
@@ -126,12 +124,23 @@ def observe_watch_lag(seconds: float) -> None:
     WATCH_LAG.observe(max(seconds, 0.0))
 
 
-def set_fleet(agents: Iterable[AgentInfo]) -> None:
-    """Replace the agents gauge with a census of ``agents`` (series that disappeared are dropped)."""
+def fleet_exposition(agents: Iterable[AgentInfo]) -> bytes:
+    """The ``consul_agents_agents`` gauge (agents by datacenter, type and status) for these agents only.
+
+    It is built per scrape in a registry of its own, never kept in the shared one: what one token saw must
+    not be served to the next scraper, whose token may see less.
+    """
     counts: dict[tuple[str, str, str], int] = {}
     for agent in agents:
         key = (agent.datacenter, agent.agent_type, agent.status.value)
         counts[key] = counts.get(key, 0) + 1
-    FLEET.clear()
-    for (datacenter, agent_type, status), count in counts.items():
-        FLEET.labels(datacenter, agent_type, status).set(count)
+    registry = CollectorRegistry(auto_describe=False)
+    gauge = Gauge(
+        "consul_agents_agents",
+        "Agents by datacenter, type and status, as the scraping caller's token sees them.",
+        ["datacenter", "agent_type", "status"],
+        registry=registry,
+    )
+    for (datacenter, agent_type, status), count in sorted(counts.items()):
+        gauge.labels(datacenter, agent_type, status).set(count)
+    return generate_latest(registry)

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from consul_agents._errors import ConsulAgentsError, InvalidAgentError
-from consul_agents._metrics import set_fleet
+from consul_agents._metrics import fleet_exposition
 from consul_agents._models import (
     AgentRegistration,
     AgentStatus,
@@ -239,13 +239,15 @@ async def health(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition; the agents gauge counts what the scraper's own token may see."""
     view = _view(request)
+    fleet = b""
     try:
         seen = await asyncio.gather(*(view.discover_agents(DiscoveryRequest(status=s)) for s in AgentStatus))
     except ConsulAgentsError as exc:
-        log.info("agents gauge not refreshed: %s", exc)
+        log.info("agents gauge left out of this scrape: %s", exc)
     else:
-        set_fleet(agent for agents in seen for agent in agents)
-    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        fleet = fleet_exposition(agent for agents in seen for agent in agents)
+    body = generate_latest(REGISTRY) + fleet
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @routes.get("/openapi.json")

@@ -8,17 +8,31 @@ goes to stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
+from consul_agents._errors import InvalidAgentError
 from consul_agents.acl import ProvisionedToken, load_config, provision, tokens_json, write_tokens
 from consul_agents.cli._common import EXIT_OK, add_connection_flags, make_registry, run_async
 
 __all__ = ["register"]
 
 
+def _check_output(path: str) -> None:
+    """Refuse an unwritable --output before provisioning, so that no token is created only to be lost."""
+    folder = Path(path).resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise InvalidAgentError(
+            f"cannot write tokens to {path!r}: {folder} is not a writable folder", field="output"
+        )
+
+
 def _setup(args: argparse.Namespace) -> int:
     config = load_config(args.file)
+    if args.output:
+        _check_output(args.output)
 
     async def go() -> list[ProvisionedToken]:
         async with make_registry(args) as registry:
@@ -26,7 +40,14 @@ def _setup(args: argparse.Namespace) -> int:
 
     tokens = run_async(go())
     if args.output:
-        write_tokens(tokens, args.output)
+        try:
+            write_tokens(tokens, args.output)
+        except OSError as exc:
+            raise InvalidAgentError(
+                f"cannot write tokens to {args.output!r} ({exc.strerror}); they exist in Consul: "
+                "run acl setup again with a writable --output to get them",
+                field="output",
+            ) from exc
     else:
         print(tokens_json(tokens))
     for token in tokens:

@@ -138,6 +138,28 @@ def test_cli_setup_writes_tokens_to_an_owner_only_file(server: ConsulDevServer, 
     assert json.loads(to_stdout.stdout) == {name: {**v, "change": "unchanged"} for name, v in written.items()}
 
 
+def test_cli_setup_refuses_an_unwritable_output_before_provisioning(
+    server: ConsulDevServer, tmp_path: Path, unique: str
+) -> None:
+    """An --output in a missing folder exits 2 before any token is created."""
+    token_file = tmp_path / "management.token"
+    token_file.write_text(master_token(server))
+    (tmp_path / "acl.yaml").write_text(f"tokens:\n  - {{name: never-{unique}, kind: dns}}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
+    command = [sys.executable, "-m", "consul_agents.cli", "acl", "setup", str(tmp_path / "acl.yaml"),
+               "-http-addr", server.http_addr, "-token-file", str(token_file),
+               "--output", str(tmp_path / "missing" / "tokens.json")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert result.returncode == 2 and "not a writable folder" in result.stderr
+    listed = asyncio.run(acl_descriptions(server))
+    assert not [d for d in listed if unique in d]
+
+
+async def acl_descriptions(server: ConsulDevServer) -> list[str]:
+    async with gateway(server.http_addr, master_token(server)) as gw:
+        return [t["Description"] for t in (await gw.get("list", "/v1/acl/tokens")).body]
+
+
 def test_cli_setup_with_a_discovery_token_is_denied(
     server: ConsulDevServer, tokens: dict[str, ProvisionedToken]
 ) -> None:

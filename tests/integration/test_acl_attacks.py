@@ -145,7 +145,7 @@ async def test_raw_writes_to_another_types_agent_are_denied(
         {"capabilities": ["plan evil"]},
         {"capabilities": ['plan" or "x" in Service.Tags or "']},
         {"capabilities": ["_plan"]},
-        {"capabilities": ["agent-endpoint"]} | {"agent_type": "beta..x"},
+        {"agent_type": "beta..x"},
         {"agent_type": "beta/../alpha"},
         {"agent_type": "Beta\n"},
         {"tags": {"agent-endpoint": FAKE}},  # our own Meta keys cannot be forged through tags
@@ -167,6 +167,24 @@ async def test_injection_through_registration_fields_is_refused(
         await r.register_agent(registration(**{"agent_type": "beta", "agent_id": "inj-1", **fields}))
 
     await attempt(server, tokens["beta-registrar"], victim, attack, InvalidAgentError)
+
+
+async def test_capabilities_named_like_the_encoding_change_nothing_else(
+    server: ConsulDevServer, tokens: dict[str, str], unique: str
+) -> None:
+    """Capabilities spelled like our Meta keys stay plain tags: endpoint, load and metadata are untouched."""
+    fields = {"capabilities": ["agent-endpoint", "agent-load", "agent-metadata"], "metadata": {"k": "v"}}
+    async with (
+        AgentRegistry(server.http_addr, tokens["beta-registrar"]) as beta,
+        AgentRegistry(server.http_addr, tokens["fleet-discoverer"]) as reader,
+    ):
+        agent_id = await beta.register_agent(registration("beta", f"{unique}-caps", load=0.25, **fields))
+        try:
+            info = await reader.get_agent(agent_id)
+        finally:
+            await beta.deregister_agent(agent_id)
+    assert (info.endpoint, info.current_load, info.metadata) == ("http://127.0.0.1:9000", 0.25, {"k": "v"})
+    assert info.capabilities == fields["capabilities"] and info.tags == {}
 
 
 @pytest.mark.parametrize(

@@ -210,3 +210,27 @@ async def test_api_forwards_each_callers_token_and_never_mixes_answers(
 
     services, _ = consul_get(addr, "/v1/agent/services", token=MASTER)
     assert set(services) == {"ag-a"}
+
+
+async def test_metrics_agents_gauge_is_never_served_to_another_token(
+    make_consul: MakeConsul, unique: str
+) -> None:
+    """The agents gauge a privileged scrape saw is not in the next scrape by a token that sees nothing."""
+    server = _acl_server(make_consul)
+    addr = server.http_addr
+    rules = 'node_prefix "" { policy = "read" }\n' + f'service "agent-{unique}" {{ policy = "write" }}'
+    writer = _token(addr, "writer", rules)
+    async with test_utils.TestClient(test_utils.TestServer(create_app(addr))) as client:
+        headers = {"X-Consul-Token": writer}
+        created = await client.post("/v1/agents", json=body(unique, agent_id=f"{unique}-1"), headers=headers)
+        assert created.status == 201, await created.text()
+
+        async def counted() -> bool:
+            text = await (await client.get("/metrics", headers=headers)).text()
+            return f'agent_type="{unique}"' in text
+
+        await eventually(counted, what="the writer's scrape counts its agent")
+        for other in ({"X-Consul-Token": "0b1d6a8e-0000-4000-8000-000000000000"}, {}):
+            answer = await client.get("/metrics", headers=other)
+            assert answer.status == 200
+            assert f'agent_type="{unique}"' not in await answer.text()

@@ -1,0 +1,140 @@
+"""REST API benchmark: what HTTP and JSON add on top of the library, per operation.
+
+Run with ``consul-agents bench api`` or ``python -m benchmarks.api [--consul-addr URL] [--iterations N]``.
+Without an address it starts its own dev Consul. The API runs in this process (aiohttp AppRunner on a free
+loopback port) and is called over real HTTP; each API call is timed alternately with the same library call
+(``compare``: "ours" is the API, "bare" the library). Writes reports/bench-api.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from benchmarks._stats import compare, write_report
+from consul_agents import AgentRegistration, AgentRegistry, DiscoveryRequest, SelectionCriteria
+from consul_agents.api import create_app
+from consul_agents.dev import ConsulDevServer
+
+REPORT = Path("reports/bench-api.json")
+AGENTS = 10
+
+
+async def run(addr: str, iterations: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    runner = web.AppRunner(create_app(addr), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    api = f"http://{host}:{port}"
+    try:
+        async with aiohttp.ClientSession() as http, AgentRegistry(addr) as registry:
+            for i in range(AGENTS):
+                await registry.register_agent(
+                    AgentRegistration(
+                        agent_type="benchapi",
+                        agent_id=f"benchapi-{i}",
+                        capabilities=["plan"],
+                        endpoint=f"http://127.0.0.1:{9000 + i}",
+                        load=i / AGENTS,
+                        ttl=300,
+                    )
+                )
+
+            async def get_json(path: str) -> Any:
+                async with http.get(api + path) as response:
+                    return await response.json()
+
+            async def discover_api(_: int) -> None:
+                await get_json("/v1/agents?type=benchapi&capability=plan")
+
+            async def discover_lib(_: int) -> None:
+                await registry.discover_agents(DiscoveryRequest(agent_type="benchapi", capabilities=["plan"]))
+
+            results[f"discover_{AGENTS}"] = await compare(discover_api, discover_lib, iterations)
+
+            async def select_api(_: int) -> None:
+                async with http.post(api + "/v1/select", json={"agent_type": "benchapi"}) as response:
+                    await response.json()
+
+            async def select_lib(_: int) -> None:
+                await registry.select_agent(SelectionCriteria(agent_type="benchapi"))
+
+            results["select"] = await compare(select_api, select_lib, iterations)
+
+            async def heartbeat_api(_: int) -> None:
+                async with http.put(api + "/v1/agents/benchapi-0/heartbeat", json={"load": 0.0}) as response:
+                    await response.read()
+
+            async def heartbeat_lib(_: int) -> None:
+                await registry.heartbeat("benchapi-0", 0.0)
+
+            results["heartbeat"] = await compare(heartbeat_api, heartbeat_lib, iterations)
+
+            async def metrics_api(_: int) -> None:
+                async with http.get(api + "/metrics") as response:
+                    await response.read()
+
+            async def health_api(_: int) -> None:
+                async with http.get(api + "/health") as response:
+                    await response.read()
+
+            # /metrics refreshes the agents gauge (four discoveries); /health is one Consul round trip.
+            results["metrics_vs_health"] = await compare(metrics_api, health_api, max(20, iterations // 5))
+            for i in range(AGENTS):
+                await registry.deregister_agent(f"benchapi-{i}")
+    finally:
+        await runner.cleanup()
+    return results
+
+
+def _print(results: dict[str, Any]) -> None:
+    print(f"{'operation':20} {'API med':>9} {'lib med':>9} {'ratio':>6} {'API p99':>9} {'lib p99':>9}")
+    for name, r in results.items():
+        ours, bare = r["ours"], r["bare"]
+        print(
+            f"{name:20} {ours['median_ms']:9.3f} {bare['median_ms']:9.3f} {r['ratio_median']:6.2f}"
+            f" {ours['p99_ms']:9.3f} {bare['p99_ms']:9.3f}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--consul-addr", help="use this Consul (default: start a dev agent)")
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--output", type=Path, default=REPORT)
+    args = parser.parse_args(argv)
+    server = None
+    addr = args.consul_addr
+    if addr is None:
+        server = ConsulDevServer()
+        server.start()
+        server.wait_settled()
+        addr = server.http_addr
+    try:
+        results = asyncio.run(run(addr, args.iterations))
+    finally:
+        if server is not None:
+            server.close()
+    where = addr if server is None else "dev agent started by the benchmark"
+    write_report(
+        args.output,
+        results,
+        consul=where,
+        iterations=args.iterations,
+        note="ours = through the REST API over loopback HTTP; bare = the same library call in process",
+    )
+    _print(results)
+    print(f"-> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
