@@ -61,8 +61,8 @@ async def test_ten_thousand_agents(own_consul: ConsulDevServer, unique: str) -> 
 async def test_sigkilled_sidecar_turns_critical_then_is_reaped(
     own_consul: ConsulDevServer, unique: str
 ) -> None:
-    """A sidecar killed with SIGKILL leaves its agent critical within TTL + 1 s, and Consul reaps it
-    within DeregisterCriticalServiceAfter (1 min) + 30 s."""
+    """A `consul-agents sidecar` killed with SIGKILL leaves its agent critical within TTL + 1 s, and
+    Consul reaps it within DeregisterCriticalServiceAfter (1 min) + 30 s."""
     result = await run_sidecar_kill(own_consul.http_addr, unique, sidecars=3, ttl=2.0)
     assert not result["not_reaped"], result
     assert all(t <= 2.0 + 1.0 for t in result["critical_after_kill_s"].values()), result
