@@ -60,7 +60,11 @@ async def run_fleet_sweep(
     registered = 0
     semaphore = asyncio.Semaphore(CONCURRENCY)
     long = {"ttl": timedelta(hours=1), "deregister_after": timedelta(hours=2)}
-    async with AgentRegistry(addr) as registry, aiohttp.ClientSession() as http:
+    async with (
+        AgentRegistry(addr, cache=False) as registry,
+        AgentRegistry(addr) as cached,
+        aiohttp.ClientSession() as http,
+    ):
         one_type = DiscoveryRequest(agent_type=f"{prefix}0")
         type_and_cap = DiscoveryRequest(agent_type=f"{prefix}0", capabilities=["plan"])
         url = f"{addr}/v1/health/service/agent-{prefix}0"
@@ -84,8 +88,12 @@ async def run_fleet_sweep(
             t_type, found = await _time(lambda: registry.discover_agents(one_type), samples)
             t_cap, found_cap = await _time(lambda: registry.discover_agents(type_and_cap), samples)
             t_all, found_all = await _time(registry.discover_agents, whole_fleet_samples)
+            await _time(cached.discover_agents, 2)  # the first call starts the watches
+            t_cached, found_cached = await _time(lambda: cached.discover_agents(one_type), samples)
+            t_all_cached, found_all_cached = await _time(cached.discover_agents, samples)
             assert n_raw == len(found) == min(size, PER_TYPE), (n_raw, len(found))
-            assert len(found_all) == size, (len(found_all), size)
+            assert len(found_all) == len(found_all_cached) == size, (len(found_all), size)
+            assert len(found_cached) == len(found), (len(found_cached), len(found))
             row = {
                 "agents": size,
                 "registered_now": added,
@@ -97,6 +105,8 @@ async def run_fleet_sweep(
                 "discover_one_type_ms": _stats_ms(t_type),
                 "discover_type_and_capability_ms": _stats_ms(t_cap),
                 "discover_whole_fleet_ms": _stats_ms(t_all),
+                "discover_one_type_cached_ms": _stats_ms(t_cached),
+                "discover_whole_fleet_cached_ms": _stats_ms(t_all_cached),
                 "found": {
                     "one_type": len(found),
                     "type_and_capability": len(found_cap),

@@ -18,10 +18,12 @@ def plot_fleet(rows: list[dict[str, Any]], path: Path) -> None:
     sizes = [r["agents"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     series = [
-        ("discover_whole_fleet_ms", "whole fleet: discover_agents() (returns every agent)", "o-"),
-        ("discover_one_type_ms", "one type (100 agents): discover_agents(type)", "s-"),
-        ("discover_type_and_capability_ms", "one type + capability (25 agents)", "^-"),
-        ("discover_one_type_consul_http_ms", "one type, bare HTTP to Consul (no parsing)", "x--"),
+        ("discover_whole_fleet_ms", "whole fleet, direct (cache=False): every agent", "o-"),
+        ("discover_one_type_ms", "one type (100 agents), direct", "s-"),
+        ("discover_type_and_capability_ms", "one type + capability (25 agents), direct", "^-"),
+        ("discover_one_type_consul_http_ms", "one type, bare HTTP GET to Consul (no parsing)", "x--"),
+        ("discover_whole_fleet_cached_ms", "whole fleet from the cache (default)", "o:"),
+        ("discover_one_type_cached_ms", "one type from the cache (default)", "s:"),
     ]
     for key, label, style in series:
         p50 = [r[key]["p50"] for r in rows]
@@ -52,8 +54,9 @@ def plot_leader_loss(result: dict[str, Any], path: Path) -> None:
     zero = events["kill"]
     fig, ax = plt.subplots(figsize=(11, 4.8), dpi=110)
     styles = {
-        "discover": ("discover (stale reads)", "tab:blue", "."),
-        "discover-leader": ("discover without stale reads (one task, for contrast)", "tab:cyan", "d"),
+        "discover": ("discover from the cache (default)", "tab:blue", "."),
+        "discover-direct": ("discover directly, stale_reads=True", "tab:olive", "."),
+        "discover-leader": ("discover directly without stale reads (one task, contrast)", "tab:cyan", "d"),
         "register": ("register (agent only)", "tab:green", "o"),
         "register-kv": ("register with KV metadata (needs a leader)", "tab:orange", "s"),
     }
@@ -62,7 +65,7 @@ def plot_leader_loss(result: dict[str, Any], path: Path) -> None:
         if ok:
             ax.scatter(
                 *zip(*ok, strict=True),
-                s=8 if kind == "discover" else 16,
+                s=8 if kind.startswith("discover") else 16,
                 color=color,
                 marker=marker,
                 label=label,
@@ -70,7 +73,7 @@ def plot_leader_loss(result: dict[str, Any], path: Path) -> None:
             )
     for kinds, color, label in (
         (("register", "register-kv"), "red", "write failed (RegistryUnavailableError)"),
-        (("discover", "discover-leader"), "black", "discovery failed"),
+        (("discover", "discover-direct", "discover-leader"), "black", "discovery failed"),
     ):
         failed = [(op[1] - zero, max(op[2] * 1000, 0.1)) for op in result["ops"] if op[0] in kinds and op[3]]
         if failed:

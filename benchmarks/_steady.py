@@ -63,6 +63,7 @@ class SteadyResult:
     agents: int
     discoverers: int
     seconds: float
+    cache: bool = False
     discoveries: int = 0
     discovery_errors: int = 0
     heartbeat_failures: int = 0
@@ -87,6 +88,7 @@ class SteadyResult:
         return {
             "agents": self.agents,
             "discoverers": self.discoverers,
+            "cache": self.cache,
             "seconds": round(self.seconds, 1),
             "discoveries": self.discoveries,
             "discoveries_per_s": round(self.discoveries / self.seconds, 1),
@@ -143,19 +145,24 @@ async def run_steady(  # noqa: PLR0915 (one scenario, read top to bottom)
     seconds: float = 60.0,
     think: float = 0.25,
     idle_seconds: float = 10.0,
+    cache: bool = False,
     rng: random.Random | None = None,
 ) -> SteadyResult:
     """``agents`` sessions (default TTL 15 s, a heartbeat every 5 s) and ``discoverers`` tasks that each
-    discover one type and capability, then pause ``think`` seconds, for ``seconds``."""
+    discover one type and capability, then pause ``think`` seconds, for ``seconds``.
+
+    With ``cache=False`` every discovery is a query to Consul (the load this scenario is about); with
+    ``cache=True`` the discoverers read the library's watch-fed cache, the default, which costs Consul
+    one blocking query per type however many discoveries there are."""
     rng = rng or random.Random(7)
-    result = SteadyResult(agents, discoverers, seconds)
+    result = SteadyResult(agents, discoverers, seconds, cache)
     failures = _CountFailures()
     logging.getLogger("consul_agents.registry").addHandler(failures)
     types = max(1, agents // PER_TYPE)
     async with (
         aiohttp.ClientSession() as http,
         AgentRegistry(addr) as beats,
-        AgentRegistry(addr) as reads,
+        AgentRegistry(addr, cache=cache) as reads,
     ):
         raft0 = await _raft_applied(http, addr)
         cpu0 = cpu_seconds(consul_pid)
