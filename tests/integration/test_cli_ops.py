@@ -80,3 +80,10 @@ def test_bench_outside_a_checkout_says_where_to_run_it(tmp_path: Path) -> None:
     """Outside a source checkout, bench explains that the suites live in the repository."""
     done = cli("bench", "--list", cwd=tmp_path)
     assert done.returncode == 1 and "source checkout" in done.stderr
+
+
+def test_watch_against_unreachable_consul_exits_unavailable(unused_tcp_port: int) -> None:
+    """watch tells an unreachable Consul apart from other failures: exit code 5 and one line on stderr."""
+    done = cli("watch", "-http-addr", f"http://127.0.0.1:{unused_tcp_port}", "--timeout", "5")
+    assert done.returncode == 5
+    assert done.stderr.count("\n") == 1 and "unreachable" in done.stderr
