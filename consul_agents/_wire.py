@@ -54,12 +54,16 @@ __all__ = [
     "agent_type_of",
     "aggregate_status",
     "check_id",
+    "datacenters",
     "entries_to_infos",
+    "entry_agent_id",
     "entry_to_info",
+    "entry_version",
     "filter_expression",
     "format_duration",
     "is_agent_service",
     "kv_metadata_text",
+    "local_datacenter",
     "matches",
     "metadata_key",
     "metadata_prefix",
@@ -141,9 +145,18 @@ def _format_load(load: float) -> str:
 
 
 def service_definition(
-    registration: AgentRegistration, agent_id: str, *, load: float, heartbeat: datetime
+    registration: AgentRegistration,
+    agent_id: str,
+    *,
+    load: float,
+    heartbeat: datetime,
+    status: AgentStatus = AgentStatus.PASSING,
 ) -> dict[str, Any]:
-    """The body of ``PUT /v1/agent/service/register`` for a registration."""
+    """The body of ``PUT /v1/agent/service/register`` for a registration.
+
+    ``status`` is the TTL check's status when Consul creates it (an existing check keeps its own): a
+    sidecar that has not yet seen its agent answer registers it critical rather than passing.
+    """
     endpoint = urlsplit(registration.endpoint)
     meta: dict[str, str] = dict(registration.tags)
     meta[META_ENDPOINT] = registration.endpoint
@@ -167,7 +180,7 @@ def service_definition(
             "Name": "heartbeat",
             "Notes": f"TTL heartbeat from consul-agents; critical after {format_duration(registration.ttl)}",
             "TTL": format_duration(registration.ttl),
-            "Status": "passing",
+            "Status": status.value,
             "DeregisterCriticalServiceAfter": format_duration(registration.deregister_after),
         },
     }
@@ -392,3 +405,33 @@ def service_names_for(request: DiscoveryRequest, catalog_services: Mapping[str, 
         for name, tags in catalog_services.items()
         if is_agent_service(name) and wanted.issubset(tags or ())
     )
+
+
+def entry_version(entry: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What identifies one state of a ``/v1/health/service`` entry: the cache converts an entry again only
+    when this moves (Consul bumps a ModifyIndex on every change of the service, node or a check)."""
+    service = entry["Service"]
+    node = entry.get("Node") or {}
+    checks = entry.get("Checks") or []
+    return (
+        service.get("ID"),
+        service.get("ModifyIndex"),
+        node.get("Node"),
+        node.get("ModifyIndex"),
+        tuple((c.get("CheckID"), c.get("ModifyIndex"), c.get("Status")) for c in checks),
+    )
+
+
+def entry_agent_id(entry: Mapping[str, Any]) -> str:
+    return str(entry["Service"]["ID"])
+
+
+def datacenters(body: Any) -> list[str]:
+    """``/v1/catalog/datacenters``: the datacenter names, nearest (by Consul's round-trip estimate) first."""
+    return [str(name) for name in body or [] if isinstance(name, str)]
+
+
+def local_datacenter(agent_self: Any) -> str:
+    """The datacenter of the Consul agent answering ``/v1/agent/self``."""
+    config = (agent_self or {}).get("Config") or {}
+    return str(config.get("Datacenter", ""))
