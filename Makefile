@@ -71,6 +71,7 @@ bench: venv consul
 	$(BIN)/python -m benchmarks.core
 	$(BIN)/python -m benchmarks.security
 	$(BIN)/python -m benchmarks.api
+	$(BIN)/python -m benchmarks.dns_sidecar
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info build dist
