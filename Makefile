@@ -72,6 +72,7 @@ bench: venv consul
 	$(BIN)/python -m benchmarks.core
 	$(BIN)/python -m benchmarks.security
 	$(BIN)/python -m benchmarks.api
+	$(BIN)/python -m benchmarks.dns_sidecar
 
 bench-scale: venv consul
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
