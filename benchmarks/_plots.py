@@ -16,7 +16,7 @@ __all__ = ["plot_fleet", "plot_leader_loss", "plot_steady"]
 def plot_fleet(rows: list[dict[str, Any]], path: Path) -> None:
     """Discovery latency (median, with the p90 as the top of the bar) against fleet size."""
     sizes = [r["agents"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(10.5, 4.5), dpi=110)
     series = [
         ("discover_whole_fleet_ms", "whole fleet, direct (cache=False): every agent", "o-"),
         ("discover_one_type_ms", "one type (100 agents), direct", "s-"),
@@ -42,7 +42,7 @@ def plot_fleet(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("latency, ms (median; bar to p90)")
     ax.set_title("Discovery latency against fleet size (one Consul 1.8.7 dev agent, 2 cores)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
