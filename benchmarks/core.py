@@ -56,7 +56,7 @@ async def _fill(session: aiohttp.ClientSession, addr: str, agent_type: str, coun
 
 async def run(addr: str, iterations: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    async with aiohttp.ClientSession() as bare, AgentRegistry(addr) as registry:
+    async with aiohttp.ClientSession() as bare, AgentRegistry(addr, cache=False) as registry:
         # register: the same service definition either way.
         async def reg_ours(i: int) -> None:
             await registry.register_agent(_registration("benchreg", i))

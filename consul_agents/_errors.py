@@ -9,6 +9,7 @@ failover to another datacenter, the second is not::
     │   └── RegistryTimeoutError (TimeoutError)      ... specifically: the request timed out
     ├── InvalidAgentError (ValueError)               bad input, rejected before anything reached Consul
     ├── AgentNotFoundError (LookupError)             no agent with that id is registered
+    ├── NoAgentAvailableError (LookupError)          no agent matches a lease's criteria (or all excluded)
     ├── PermissionDeniedError (PermissionError)      Consul's ACL system refused the operation
     └── ConsulRequestError                           Consul answered with another error (bad request, 5xx)
 
@@ -22,6 +23,7 @@ __all__ = [
     "ConsulAgentsError",
     "ConsulRequestError",
     "InvalidAgentError",
+    "NoAgentAvailableError",
     "PermissionDeniedError",
     "RegistryTimeoutError",
     "RegistryUnavailableError",
@@ -59,6 +61,10 @@ class AgentNotFoundError(ConsulAgentsError, LookupError):
         message = f"agent {agent_id!r} is not registered"
         super().__init__(f"{message}: {detail}" if detail else message)
         self.agent_id = agent_id
+
+
+class NoAgentAvailableError(ConsulAgentsError, LookupError):
+    """No agent matched the criteria of a lease (none registered, all unhealthy, excluded or ejected)."""
 
 
 class PermissionDeniedError(ConsulAgentsError, PermissionError):

@@ -24,6 +24,7 @@ from consul_agents._errors import (
     RegistryUnavailableError,
 )
 from consul_agents._models import AgentInfo
+from consul_agents._tracing import annotate
 
 __all__ = [
     "CACHE_HIT_RATIO",
@@ -111,7 +112,9 @@ def record_operation(operation: str, seconds: float, outcome: str) -> None:
 
 
 def record_cache(hit: bool) -> None:
-    """Count one discovery question answered from the cache (``hit``) or from Consul."""
+    """Count one discovery question answered from the cache (``hit``) or from Consul, and say so on the
+    current span (``cache.hit``)."""
+    annotate({"cache.hit": hit})
     result = "hit" if hit else "miss"
     _cache_counts[result] += 1
     CACHE_REQUESTS.labels(result).inc()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -41,6 +42,7 @@ __all__ = [
     "AgentRegistration",
     "AgentStatus",
     "DiscoveryRequest",
+    "DiscoveryResult",
     "SelectionCriteria",
     "Strategy",
     "invalid_agent_error",
@@ -324,3 +326,21 @@ def invalid_agent_error(exc: ValidationError, model: str = "") -> InvalidAgentEr
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryResult:
+    """What a discovery found, and where and how fresh the answer is."""
+
+    agents: list[AgentInfo]
+    #: The datacenter the agents came from (after failover, not necessarily the local one).
+    datacenter: str
+    #: Seconds since Consul last answered for this view: 0 unless the cache is serving fail-static.
+    staleness: float = 0.0
+    #: True when answered from the watch-fed cache, False for a direct Consul query.
+    cached: bool = False
+    #: Consul's X-Consul-KnownLeader and X-Consul-LastContact (ms) for the answer (stale reads).
+    known_leader: bool = True
+    last_contact_ms: int = 0
+    #: Every datacenter asked, in order.
+    datacenters_tried: tuple[str, ...] = ()

@@ -18,7 +18,7 @@ import logging
 import math
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,27 +28,32 @@ from typing import Any, Self
 from cachetools import LRUCache
 
 from consul_agents import _wire as wire
+from consul_agents._cache import request_key
+from consul_agents._discovery import Discoverer
 from consul_agents._errors import (
     AgentNotFoundError,
     ConsulAgentsError,
     ConsulRequestError,
     InvalidAgentError,
+    NoAgentAvailableError,
 )
 from consul_agents._gateway import ConsulGateway, ConsulResponse
 from consul_agents._instrument import instrumented
+from consul_agents._lease import OutlierDetector, OutlierPolicy
 from consul_agents._models import (
     AGENT_ID_PATTERN,
-    SERVICE_PREFIX,
     AgentInfo,
     AgentRegistration,
     AgentStatus,
     DiscoveryRequest,
+    DiscoveryResult,
     SelectionCriteria,
     utcnow,
 )
 from consul_agents._selection import SelectionState, select
 from consul_agents._settings import ConsulSettings
 from consul_agents._tracing import annotate
+from consul_agents._watch import WatchPolicy
 
 __all__ = ["AgentRegistry", "AgentSession"]
 
@@ -87,9 +92,17 @@ class AgentRegistry:
     """A client of the agent registry. Use as ``async with AgentRegistry(...) as registry``.
 
     With no arguments it reads Consul's own environment variables; explicit arguments win
-    (see :mod:`consul_agents._settings` for the full precedence). ``stale_reads=True`` lets any Consul
-    server answer discovery from its own copy of the catalog (``?stale``), so discovery keeps working while
-    the servers elect a leader, at the price of answers that may lag the leader by a few milliseconds.
+    (see :mod:`consul_agents._settings` for the full precedence).
+
+    Client layer (see :mod:`consul_agents._discovery`): with ``cache=True`` discovery answers from memory,
+    kept current by Consul blocking queries; when Consul cannot be reached the last known state keeps
+    answering for ``max_stale`` seconds (each AgentInfo says how stale), then RegistryUnavailableError.
+    Watches unused for ``cache_idle`` seconds stop. Without a ``region``, discovery fails over from the
+    local datacenter to up to ``max_failover`` others, nearest first or in ``failover_datacenters`` order.
+    ``outlier_policy`` governs the passive ejection of agents whose leases keep failing.
+    ``stale_reads=True`` lets any Consul server answer direct discovery from its own copy of the catalog
+    (``?stale``), so discovery keeps working while the servers elect a leader, at the price of answers that
+    may lag the leader by a few milliseconds (the cache's watches always read stale).
     """
 
     def __init__(
@@ -103,6 +116,13 @@ class AgentRegistry:
         timeout: float = 10.0,
         load_threshold: float = 0.05,
         rng: random.Random | None = None,
+        cache: bool = True,
+        max_stale: float = 60.0,
+        cache_idle: float = 300.0,
+        watch_policy: WatchPolicy | None = None,
+        failover_datacenters: Sequence[str] | None = None,
+        max_failover: int = 2,
+        outlier_policy: OutlierPolicy | None = None,
         stale_reads: bool = False,
     ) -> None:
         self.settings = ConsulSettings.resolve(
@@ -120,6 +140,33 @@ class AgentRegistry:
         self._service_names: LRUCache[str, str] = LRUCache(maxsize=10_000)
         self._rng = rng or random.Random()
         self._selection = SelectionState()
+        if math.isnan(max_stale) or max_stale < 0:
+            raise InvalidAgentError(f"max_stale {max_stale!r} must be a number >= 0", field="max_stale")
+        if max_failover < 0:
+            raise InvalidAgentError(f"max_failover {max_failover!r} must be >= 0", field="max_failover")
+        self._client_options: dict[str, Any] = {
+            "cache": cache,
+            "max_stale": max_stale,
+            "cache_idle": cache_idle,
+            "watch_policy": watch_policy,
+            "failover_datacenters": failover_datacenters,
+            "max_failover": max_failover,
+            "outlier_policy": outlier_policy,
+            "stale_reads": stale_reads,
+        }
+        self._discovery = self._new_discovery()
+        self.outliers = OutlierDetector(outlier_policy)
+
+    def _new_discovery(self) -> Discoverer:
+        skip = ("outlier_policy", "stale_reads")
+        options = {k: v for k, v in self._client_options.items() if k not in skip}
+        return Discoverer(
+            self._gateway,
+            self._infos,
+            self._kv_metadata,
+            consistency=self._discovery_consistency,
+            **options,
+        )
 
     def __repr__(self) -> str:
         return f"AgentRegistry(address={self.settings.address!r}, datacenter={self.settings.datacenter!r})"
@@ -131,11 +178,21 @@ class AgentRegistry:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self._discovery.close()
         await self._gateway.close()
 
     @property
     def gateway(self) -> ConsulGateway:
         return self._gateway
+
+    @property
+    def discovery(self) -> Discoverer:
+        """The read path: its ``cache`` holds the watches."""
+        return self._discovery
+
+    def _wrote(self, agent_id: str) -> None:
+        """After a write by this client, the cache re-reads the agent's service once (read-your-writes)."""
+        self._discovery.cache.invalidate(self._service_names.get(agent_id))
 
     def with_token(self, token: str | None) -> AgentRegistry:
         """A registry acting with ``token`` (None: anonymous) over this one's open connection.
@@ -152,8 +209,10 @@ class AgentRegistry:
             verify=self.settings.verify,
             timeout=self.settings.timeout,
             load_threshold=self.load_threshold,
+            **self._client_options,
         )
         view._gateway = self._gateway.with_token(token)
+        view._discovery = view._new_discovery()
         return view
 
     # -- writes -------------------------------------------------------------------------------------------
@@ -165,6 +224,7 @@ class AgentRegistry:
         await self._write_registration(agent_id, registration, registration.load)
         self._registered[agent_id] = _Registered(registration, registration.load)
         self._service_names[agent_id] = registration.service_name
+        self._wrote(agent_id)
         return agent_id
 
     async def _write_registration(self, agent_id: str, registration: AgentRegistration, load: float) -> None:
@@ -227,6 +287,8 @@ class AgentRegistry:
             await self._gateway.put(operation, path, body)
         if load is not None:
             await self._report_load(agent_id, load)
+        if status is not AgentStatus.PASSING or load is not None:
+            self._wrote(agent_id)
 
     def _load_changed(self, previous: float, load: float) -> bool:
         if load == previous:
@@ -266,6 +328,7 @@ class AgentRegistry:
         )
         if response.status == 404:
             raise AgentNotFoundError(agent_id, "not registered with the local Consul agent")
+        self._wrote(agent_id)
 
     @instrumented("deregister")
     async def deregister_agent(self, agent_id: str) -> bool:
@@ -304,6 +367,7 @@ class AgentRegistry:
         return True
 
     def _forget(self, agent_id: str) -> None:
+        self._wrote(agent_id)
         self._registered.pop(agent_id, None)
         self._service_names.pop(agent_id, None)
 
@@ -393,49 +457,86 @@ class AgentRegistry:
         return dict(response.body or {})
 
     @instrumented("discover")
-    async def discover_agents(self, request: DiscoveryRequest | None = None) -> list[AgentInfo]:
-        """Every live agent matching ``request``; filters run inside Consul, all but max_load."""
-        request = request or DiscoveryRequest()
-        if request.agent_type is not None:
-            names = [SERVICE_PREFIX + request.agent_type]
-        else:
-            names = wire.service_names_for(request, await self._catalog_services(request.region))
-        expression = wire.filter_expression(request)
-        responses = await asyncio.gather(
-            *(
-                self._gateway.get(
-                    f"discover agents of service {name!r}",
-                    f"/v1/health/service/{name}",
-                    params={"filter": expression},
-                    datacenter=request.region,
-                    consistency=self._discovery_consistency,
-                )
-                for name in names
-            )
-        )
-        found: list[AgentInfo] = []
-        for response in responses:
-            found.extend(
-                info for info in await self._infos(response, request.region) if wire.matches(request, info)
-            )
-        found.sort(key=lambda info: (info.agent_type, info.agent_id))
-        return found
+    async def discover(
+        self,
+        request: DiscoveryRequest | None = None,
+        *,
+        cached: bool | None = None,
+        accept: Callable[[list[AgentInfo]], bool] | None = None,
+    ) -> DiscoveryResult:
+        """Every live agent matching ``request``, with the datacenter it came from and its staleness.
+
+        ``cached`` overrides the client's ``cache`` option for this call (False: a direct Consul query,
+        filters running inside Consul). Both answer the same agents, sorted by (type, id). Without a
+        region, failover moves on while a datacenter has no agent ``accept`` takes (default: no agent).
+        """
+        return await self._discovery.discover(request or DiscoveryRequest(), cached=cached, accept=accept)
+
+    @instrumented("discover")
+    async def discover_agents(
+        self, request: DiscoveryRequest | None = None, *, cached: bool | None = None
+    ) -> list[AgentInfo]:
+        """Every live agent matching ``request`` (see :meth:`discover`)."""
+        return (await self._discovery.discover(request or DiscoveryRequest(), cached=cached)).agents
+
+    def _unavailable(self, criteria: SelectionCriteria, agents: list[AgentInfo]) -> list[str]:
+        """The ids selection must skip: those the caller excluded and those ejected as outliers."""
+        excluded = set(criteria.exclude)
+        ejected = self.outliers.excluded(a.agent_id for a in agents if a.agent_id not in excluded)
+        return [*criteria.exclude, *ejected]
 
     @instrumented("select")
-    async def select_agent(self, criteria: SelectionCriteria | None = None) -> AgentInfo | None:
-        """One agent matching the criteria, chosen by its strategy; None when none matches."""
+    async def select_agent(
+        self, criteria: SelectionCriteria | None = None, *, cached: bool | None = None
+    ) -> AgentInfo | None:
+        """One agent matching the criteria, chosen by its strategy; None when none matches.
+
+        Agents in ``criteria.exclude`` and agents ejected by outlier detection are skipped; when the local
+        datacenter has no other agent, failover moves on to the next datacenter.
+        """
         criteria = criteria or SelectionCriteria()
-        candidates = await self.discover_agents(criteria)
-        annotate({"selection.candidates": len(candidates)})
-        key = criteria.model_dump_json(include=set(DiscoveryRequest.model_fields))
+
+        def available(agents: list[AgentInfo]) -> bool:
+            skipped = set(self._unavailable(criteria, agents))
+            return any(a.agent_id not in skipped for a in agents)
+
+        result = await self.discover(criteria, cached=cached, accept=available)
+        annotate({"selection.candidates": len(result.agents)})
         return select(
-            candidates,
+            result.agents,
             criteria.strategy,
             rng=self._rng,
             state=self._selection,
-            key=key,
-            exclude=criteria.exclude,
+            key=(request_key(criteria), result.datacenter),
+            exclude=self._unavailable(criteria, result.agents),
         )
+
+    @asynccontextmanager
+    async def lease(
+        self, criteria: SelectionCriteria | None = None, *, cached: bool | None = None
+    ) -> AsyncIterator[AgentInfo]:
+        """``async with registry.lease(criteria) as agent``: select an agent and count it in flight.
+
+        An exception escaping the block counts as a failure of the agent (cancellation counts as
+        nothing); a clean exit as a success. Failures feed outlier ejection. Raises
+        NoAgentAvailableError when no agent can be selected.
+        """
+        agent = await self.select_agent(criteria, cached=cached)
+        if agent is None:
+            raise NoAgentAvailableError(
+                "no agent available for the lease: none matches, or every match is excluded or ejected"
+            )
+        self._selection.acquire(agent.agent_id)
+        try:
+            yield agent
+        except Exception:
+            if self.outliers.record(agent.agent_id, success=False):
+                log.warning("agent %s ejected after repeated lease failures", agent.agent_id)
+            raise
+        else:
+            self.outliers.record(agent.agent_id, success=True)
+        finally:
+            self._selection.release(agent.agent_id)
 
     # -- sessions -----------------------------------------------------------------------------------------
 

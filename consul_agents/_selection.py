@@ -6,8 +6,11 @@ Strategies:
   ties go to the higher weight, then to a random pick among the still-equal ones.
 * ``power_of_two``: two distinct random candidates, the less loaded wins (Envoy's default for least-request);
   cheap, and avoids the herd that pure least-loaded causes when many clients see the same stale loads.
-* ``weighted_random``: probability proportional to Consul's weight times the health score; when every
-  such weight is zero, uniform among the candidates.
+* ``weighted_random``: each agent's share is proportional to Consul's weight times the health score; when
+  every such weight is zero, uniform among the candidates. Picks are not independent draws (whose spread
+  grows like the square root of the number of picks) but a stride schedule started from a random phase
+  per client and request key: over any run of picks every agent is within about one pick of its share,
+  and different clients still interleave differently.
 * ``round_robin``: each candidate in turn, ordered by agent id, with a cursor per request key.
 
 Every strategy returns None when there is no candidate, and the only candidate when there is one.
@@ -15,6 +18,7 @@ Every strategy returns None when there is no candidate, and the only candidate w
 
 from __future__ import annotations
 
+import math
 import random as _random
 from collections.abc import Callable, Mapping, Sequence
 
@@ -31,6 +35,9 @@ class SelectionState:
     def __init__(self) -> None:
         self.cursors: dict[object, int] = {}
         self.in_flight: dict[str, int] = {}
+        #: weighted_random: per request key, each agent's next "pass" and the pass of the last pick.
+        self.passes: dict[object, dict[str, float]] = {}
+        self.virtual_time: dict[object, float] = {}
 
     def acquire(self, agent_id: str) -> None:
         self.in_flight[agent_id] = self.in_flight.get(agent_id, 0) + 1
@@ -68,11 +75,32 @@ def _power_of_two(
     return first if load_first < load_second else second
 
 
-def _weighted_random(candidates: Sequence[AgentInfo], rng: _random.Random) -> AgentInfo:
-    weights = [c.weight * c.health_score for c in candidates]
-    if sum(weights) <= 0:
+def _weighted_random(
+    candidates: Sequence[AgentInfo], rng: _random.Random, state: SelectionState, key: object
+) -> AgentInfo:
+    positive = [(c, c.weight * c.health_score) for c in candidates if c.weight * c.health_score > 0]
+    if not positive:
         return rng.choice(list(candidates))
-    return rng.choices(list(candidates), weights=weights, k=1)[0]
+    passes = state.passes.setdefault(key, {})
+    now = state.virtual_time.get(key, 0.0)
+    if len(passes) > 2 * len(candidates) + 16:
+        current = {c.agent_id for c in candidates}
+        for agent_id in [a for a in passes if a not in current]:
+            del passes[agent_id]
+    best: AgentInfo | None = None
+    best_pass = math.inf
+    for candidate, weight in positive:
+        stride = 1.0 / weight
+        value = passes.get(candidate.agent_id)
+        if value is None or value < now - stride:
+            # a newcomer (or one back after an absence) joins at a random phase, not with a backlog
+            value = passes[candidate.agent_id] = now + rng.random() * stride
+        if value < best_pass:
+            best, best_pass = candidate, value
+    assert best is not None
+    state.virtual_time[key] = best_pass
+    passes[best.agent_id] = best_pass + 1.0 / (best.weight * best.health_score)
+    return best
 
 
 def select(
@@ -96,7 +124,7 @@ def select(
     pickers: dict[str, Callable[[], AgentInfo]] = {
         "least_loaded": lambda: _least_loaded(pool, rng, state.in_flight),
         "power_of_two": lambda: _power_of_two(pool, rng, state.in_flight),
-        "weighted_random": lambda: _weighted_random(pool, rng),
+        "weighted_random": lambda: _weighted_random(pool, rng, state, key),
     }
     if strategy == "round_robin":
         cursor = state.cursors.get(key, rng.randrange(len(pool)))

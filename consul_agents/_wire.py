@@ -54,12 +54,16 @@ __all__ = [
     "agent_type_of",
     "aggregate_status",
     "check_id",
+    "datacenters",
     "entries_to_infos",
+    "entry_agent_id",
     "entry_to_info",
+    "entry_version",
     "filter_expression",
     "format_duration",
     "is_agent_service",
     "kv_metadata_text",
+    "local_datacenter",
     "matches",
     "metadata_key",
     "metadata_prefix",
@@ -392,3 +396,33 @@ def service_names_for(request: DiscoveryRequest, catalog_services: Mapping[str, 
         for name, tags in catalog_services.items()
         if is_agent_service(name) and wanted.issubset(tags or ())
     )
+
+
+def entry_version(entry: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What identifies one state of a ``/v1/health/service`` entry: the cache converts an entry again only
+    when this moves (Consul bumps a ModifyIndex on every change of the service, node or a check)."""
+    service = entry["Service"]
+    node = entry.get("Node") or {}
+    checks = entry.get("Checks") or []
+    return (
+        service.get("ID"),
+        service.get("ModifyIndex"),
+        node.get("Node"),
+        node.get("ModifyIndex"),
+        tuple((c.get("CheckID"), c.get("ModifyIndex"), c.get("Status")) for c in checks),
+    )
+
+
+def entry_agent_id(entry: Mapping[str, Any]) -> str:
+    return str(entry["Service"]["ID"])
+
+
+def datacenters(body: Any) -> list[str]:
+    """``/v1/catalog/datacenters``: the datacenter names, nearest (by Consul's round-trip estimate) first."""
+    return [str(name) for name in body or [] if isinstance(name, str)]
+
+
+def local_datacenter(agent_self: Any) -> str:
+    """The datacenter of the Consul agent answering ``/v1/agent/self``."""
+    config = (agent_self or {}).get("Config") or {}
+    return str(config.get("Datacenter", ""))

@@ -115,3 +115,21 @@ async def test_failed_operation_span_is_an_error_and_never_holds_the_token(
     )
     assert "RegistryUnavailableError" in everything
     assert secret not in everything
+
+
+async def test_cache_answers_are_marked_on_the_span(spans: InMemorySpanExporter) -> None:
+    """Recording a cache hit or miss inside an operation sets that operation's cache.hit attribute."""
+    from consul_agents._instrument import instrumented
+    from consul_agents._metrics import record_cache
+
+    @instrumented("probe")
+    async def probe(hit: bool) -> list[str]:
+        record_cache(hit)
+        return []
+
+    await probe(True)
+    await probe(False)
+    assert [dict(s.attributes or {})["cache.hit"] for s in named(spans, "consul_agents.probe")] == [
+        True,
+        False,
+    ]

@@ -1,0 +1,396 @@
+"""Discovery from memory: one watch per Consul service (per datacenter), indexed views, memoised answers.
+
+Each watched service has a :class:`ServiceView`: an immutable snapshot of its agents, indexed by capability
+and status, with a small memo of answers. A new snapshot replaces the old one on every change Consul
+reports, so a memoised answer can never outlive the state it was computed from. A repeated question costs
+a dictionary hit; a new one costs an intersection of index sets, never a scan of every agent.
+
+Questions that name no agent type need the list of services: one more watch, on ``/v1/catalog/services``,
+per datacenter. Watches start on first use and stop after ``idle_timeout`` without use, or on close.
+
+Fail-static: when a watch cannot reach Consul, its last snapshot keeps answering, marked with its staleness,
+for ``max_stale`` seconds; after that, :class:`RegistryUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cachetools import LRUCache
+
+from consul_agents import _wire as wire
+from consul_agents._errors import ConsulAgentsError, RegistryUnavailableError
+from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
+from consul_agents._metrics import observe_watch_lag
+from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
+from consul_agents._watch import Watch, WatchPolicy
+
+__all__ = ["CachedAnswer", "DiscoveryCache", "ServiceView", "request_key"]
+
+log = logging.getLogger("consul_agents.cache")
+
+_MEMO_SIZE = 256
+RequestKey = tuple[Any, ...]
+
+
+def request_key(request: DiscoveryRequest) -> RequestKey:
+    """A hashable key equal for requests that ask the same thing."""
+    return (
+        request.agent_type,
+        tuple(sorted(request.capabilities)),
+        request.status,
+        request.max_load,
+        tuple(sorted(request.tags.items())),
+        request.region,
+    )
+
+
+_LIVE = (AgentStatus.PASSING, AgentStatus.WARNING)
+
+
+class ServiceView:
+    """The agents of one service at one moment, indexed by capability and status. Immutable."""
+
+    __slots__ = ("_by_capability", "_by_status", "_memo", "agents")
+
+    def __init__(self, agents: Iterable[AgentInfo]) -> None:
+        self.agents: tuple[AgentInfo, ...] = tuple(sorted(agents, key=lambda a: a.agent_id))
+        by_capability: dict[str, set[int]] = {}
+        by_status: dict[AgentStatus, set[int]] = {status: set() for status in AgentStatus}
+        for position, agent in enumerate(self.agents):
+            for capability in agent.capabilities:
+                by_capability.setdefault(capability, set()).add(position)
+            by_status[agent.status].add(position)
+        self._by_capability = {k: frozenset(v) for k, v in by_capability.items()}
+        self._by_status = {k: frozenset(v) for k, v in by_status.items()}
+        self._memo: LRUCache[RequestKey, list[AgentInfo]] = LRUCache(maxsize=_MEMO_SIZE)
+
+    def __len__(self) -> int:
+        return len(self.agents)
+
+    def query(self, request: DiscoveryRequest, key: RequestKey | None = None) -> list[AgentInfo]:
+        """The agents matching ``request`` (exactly those ``wire.matches`` accepts), by agent id.
+
+        The returned list is shared with the memo: callers copy it before handing it out.
+        """
+        key = request_key(request) if key is None else key
+        found = self._memo.get(key)
+        if found is None:
+            found = self._compute(request)
+            self._memo[key] = found
+        return found
+
+    def _compute(self, request: DiscoveryRequest) -> list[AgentInfo]:
+        if request.status is None:
+            sets = [self._by_status[_LIVE[0]] | self._by_status[_LIVE[1]]]
+        else:
+            sets = [self._by_status[request.status]]
+        for capability in request.capabilities:
+            sets.append(self._by_capability.get(capability, frozenset()))
+        sets.sort(key=len)
+        positions = set(sets[0]).intersection(*sets[1:])
+        return [self.agents[p] for p in sorted(positions) if wire.matches(request, self.agents[p])]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    agents: list[AgentInfo]
+    #: Seconds since Consul last answered for the oldest view used (0 while every watch is healthy).
+    staleness: float
+    meta: QueryMeta
+    #: False when a watch had to be started or re-read for this answer (a round trip to Consul).
+    hit: bool = True
+
+
+class _ServiceWatch:
+    """A watch on ``/v1/health/service/<name>`` in one datacenter and the view it keeps current."""
+
+    def __init__(self, cache: DiscoveryCache, datacenter: str, service: str) -> None:
+        self.cache = cache
+        self.datacenter = datacenter
+        self.service = service
+        self.view = ServiceView(())
+        self.last_used = cache.clock()
+        self.dirty = False
+        self._converted: dict[str, tuple[tuple[Any, ...], AgentInfo]] = {}
+        self.watch = Watch(
+            f"{datacenter or 'local'}/{service}",
+            self._fetch,
+            self._deliver,
+            policy=cache.policy,
+            clock=cache.clock,
+        )
+
+    async def _fetch(self, index: int | None, wait: float) -> ConsulResponse:
+        return await self.cache.gateway.request(
+            f"watch agents of service {self.service!r}",
+            "GET",
+            f"/v1/health/service/{self.service}",
+            datacenter=self.datacenter or None,
+            index=index,
+            wait=wait,
+            consistency="stale",
+        )
+
+    async def _deliver(self, response: ConsulResponse) -> None:
+        started = time.monotonic()
+        entries = [e for e in response.body or [] if wire.is_agent_service(e["Service"]["Service"])]
+        converted: dict[str, tuple[tuple[Any, ...], AgentInfo]] = {}
+        needs_kv: list[tuple[dict[str, Any], tuple[Any, ...]]] = []
+        for entry in entries:
+            version = wire.entry_version(entry)
+            agent_id = wire.entry_agent_id(entry)
+            known = self._converted.get(agent_id)
+            if known is not None and known[0] == version:
+                converted[agent_id] = known
+            elif wire.needs_kv_metadata(entry):
+                needs_kv.append((entry, version))
+            else:
+                converted[agent_id] = (version, wire.entry_to_info(entry))
+        if needs_kv:
+            agent_type = wire.agent_type_of(self.service)
+            texts = await asyncio.gather(
+                *(
+                    self.cache.kv_metadata(agent_type, wire.entry_agent_id(e), self.datacenter or None)
+                    for e, _ in needs_kv
+                )
+            )
+            for (entry, version), text in zip(needs_kv, texts, strict=True):
+                converted[wire.entry_agent_id(entry)] = (version, wire.entry_to_info(entry, kv_metadata=text))
+        self._converted = converted
+        self.view = ServiceView(info for _, info in converted.values())
+        self.dirty = False
+        observe_watch_lag(response.meta.last_contact_ms / 1000 + time.monotonic() - started)
+        self.cache.changed()
+
+
+class _CatalogWatch:
+    """A watch on ``/v1/catalog/services`` in one datacenter: which agent services exist, with their tags."""
+
+    def __init__(self, cache: DiscoveryCache, datacenter: str) -> None:
+        self.cache = cache
+        self.datacenter = datacenter
+        self.services: dict[str, list[str]] = {}
+        self.last_used = cache.clock()
+        self.watch = Watch(
+            f"{datacenter or 'local'}/catalog",
+            self._fetch,
+            self._deliver,
+            policy=cache.policy,
+            clock=cache.clock,
+        )
+
+    async def _fetch(self, index: int | None, wait: float) -> ConsulResponse:
+        return await self.cache.gateway.request(
+            "watch agent types",
+            "GET",
+            "/v1/catalog/services",
+            datacenter=self.datacenter or None,
+            index=index,
+            wait=wait,
+            consistency="stale",
+        )
+
+    async def _deliver(self, response: ConsulResponse) -> None:
+        body: Mapping[str, Any] = response.body or {}
+        self.services = {name: list(tags or []) for name, tags in body.items() if wire.is_agent_service(name)}
+        self.cache.changed()
+
+
+class DiscoveryCache:
+    """The watches of one registry client, keyed by (datacenter, service); "" is the local datacenter."""
+
+    def __init__(
+        self,
+        gateway: ConsulGateway,
+        *,
+        kv_metadata: Callable[[str, str, str | None], Any],
+        max_stale: float = 60.0,
+        idle_timeout: float = 300.0,
+        policy: WatchPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.gateway = gateway
+        self.kv_metadata = kv_metadata
+        self.max_stale = max_stale
+        self.idle_timeout = idle_timeout
+        self.policy = policy or WatchPolicy()
+        self.clock = clock
+        self._services: dict[tuple[str, str], _ServiceWatch] = {}
+        self._catalogs: dict[str, _CatalogWatch] = {}
+        self._starting: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._misses = 0
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"DiscoveryCache(watches={self.watch_count})"
+
+    @property
+    def watch_count(self) -> int:
+        return sum(w.watch.running for w in self._services.values()) + sum(
+            c.watch.running for c in self._catalogs.values()
+        )
+
+    def watches(self) -> list[Watch]:
+        return [w.watch for w in self._services.values()] + [c.watch for c in self._catalogs.values()]
+
+    def changed(self) -> None:
+        """Wake whoever waits in :meth:`wait_changed`."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_changed(self, timeout: float) -> bool:
+        """Wait until some watched view changes; False on timeout."""
+        event = self._changed
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def invalidate(self, service: str | None = None) -> None:
+        """This client just wrote to ``service`` (None: unknown): the next read of it asks Consul directly."""
+        for (_, name), entry in self._services.items():
+            if service is None or name == service:
+                entry.dirty = True
+
+    async def query(self, request: DiscoveryRequest, datacenter: str = "") -> CachedAnswer:
+        """The agents of ``datacenter`` matching ``request``, from the views (starting watches as needed)."""
+        if self.closed:
+            raise RuntimeError("the discovery cache is closed")
+        key = request_key(request)
+        if request.agent_type is not None:
+            names = [SERVICE_PREFIX + request.agent_type]
+        else:
+            catalog = await self._catalog(datacenter)
+            names = wire.service_names_for(request, catalog.services)
+        misses = self._misses
+        found: list[AgentInfo] = []
+        staleness = 0.0
+        known_leader = True
+        last_contact = 0
+        for name in names:
+            entry = await self._service(datacenter, name)
+            staleness = max(staleness, self._check_fresh(entry.watch))
+            found.extend(entry.view.query(request, key))
+            known_leader = known_leader and entry.watch.meta.known_leader
+            last_contact = max(last_contact, entry.watch.meta.last_contact_ms)
+        if staleness > 0:
+            found = [agent.model_copy(update={"staleness": staleness}) for agent in found]
+        elif len(names) == 1:
+            found = list(found)
+        hit = self._misses == misses
+        return CachedAnswer(found, staleness, QueryMeta(0, known_leader, last_contact), hit)
+
+    def _check_fresh(self, watch: Watch) -> float:
+        staleness = watch.staleness()
+        if staleness > self.max_stale:
+            raise RegistryUnavailableError(
+                f"Consul has not answered for {staleness:.1f}s (more than max_stale={self.max_stale:g}s) "
+                f"for {watch.name}: {watch.error}",
+                address=self.gateway.address,
+            )
+        return staleness
+
+    @staticmethod
+    def _usable(watch: Watch | None) -> bool:
+        """A running watch whose last read did not end in an answered error (denied, bad request).
+
+        Only an outage is served fail-static: when Consul answers that the token is no longer allowed,
+        the watch is replaced, so the caller gets the answer Consul gives now.
+        """
+        if watch is None or not watch.running:
+            return False
+        return watch.error is None or isinstance(watch.error, RegistryUnavailableError)
+
+    async def _catalog(self, datacenter: str) -> _CatalogWatch:
+        entry = self._catalogs.get(datacenter)
+        if entry is None or not self._usable(entry.watch):
+            if entry is not None:
+                await self._catalogs.pop(datacenter).watch.stop()
+            entry = await self._start((datacenter, ""), lambda: _CatalogWatch(self, datacenter))
+        entry.last_used = self.clock()
+        self._check_fresh(entry.watch)
+        return entry
+
+    async def _service(self, datacenter: str, service: str) -> _ServiceWatch:
+        entry = self._services.get((datacenter, service))
+        if entry is None or not self._usable(entry.watch):
+            if entry is not None:
+                await self._services.pop((datacenter, service)).watch.stop()
+            entry = await self._start((datacenter, service), lambda: _ServiceWatch(self, datacenter, service))
+        entry.last_used = self.clock()
+        if entry.dirty:
+            entry.dirty = False
+            self._misses += 1
+            try:
+                await entry.watch.refresh()
+            except ConsulAgentsError as exc:
+                log.debug("refresh of %s after a write failed: %s", entry.watch.name, exc)
+        return entry
+
+    async def _start(self, key: tuple[str, str], make: Callable[[], Any]) -> Any:
+        self._misses += 1
+        """Start the watch for ``key`` ((datacenter, "") is the catalog's), shared by concurrent first
+        users; raises its first read's error."""
+        pending = self._starting.get(key)
+        if pending is not None:
+            await asyncio.shield(pending)
+        else:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._starting[key] = future
+            try:
+                entry = make()
+                await entry.watch.start()
+                if not key[1]:
+                    self._catalogs[key[0]] = entry
+                else:
+                    self._services[key] = entry
+                future.set_result(None)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: concurrent waiters get it through shield
+                raise
+            finally:
+                del self._starting[key]
+            self._ensure_reaper()
+        return self._services[key] if key[1] else self._catalogs[key[0]]
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.create_task(self._reap(), name="discovery-cache-reaper")
+
+    async def _reap(self) -> None:
+        while self._services or self._catalogs:
+            await asyncio.sleep(max(self.idle_timeout / 4, 0.01))
+            await self.reap_idle()
+
+    async def reap_idle(self) -> int:
+        """Stop the watches unused for ``idle_timeout``; returns how many were stopped."""
+        limit = self.clock() - self.idle_timeout
+        idle_services = [k for k, w in self._services.items() if w.last_used < limit]
+        idle_catalogs = [k for k, c in self._catalogs.items() if c.last_used < limit]
+        for key in idle_services:
+            await self._services.pop(key).watch.stop()
+        for dc in idle_catalogs:
+            await self._catalogs.pop(dc).watch.stop()
+        return len(idle_services) + len(idle_catalogs)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for watch in self.watches():
+            await watch.stop()
+        self._services.clear()
+        self._catalogs.clear()

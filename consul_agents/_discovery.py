@@ -1,0 +1,223 @@
+"""Answering a discovery: from the cache or from Consul directly, in the right datacenter, with failover.
+
+This is the client layer's read path. :class:`Discoverer` decides *where* to ask (a named region, or the
+local datacenter then others, see :mod:`consul_agents._routing`) and *how* (the watch-fed
+:class:`~consul_agents._cache.DiscoveryCache`, or a direct query whose filter runs inside Consul). Both
+ways answer with exactly the agents :func:`consul_agents._wire.matches` accepts, sorted by (type, id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from consul_agents import _wire as wire
+from consul_agents._cache import DiscoveryCache
+from consul_agents._errors import ConsulAgentsError, PermissionDeniedError, RegistryUnavailableError
+from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
+from consul_agents._metrics import record_cache
+from consul_agents._models import SERVICE_PREFIX, AgentInfo, DiscoveryRequest, DiscoveryResult
+from consul_agents._routing import check_region, datacenter_order
+from consul_agents._watch import WatchPolicy
+
+__all__ = ["Discoverer"]
+
+log = logging.getLogger("consul_agents.discovery")
+
+#: How long the list of datacenters (and so their nearest-first order) is reused.
+DATACENTERS_TTL = 30.0
+
+ToInfos = Callable[[ConsulResponse, str | None], Awaitable[list[AgentInfo]]]
+Accept = Callable[[list[AgentInfo]], bool]
+
+
+class Discoverer:
+    """The read path of one AgentRegistry."""
+
+    def __init__(
+        self,
+        gateway: ConsulGateway,
+        to_infos: ToInfos,
+        kv_metadata: Callable[[str, str, str | None], Awaitable[str | None]],
+        *,
+        cache: bool = True,
+        max_stale: float = 60.0,
+        cache_idle: float = 300.0,
+        watch_policy: WatchPolicy | None = None,
+        failover_datacenters: Sequence[str] | None = None,
+        max_failover: int = 2,
+        consistency: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.gateway = gateway
+        self.use_cache = cache
+        self.failover_datacenters = list(failover_datacenters) if failover_datacenters is not None else None
+        self.max_failover = max_failover
+        #: Consistency of direct queries ("stale" or None); the watches always read stale.
+        self.consistency = consistency
+        self._to_infos = to_infos
+        self._clock = clock
+        self.cache = DiscoveryCache(
+            gateway,
+            kv_metadata=kv_metadata,
+            max_stale=max_stale,
+            idle_timeout=cache_idle,
+            policy=watch_policy,
+            clock=clock,
+        )
+        self._local: str | None = gateway.settings.datacenter or None
+        self._datacenters: tuple[float, list[str]] | None = None
+
+    async def close(self) -> None:
+        await self.cache.close()
+
+    async def local_datacenter(self) -> str:
+        """The datacenter of the Consul agent this client talks to (asked once).
+
+        ``/v1/agent/self`` says it, but needs ``agent:read``, which a token limited to reading agents
+        lacks; then the first of ``/v1/catalog/datacenters`` (no ACL) stands in: Consul sorts by round-trip
+        time from the answering server, and its own datacenter is at distance zero.
+        """
+        if self._local is None:
+            try:
+                response = await self.gateway.get("read local datacenter", "/v1/agent/self")
+                local = wire.local_datacenter(response.body)
+            except PermissionDeniedError:
+                local = ""
+            if not local:
+                known = await self.datacenters()
+                local = known[0] if known else ""
+            self._local = local
+        return self._local
+
+    async def datacenters(self) -> list[str]:
+        """Consul's datacenters, nearest first by its round-trip estimate (reused for a while)."""
+        now = self._clock()
+        if self._datacenters is None or now - self._datacenters[0] > DATACENTERS_TTL:
+            response = await self.gateway.get(
+                "list datacenters", "/v1/catalog/datacenters", consistency="stale"
+            )
+            self._datacenters = (now, wire.datacenters(response.body))
+        return self._datacenters[1]
+
+    async def discover(
+        self, request: DiscoveryRequest, *, cached: bool | None = None, accept: Accept | None = None
+    ) -> DiscoveryResult:
+        """Ask the datacenters in order until one has agents that ``accept`` (default: any agent).
+
+        With ``request.region`` only that datacenter is asked (InvalidAgentError if Consul does not know
+        it). Otherwise the local one, then failover. When no datacenter's answer is accepted, the first
+        answer is returned (empty, or with agents the caller did not accept); when none answered at all,
+        the local datacenter's error is raised.
+        """
+        use_cache = self.use_cache if cached is None else cached
+        if request.region is not None:
+            order = [check_region(request.region, await self.datacenters())]
+        else:
+            order = [await self.local_datacenter()]
+        tried: list[str] = []
+        first: DiscoveryResult | None = None
+        first_error: ConsulAgentsError | None = None
+        position = 0
+        while position < len(order):
+            datacenter = order[position]
+            tried.append(datacenter)
+            try:
+                result = await self._ask(request, datacenter, use_cache)
+            except RegistryUnavailableError as exc:
+                first_error = first_error or exc
+                result = None
+            except ConsulAgentsError as exc:
+                if position == 0:
+                    raise
+                log.warning("failover to datacenter %s failed: %s", datacenter, exc)
+                result = None
+            if result is not None:
+                if accept(result.agents) if accept is not None else bool(result.agents):
+                    return _with_tried(result, tried)
+                first = first or result
+            if position == 0 and request.region is None and self.max_failover > 0:
+                order = await self._failover_order(order[0])
+            position += 1
+        if first is not None:
+            return _with_tried(first, tried)
+        assert first_error is not None
+        raise first_error
+
+    async def _failover_order(self, local: str) -> list[str]:
+        try:
+            known = await self.datacenters()
+        except ConsulAgentsError as exc:
+            log.debug("no failover: listing datacenters failed: %s", exc)
+            return [local]
+        return datacenter_order(
+            local, known, configured=self.failover_datacenters, max_failover=self.max_failover
+        )
+
+    async def _ask(self, request: DiscoveryRequest, datacenter: str, use_cache: bool) -> DiscoveryResult:
+        if use_cache:
+            key = "" if datacenter == self._local else datacenter
+            answer = await self.cache.query(request, key)
+            record_cache(answer.hit)
+            return DiscoveryResult(
+                answer.agents,
+                datacenter,
+                staleness=answer.staleness,
+                cached=True,
+                known_leader=answer.meta.known_leader,
+                last_contact_ms=answer.meta.last_contact_ms,
+            )
+        record_cache(False)
+        agents, meta = await self._uncached(request, datacenter)
+        return DiscoveryResult(
+            agents, datacenter, known_leader=meta.known_leader, last_contact_ms=meta.last_contact_ms
+        )
+
+    async def _uncached(
+        self, request: DiscoveryRequest, datacenter: str
+    ) -> tuple[list[AgentInfo], QueryMeta]:
+        """Filters run inside Consul (all but max_load, which wire.matches re-checks with the rest)."""
+        dc = datacenter if datacenter != self._local else None
+        if request.agent_type is not None:
+            names = [SERVICE_PREFIX + request.agent_type]
+        else:
+            catalog = await self.gateway.get(
+                "list agent types", "/v1/catalog/services", datacenter=dc, consistency=self.consistency
+            )
+            services: dict[str, Any] = dict(catalog.body or {})
+            names = wire.service_names_for(request, services)
+        expression = wire.filter_expression(request)
+        responses = await asyncio.gather(
+            *(
+                self.gateway.get(
+                    f"discover agents of service {name!r}",
+                    f"/v1/health/service/{name}",
+                    params={"filter": expression},
+                    datacenter=dc,
+                    consistency=self.consistency,
+                )
+                for name in names
+            )
+        )
+        found: list[AgentInfo] = []
+        for response in responses:
+            found.extend(info for info in await self._to_infos(response, dc) if wire.matches(request, info))
+        found.sort(key=lambda info: (info.agent_type, info.agent_id))
+        known_leader = all(r.meta.known_leader for r in responses)
+        last_contact = max((r.meta.last_contact_ms for r in responses), default=0)
+        return found, QueryMeta(0, known_leader, last_contact)
+
+
+def _with_tried(result: DiscoveryResult, tried: list[str]) -> DiscoveryResult:
+    return DiscoveryResult(
+        result.agents,
+        result.datacenter,
+        staleness=result.staleness,
+        cached=result.cached,
+        known_leader=result.known_leader,
+        last_contact_ms=result.last_contact_ms,
+        datacenters_tried=tuple(tried),
+    )

@@ -1,0 +1,224 @@
+"""The watch-fed discovery cache against a real Consul: freshness, equality with direct queries, watch
+lifecycle and fail-static."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from conftest import MakeConsul
+from support import eventually
+
+from consul_agents import (
+    AgentRegistration,
+    AgentRegistry,
+    AgentStatus,
+    DiscoveryRequest,
+    RegistryUnavailableError,
+)
+
+
+def registration(agent_type: str, capabilities: list[str], **overrides: Any) -> AgentRegistration:
+    fields: dict[str, Any] = {
+        "agent_type": agent_type,
+        "capabilities": capabilities,
+        "endpoint": "http://127.0.0.1:9000",
+    }
+    fields.update(overrides)
+    return AgentRegistration(**fields)
+
+
+@pytest.fixture
+async def cached(consul_addr: str) -> AsyncIterator[AgentRegistry]:
+    async with AgentRegistry(consul_addr, cache=True) as reg:
+        yield reg
+
+
+@pytest.fixture
+async def direct(consul_addr: str) -> AsyncIterator[AgentRegistry]:
+    async with AgentRegistry(consul_addr, cache=False) as reg:
+        yield reg
+
+
+def watch_names(registry: AgentRegistry) -> list[str]:
+    return sorted(w.name for w in registry.discovery.cache.watches() if w.running)
+
+
+async def test_cached_reader_sees_changes_made_elsewhere(
+    cached: AgentRegistry, direct: AgentRegistry, unique: str
+) -> None:
+    """Register, load report, check turning critical and deregister by another client all reach a cached
+    reader through its watch."""
+    request = DiscoveryRequest(agent_type=unique)
+    assert await cached.discover_agents(request) == []
+    agent_id = await direct.register_agent(registration(unique, ["plan"]))
+
+    async def ids(req: DiscoveryRequest = request) -> list[str]:
+        return [a.agent_id for a in await cached.discover_agents(req)]
+
+    await eventually(lambda: _eq(ids(), [agent_id]), 5, "registration seen")
+    await direct.heartbeat(agent_id, load=0.75)
+
+    async def load_seen() -> bool:
+        found = await cached.discover_agents(request)
+        return bool(found) and found[0].current_load == 0.75
+
+    await eventually(load_seen, 5, "load report seen")
+    await direct.heartbeat(agent_id, status=AgentStatus.CRITICAL)
+    await eventually(lambda: _eq(ids(), []), 5, "critical agent hidden")
+    critical = DiscoveryRequest(agent_type=unique, status=AgentStatus.CRITICAL)
+    assert await ids(critical) == [agent_id]
+    await direct.deregister_agent(agent_id)
+    await eventually(lambda: _eq(ids(critical), []), 5, "deregistration seen")
+    result = await cached.discover(critical)
+    assert result.cached and result.datacenter == "dc1" and result.known_leader
+
+
+async def _eq(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
+
+
+async def test_own_writes_are_read_back_at_once(cached: AgentRegistry, unique: str) -> None:
+    """After this client registers or deregisters, its next cached discover reflects it without waiting."""
+    request = DiscoveryRequest(agent_type=unique)
+    assert await cached.discover_agents(request) == []
+    for _ in range(5):
+        agent_id = await cached.register_agent(registration(unique, ["plan"]))
+        assert [a.agent_id for a in await cached.discover_agents(request)] == [agent_id]
+        await cached.deregister_agent(agent_id)
+        assert await cached.discover_agents(request) == []
+
+
+async def test_cached_answers_equal_direct_queries(
+    cached: AgentRegistry, direct: AgentRegistry, unique: str
+) -> None:
+    """Over a random fleet (types, capabilities, tags, loads, every status) and 80 random requests, the
+    cached answer equals the direct Consul query."""
+    rng = random.Random(unique)
+    types = [f"{unique}{k}" for k in "abc"]
+    caps = [f"{unique}-{c}" for c in ("plan", "code", "search")]
+    for i in range(30):
+        agent_id = await direct.register_agent(
+            registration(
+                rng.choice(types),
+                rng.sample(caps, rng.randint(1, 3)),
+                agent_id=f"{unique}-{i}",
+                load=rng.choice([0.0, 0.2, 0.5, 0.9]),
+                tags={"tier": rng.choice(["gold", "silver"])},
+            )
+        )
+        roll = rng.random()
+        if roll < 0.15:
+            await direct.heartbeat(agent_id, status=AgentStatus.CRITICAL)
+        elif roll < 0.3:
+            await direct.heartbeat(agent_id, status=AgentStatus.WARNING)
+        elif roll < 0.4:
+            await direct.set_maintenance(agent_id, True, "test")
+
+    def random_request() -> DiscoveryRequest:
+        return DiscoveryRequest(
+            agent_type=rng.choice([None, *types]),
+            capabilities=rng.sample(caps, rng.randint(0 if rng.random() < 0.5 else 1, 2)) or [caps[0]],
+            status=rng.choice([None, None, *AgentStatus]),
+            max_load=rng.choice([None, 0.2, 0.5]),
+            tags=rng.choice([{}, {"tier": "gold"}]),
+        )
+
+    everything = [DiscoveryRequest(capabilities=[c], status=s) for c in caps for s in [None, *AgentStatus]]
+
+    async def agree(request: DiscoveryRequest) -> bool:
+        return await cached.discover_agents(request) == await direct.discover_agents(request)
+
+    for request in everything:  # wait until the watches caught up with the last write
+        await eventually(lambda r=request: agree(r), 5, f"cache converged for {request}")  # type: ignore[misc]
+    for _ in range(80):
+        request = random_request()
+        assert await cached.discover_agents(request) == await direct.discover_agents(request), request
+
+
+async def test_one_watch_per_service(cached: AgentRegistry, unique: str) -> None:
+    """Many concurrent readers of two types share one watch per service, plus one catalog watch for a
+    question that names no type."""
+    await cached.register_agent(registration(f"{unique}a", [f"{unique}-x"]))
+    await cached.register_agent(registration(f"{unique}b", [f"{unique}-x"]))
+    before = set(watch_names(cached))
+    await asyncio.gather(
+        *(cached.discover_agents(DiscoveryRequest(agent_type=f"{unique}{k}")) for k in "ab" * 20)
+    )
+    await asyncio.gather(
+        *(cached.discover_agents(DiscoveryRequest(capabilities=[f"{unique}-x"])) for _ in range(10))
+    )
+    added = sorted(set(watch_names(cached)) - before)
+    assert added == sorted(
+        {f"local/agent-{unique}a", f"local/agent-{unique}b"} | ({"local/catalog"} - before)
+    )
+    assert len(cached.discovery.cache.watches()) == len(set(watch_names(cached)))
+
+
+async def test_idle_watches_stop_and_close_stops_all(consul_addr: str, unique: str) -> None:
+    """Watches unused for cache_idle stop and start again on use; closing the registry stops every one."""
+    async with AgentRegistry(consul_addr, cache_idle=0.3) as reg:
+        await reg.register_agent(registration(unique, ["plan"]))
+        assert len(await reg.discover_agents(DiscoveryRequest(agent_type=unique))) == 1
+        assert f"local/agent-{unique}" in watch_names(reg)
+
+        async def stopped() -> bool:
+            return f"local/agent-{unique}" not in watch_names(reg)
+
+        await eventually(stopped, 5, "idle watch stopped")
+        assert len(await reg.discover_agents(DiscoveryRequest(agent_type=unique))) == 1
+        assert f"local/agent-{unique}" in watch_names(reg)
+        watches = reg.discovery.cache.watches()
+    assert watches and not any(w.running for w in watches)
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("watch:")]
+
+
+async def test_large_metadata_is_read_into_the_cache(cached: AgentRegistry, unique: str) -> None:
+    """Metadata kept in KV (too large for Meta) is part of the cached AgentInfo too."""
+    metadata = {"prompt": "x" * 2000}
+    await cached.register_agent(registration(unique, ["plan"], metadata=metadata))
+    found = await cached.discover_agents(DiscoveryRequest(agent_type=unique))
+    assert [a.metadata for a in found] == [metadata]
+
+
+async def test_fail_static_then_unavailable(make_consul: MakeConsul, unique: str) -> None:
+    """When Consul dies, cached discovery keeps answering the last state marked stale, for max_stale
+    seconds; then RegistryUnavailableError. A direct query fails at once."""
+    server = await asyncio.to_thread(make_consul)
+    async with AgentRegistry(server.http_addr, max_stale=2.0, timeout=2.0) as reg:
+        ids = [await reg.register_agent(registration(unique, ["plan"])) for _ in range(3)]
+        request = DiscoveryRequest(agent_type=unique)
+        fresh = await reg.discover(request)
+        assert sorted(a.agent_id for a in fresh.agents) == sorted(ids) and fresh.staleness == 0
+        await asyncio.to_thread(server.kill)
+
+        async def stale() -> bool:
+            return (await reg.discover(request)).staleness > 0
+
+        await eventually(stale, 5, "staleness reported")
+        result = await reg.discover(request)
+        assert sorted(a.agent_id for a in result.agents) == sorted(ids)
+        assert all(a.staleness == result.staleness for a in result.agents)
+        with pytest.raises(RegistryUnavailableError):
+            await reg.discover_agents(request, cached=False)
+
+        async def unavailable() -> bool:
+            try:
+                await reg.discover(request)
+            except RegistryUnavailableError as exc:
+                return "max_stale" in str(exc)
+            return False
+
+        await eventually(unavailable, 10, "RegistryUnavailableError after max_stale")
+
+
+async def test_first_use_without_consul_fails_cleanly() -> None:
+    """With no Consul ever reachable, a cached discover raises RegistryUnavailableError and leaves no
+    watch running."""
+    async with AgentRegistry("http://127.0.0.1:1", timeout=1.0) as reg:
+        with pytest.raises(RegistryUnavailableError):
+            await reg.discover_agents(DiscoveryRequest(agent_type="nothing"))
+        assert watch_names(reg) == []

@@ -1,0 +1,88 @@
+"""weighted_random as a stride schedule from a random phase: proportional, even, and fair to newcomers."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from consul_agents._models import AgentInfo, AgentStatus
+from consul_agents._selection import SelectionState, select
+
+
+def agent(agent_id: str, weight: int = 1, health: float = 1.0) -> AgentInfo:
+    status = AgentStatus.PASSING if health == 1.0 else AgentStatus.WARNING
+    return AgentInfo(
+        agent_id=agent_id,
+        agent_type="t",
+        capabilities=["c"],
+        status=status,
+        endpoint="http://h:1",
+        health_score=health,
+        current_load=0.0,
+        last_heartbeat=None,
+        weight=weight,
+    )
+
+
+def picks(
+    candidates: list[AgentInfo], n: int, seed: int = 1, state: SelectionState | None = None
+) -> Counter[str]:
+    state = state or SelectionState()
+    rng = random.Random(seed)
+    counts: Counter[str] = Counter()
+    for _ in range(n):
+        chosen = select(candidates, "weighted_random", rng=rng, state=state, key="k")
+        assert chosen is not None
+        counts[chosen.agent_id] += 1
+    return counts
+
+
+def test_equal_weights_are_even() -> None:
+    """100 equal agents, 10,000 picks: every agent gets 100 picks give or take one."""
+    counts = picks([agent(f"a{i:02d}") for i in range(100)], 10_000)
+    assert max(counts.values()) <= 101 and min(counts.values()) >= 99
+
+
+def test_share_follows_weight_times_health() -> None:
+    """Shares are proportional to weight x health score, within one pick per agent."""
+    fleet = [agent("w1"), agent("w3", weight=3), agent("w4h", weight=4, health=0.5)]
+    counts = picks(fleet, 6_000)
+    assert abs(counts["w1"] - 1000) <= 1
+    assert abs(counts["w3"] - 3000) <= 1
+    assert abs(counts["w4h"] - 2000) <= 1
+
+
+def test_phase_depends_on_the_seed() -> None:
+    """Different random sources start the schedule at different agents (clients do not march in step)."""
+    fleet = [agent(f"a{i}") for i in range(10)]
+    firsts = {next(iter(picks(fleet, 1, seed=seed))) for seed in range(20)}
+    assert len(firsts) > 3
+
+
+def test_newcomer_joins_without_a_backlog() -> None:
+    """An agent added after many picks gets its share from then on, not a burst of catch-up picks."""
+    state = SelectionState()
+    fleet = [agent(f"a{i}") for i in range(4)]
+    picks(fleet, 1_000, state=state)
+    counts = picks([*fleet, agent("new")], 50, state=state)
+    assert counts["new"] <= 11
+
+
+def test_all_zero_weights_fall_back_to_uniform() -> None:
+    """When every weight x health is zero (all critical), picks are uniform among the candidates."""
+    fleet = [
+        AgentInfo(
+            agent_id=f"c{i}",
+            agent_type="t",
+            capabilities=["c"],
+            status=AgentStatus.CRITICAL,
+            endpoint="http://h:1",
+            health_score=0.0,
+            current_load=0.0,
+            last_heartbeat=None,
+        )
+        for i in range(3)
+    ]
+    counts = picks(fleet, 3_000)
+    assert set(counts) == {"c0", "c1", "c2"}
+    assert all(800 < c < 1200 for c in counts.values())
