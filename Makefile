@@ -18,7 +18,7 @@ CONSUL_AGENTS_CACHE ?= $(if $(HOME),$(HOME)/.cache/consul-agents,$(CURDIR)/.cach
 CONSUL_BIN ?= $(CONSUL_AGENTS_CACHE)/bin/consul
 export CONSUL_AGENTS_CACHE CONSUL_BIN
 
-.PHONY: venv consul tools test test-slow lint run bench clean
+.PHONY: venv consul tools test test-slow lint run bench bench-client clean
 
 venv: $(STAMP)
 
@@ -69,6 +69,12 @@ bench: venv consul
 	$(BIN)/python -m benchmarks.core
 	$(BIN)/python -m benchmarks.security
 	$(BIN)/python -m benchmarks.api
+	$(MAKE) bench-client
+
+# Client layer: cached vs direct discovery, select_agent, change propagation, selection evenness.
+# BENCH_CLIENT_ARGS=--large adds the 10,000-agent size (Consul needs ~3 minutes to register them).
+bench-client: venv consul
+	$(BIN)/python -m benchmarks.client $(BENCH_CLIENT_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info build dist
