@@ -28,9 +28,11 @@ $(BIN)/python:
 	       "(Python >= 3.11 needed; choose another interpreter with PYTHON=...)" >&2; \
 	  rm -rf $(VENV); exit 1; }
 
-# Re-installs only when pyproject.toml is newer than the stamp.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+# Re-installs only when a pyproject.toml is newer than the stamp. The plugins are their own distributions
+# (plugins/*/pyproject.toml), installed editable so the tests use them; the core never imports them.
+PLUGINS := plugins/aiohttp plugins/agent
+$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) | $(BIN)/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' $(addprefix -e ,$(PLUGINS))
 	@touch $@
 
 # Finds the binary once up front (CONSUL_BIN, else the cache), installing it if missing, so a failed
@@ -69,6 +71,7 @@ bench: venv consul
 	$(BIN)/python -m benchmarks.core
 	$(BIN)/python -m benchmarks.security
 	$(BIN)/python -m benchmarks.api
+	$(BIN)/python -m benchmarks.dns_sidecar
 	$(MAKE) bench-client
 
 # Client layer: cached vs direct discovery, select_agent, change propagation, selection evenness.

@@ -204,6 +204,10 @@ class ConsulGateway:
                 call = http.put(
                     lambda r: r, path, params=params, data=data, headers=headers, connections_timeout=timeout
                 )
+            elif method == "POST":
+                call = http.post(
+                    lambda r: r, path, params=params, data=data, headers=headers, connections_timeout=timeout
+                )
             elif method == "DELETE":
                 call = http.delete(
                     lambda r: r, path, params=params, headers=headers, connections_timeout=timeout
@@ -287,6 +291,9 @@ class ConsulGateway:
 
     async def put(self, operation: str, path: str, body: Any = None, **kwargs: Any) -> ConsulResponse:
         return await self.request(operation, "PUT", path, body=body, **kwargs)
+
+    async def post(self, operation: str, path: str, body: Any = None, **kwargs: Any) -> ConsulResponse:
+        return await self.request(operation, "POST", path, body=body, **kwargs)
 
     async def delete(self, operation: str, path: str, **kwargs: Any) -> ConsulResponse:
         return await self.request(operation, "DELETE", path, **kwargs)

@@ -218,23 +218,36 @@ class AgentRegistry:
     # -- writes -------------------------------------------------------------------------------------------
 
     @instrumented("register")
-    async def register_agent(self, registration: AgentRegistration) -> str:
-        """Register (or, for a known id, update) an agent; returns its id, the Consul service ID."""
+    async def register_agent(
+        self, registration: AgentRegistration, *, status: AgentStatus = AgentStatus.PASSING
+    ) -> str:
+        """Register (or, for a known id, update) an agent; returns its id, the Consul service ID.
+
+        ``status`` is the health a new agent starts with (an already registered one keeps its own).
+        """
+        if status is AgentStatus.MAINTENANCE:
+            raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
         agent_id = registration.agent_id or f"{registration.agent_type}-{uuid.uuid4().hex[:12]}"
-        await self._write_registration(agent_id, registration, registration.load)
+        await self._write_registration(agent_id, registration, registration.load, status)
         self._registered[agent_id] = _Registered(registration, registration.load)
         self._service_names[agent_id] = registration.service_name
         self._wrote(agent_id)
         return agent_id
 
-    async def _write_registration(self, agent_id: str, registration: AgentRegistration, load: float) -> None:
+    async def _write_registration(
+        self,
+        agent_id: str,
+        registration: AgentRegistration,
+        load: float,
+        status: AgentStatus = AgentStatus.PASSING,
+    ) -> None:
         _, kv_value = wire.encode_metadata(registration.metadata)
         operation = f"register agent {agent_id!r}"
         previous = self._registered.get(agent_id)
         kv_path = f"/v1/kv/{wire.metadata_key(registration.agent_type, agent_id)}"
         if kv_value is not None:
             await self._gateway.put(operation, kv_path, kv_value)
-        body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow())
+        body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow(), status=status)
         try:
             await self._gateway.put(operation, "/v1/agent/service/register", body)
         except ConsulAgentsError:
@@ -282,7 +295,7 @@ class AgentRegistry:
                 raise AgentNotFoundError(agent_id, "no TTL check on the local Consul agent") from exc
             log.warning("agent %s was missing from Consul; re-registering it", agent_id)
             reported = known.reported_load if load is None else load
-            await self._write_registration(agent_id, known.registration, reported)
+            await self._write_registration(agent_id, known.registration, reported, status)
             known.reported_load = reported
             await self._gateway.put(operation, path, body)
         if load is not None:

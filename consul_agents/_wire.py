@@ -145,9 +145,18 @@ def _format_load(load: float) -> str:
 
 
 def service_definition(
-    registration: AgentRegistration, agent_id: str, *, load: float, heartbeat: datetime
+    registration: AgentRegistration,
+    agent_id: str,
+    *,
+    load: float,
+    heartbeat: datetime,
+    status: AgentStatus = AgentStatus.PASSING,
 ) -> dict[str, Any]:
-    """The body of ``PUT /v1/agent/service/register`` for a registration."""
+    """The body of ``PUT /v1/agent/service/register`` for a registration.
+
+    ``status`` is the TTL check's status when Consul creates it (an existing check keeps its own): a
+    sidecar that has not yet seen its agent answer registers it critical rather than passing.
+    """
     endpoint = urlsplit(registration.endpoint)
     meta: dict[str, str] = dict(registration.tags)
     meta[META_ENDPOINT] = registration.endpoint
@@ -171,7 +180,7 @@ def service_definition(
             "Name": "heartbeat",
             "Notes": f"TTL heartbeat from consul-agents; critical after {format_duration(registration.ttl)}",
             "TTL": format_duration(registration.ttl),
-            "Status": "passing",
+            "Status": status.value,
             "DeregisterCriticalServiceAfter": format_duration(registration.deregister_after),
         },
     }

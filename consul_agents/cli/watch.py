@@ -1,14 +1,14 @@
 """``consul-agents watch``: the agents matching filters, then one line per change as it happens.
 
-Each round asks the registry again and prints the difference from the last answer: an agent added, removed
-(deregistered, or no longer matching, e.g. turned critical), or changed (status, load, endpoint,
-capabilities, tags, weight, metadata). The diff is a pure function, :func:`changes`.
+The registry's cache watches Consul with blocking queries; each time it reports a change (or after
+``--interval`` at most) the command asks the registry again and prints the difference from the last
+answer: an agent added, removed (deregistered, or no longer matching, e.g. turned critical), or changed
+(status, load, endpoint, capabilities, tags, weight, metadata). The diff is a pure function, :func:`changes`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -102,7 +102,8 @@ async def _watch(args: argparse.Namespace, request: DiscoveryRequest) -> None:
         while args.count is None or reported < args.count:
             if deadline is not None and time.monotonic() >= deadline:
                 return
-            await asyncio.sleep(args.interval)
+            # The cache wakes this as soon as one of its Consul watches sees a change.
+            await registry.discovery.cache.wait_changed(args.interval)
             latest = await _answer(registry, request)
             for change in changes(current, latest):
                 if args.json:
@@ -130,7 +131,9 @@ def register(subparsers: Any) -> None:
         "watch", help="Follow agents live as they change.", description=description
     )
     _add_filters(parser)
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between rounds (default 1)")
+    parser.add_argument(
+        "--interval", type=float, default=5.0, help="longest wait between two looks, in seconds (default 5)"
+    )
     parser.add_argument("--count", type=int, help="exit after this many changes")
     parser.add_argument("--timeout", type=float, help="exit after this many seconds")
     add_connection_flags(parser)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from support import eventually
 
 from consul_agents import AgentRegistration, AgentRegistry, AgentStatus
+from consul_agents.cli import build_parser
 
 CLI = [sys.executable, "-m", "consul_agents.cli"]
 REPO = Path(__file__).resolve().parents[2]
@@ -23,41 +27,64 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 async def test_watch_prints_each_change_as_json_lines(consul_addr: str, unique: str, tmp_path: Path) -> None:
     """watch --json prints a snapshot, then added / changed / removed events as the registry changes."""
     out = tmp_path / "watch.out"
-    argv = [*CLI, "watch", "--type", unique, "--json", "--interval", "0.1", "--count", "3", "--timeout", "60"]
+    argv = [*CLI, "watch", "--type", unique, "--json", "--interval", "30", "--timeout", "60"]
     with out.open("w") as sink:
         process = await asyncio.create_subprocess_exec(
             *argv, "-http-addr", consul_addr, stdout=sink, stderr=asyncio.subprocess.DEVNULL
         )
+
+    def events() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    def seen(kind: str) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return any(event["event"] == kind for event in events())
+
+        return check
+
     try:
-
-        async def printed(lines: int) -> bool:
-            return len(out.read_text().splitlines()) >= lines
-
-        await eventually(lambda: printed(1), what="the snapshot line")
+        await eventually(seen("snapshot"), what="the snapshot line")
         async with AgentRegistry(consul_addr) as registry:
             reg = AgentRegistration(
                 agent_type=unique, agent_id=f"{unique}-1", capabilities=["x"], endpoint="http://h:1"
             )
             await registry.register_agent(reg)
-            await eventually(lambda: printed(2), what="the added line")
+            await eventually(seen("added"), what="the added line")
             await registry.heartbeat(f"{unique}-1", 0.8, status=AgentStatus.WARNING)
-            await eventually(lambda: printed(3), what="the changed line")
+            await eventually(seen("changed"), what="a changed line")
             await registry.deregister_agent(f"{unique}-1")
-            await eventually(lambda: printed(4), what="the removed line")
-        assert await asyncio.wait_for(process.wait(), 30) == 0
+            await eventually(seen("removed"), what="the removed line")
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    events = [json.loads(line) for line in out.read_text().splitlines()]
-    assert events[0] == {"event": "snapshot", "agents": []}
-    assert [(e["event"], e["agent"]["agent_id"]) for e in events[1:]] == [
-        ("added", f"{unique}-1"),
-        ("changed", f"{unique}-1"),
-        ("removed", f"{unique}-1"),
+        process.kill()
+        await process.wait()
+    printed = events()
+    assert printed[0] == {"event": "snapshot", "agents": []}
+    kinds = [(e["event"], e["agent"]["agent_id"]) for e in printed[1:]]
+    assert kinds[0] == ("added", f"{unique}-1") and kinds[-1] == ("removed", f"{unique}-1")
+    # Status and load may reach Consul (and the watch) as one change or as two.
+    changed: dict[str, Any] = {}
+    for event in printed[2:-1]:
+        assert event["event"] == "changed"
+        changed.update(event["changed"])
+    assert changed["status"]["after"] == "warning"
+    assert changed["current_load"]["after"] == 0.8
+
+
+def test_every_subcommand_the_issue_names_is_there() -> None:
+    """consul-agents --help lists dev, register, ..., serve and bench, and each has its own --help."""
+    names = [
+        *("dev", "register", "deregister", "status", "discover", "select", "watch"),
+        *("sidecar", "render", "acl", "dns", "serve", "bench"),
     ]
-    assert events[2]["changed"]["status"] == {"before": "passing", "after": "warning"}
-    assert events[2]["changed"]["current_load"] == {"before": 0.0, "after": 0.8}
+    listing = cli("--help")
+    assert listing.returncode == 0
+    listed = set(listing.stdout.split())
+    assert [name for name in names if name not in listed] == []
+    subcommands = next(
+        action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    for name in names:
+        assert subcommands.choices[name].format_help().startswith("usage: consul-agents " + name), name
 
 
 def test_serve_refuses_a_token_of_its_own() -> None:
@@ -80,3 +107,10 @@ def test_bench_outside_a_checkout_says_where_to_run_it(tmp_path: Path) -> None:
     """Outside a source checkout, bench explains that the suites live in the repository."""
     done = cli("bench", "--list", cwd=tmp_path)
     assert done.returncode == 1 and "source checkout" in done.stderr
+
+
+def test_watch_against_unreachable_consul_exits_unavailable(unused_tcp_port: int) -> None:
+    """watch tells an unreachable Consul apart from other failures: exit code 5 and one line on stderr."""
+    done = cli("watch", "-http-addr", f"http://127.0.0.1:{unused_tcp_port}", "--timeout", "5")
+    assert done.returncode == 5
+    assert done.stderr.count("\n") == 1 and "unreachable" in done.stderr

@@ -1,0 +1,70 @@
+"""Sidecar commands: ``sidecar FILE`` runs the sidecar, ``render FILE`` prints Consul service definitions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from consul_agents import _wire as wire
+from consul_agents.cli._common import EXIT_ERROR, EXIT_OK, add_connection_flags, make_registry
+from consul_agents.sidecar.config import load_config
+from consul_agents.sidecar.render import render
+from consul_agents.sidecar.runner import run_sidecar
+
+__all__ = ["register"]
+
+
+def _sidecar(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    config = load_config(args.file)
+    registry = make_registry(args)
+    clean = asyncio.run(run_sidecar(config, registry))
+    return EXIT_OK if clean else EXIT_ERROR
+
+
+def _render(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    sys.stdout.write(render(config, args.format, args.check))
+    for spec in config.agents:
+        _, kv_value = wire.encode_metadata(spec.registration.metadata)
+        if kv_value is not None:
+            print(
+                f"consul-agents: note: metadata of {spec.agent_id!r} is too large for Meta; store it with\n"
+                f"  consul kv put {wire.metadata_key(spec.registration.agent_type, spec.agent_id)} "
+                f"'{kv_value}'",
+                file=sys.stderr,
+            )
+    return EXIT_OK
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "sidecar",
+        help="Register the agents of a YAML file, probe their health and heartbeat until SIGTERM/SIGINT.",
+    )
+    p.add_argument("file", type=Path, help="sidecar YAML file (see config/agents/planner.yaml)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_connection_flags(p)
+    p.set_defaults(handler=_sidecar)
+
+    p = subparsers.add_parser(
+        "render", help="Print the agents of a sidecar YAML file as Consul service definitions."
+    )
+    p.add_argument("file", type=Path, help="sidecar YAML file")
+    p.add_argument("--format", choices=["json", "hcl"], default="json", help="default: %(default)s")
+    p.add_argument(
+        "--check",
+        choices=["http", "ttl"],
+        default="http",
+        help="http: Consul probes the health endpoint itself (default); "
+        "ttl: keep the TTL check, for when a process heartbeats it",
+    )
+    p.set_defaults(handler=_render)

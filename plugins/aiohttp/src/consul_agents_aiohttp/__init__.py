@@ -1,0 +1,142 @@
+"""consul-agents for aiohttp: one call makes an aiohttp application a registered agent.
+
+::
+
+    from aiohttp import web
+    from consul_agents import AgentRegistration
+    from consul_agents_aiohttp import setup_agent
+
+    app = web.Application()
+    setup_agent(app, AgentRegistration(agent_type="planner", capabilities=["plan"],
+                                       endpoint="http://10.0.0.5:8080"), capacity=8)
+    web.run_app(app, port=8080)
+
+On startup (a ``cleanup_ctx`` entry) the app registers with the local Consul agent and heartbeats in the
+background; on cleanup it deregisters. A middleware counts requests in flight; the load reported to the
+registry is ``in_flight / capacity`` (capped at 1). ``GET /health`` (configurable) answers
+``{"status": ..., "load": ..., "in_flight": ..., "capacity": ..., "agent_id": ...}``, the same shape the
+sidecar's ``load_field: load`` reads.
+
+The registration happens before the server accepts connections (aiohttp runs ``cleanup_ctx`` first); the
+first discoverer may find the agent a few milliseconds before its port listens, and retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from consul_agents import AgentRegistration, AgentRegistry, AgentSession, AgentStatus, InvalidAgentError
+
+__all__ = ["AGENT", "AgentState", "setup_agent"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class AgentState:
+    """What the plugin keeps in ``app[AGENT]``: set ``status`` to report warning (or critical) yourself."""
+
+    registration: AgentRegistration
+    capacity: int
+    health_path: str
+    interval: float | None
+    registry_args: dict[str, Any] = field(default_factory=dict, repr=False)
+    in_flight: int = 0
+    status: AgentStatus = AgentStatus.PASSING
+    session: AgentSession | None = None
+
+    @property
+    def load(self) -> float:
+        return min(1.0, self.in_flight / self.capacity)
+
+    @property
+    def agent_id(self) -> str | None:
+        return self.session.agent_id if self.session is not None else None
+
+    def _publish(self) -> None:
+        if self.session is not None:
+            self.session.load = self.load
+            self.session.status = self.status
+
+
+AGENT: web.AppKey[AgentState] = web.AppKey("consul_agents", AgentState)
+
+
+def setup_agent(
+    app: web.Application,
+    registration: AgentRegistration,
+    *,
+    capacity: int = 10,
+    health_path: str = "/health",
+    heartbeat_interval: float | None = None,
+    consul_url: str | None = None,
+    token: str | None = None,
+    datacenter: str | None = None,
+) -> AgentState:
+    """Register ``app`` as an agent while it runs. Connection arguments default to CONSUL_* variables.
+
+    ``capacity`` is how many concurrent requests make the agent fully loaded (load 1.0).
+    ``heartbeat_interval`` defaults to a third of the registration's TTL.
+    """
+    if capacity < 1:
+        raise InvalidAgentError(f"invalid capacity: {capacity!r} must be at least 1", field="capacity")
+    if not health_path.startswith("/"):
+        raise InvalidAgentError(
+            f"invalid health_path: {health_path!r} must start with '/'", field="health_path"
+        )
+    state = AgentState(
+        registration=registration,
+        capacity=capacity,
+        health_path=health_path,
+        interval=heartbeat_interval,
+        registry_args={"consul_url": consul_url, "token": token, "datacenter": datacenter},
+    )
+    app[AGENT] = state
+    app.middlewares.append(_count_in_flight)
+    app.router.add_get(health_path, _health)
+    app.cleanup_ctx.append(_registered)
+    return state
+
+
+@web.middleware
+async def _count_in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[AGENT]
+    if request.path == state.health_path:
+        return await handler(request)
+    state.in_flight += 1
+    state._publish()
+    try:
+        return await handler(request)
+    finally:
+        state.in_flight -= 1
+        state._publish()
+
+
+async def _health(request: web.Request) -> web.Response:
+    state = request.app[AGENT]
+    body = {
+        "status": state.status.value,
+        "load": state.load,
+        "in_flight": state.in_flight,
+        "capacity": state.capacity,
+        "agent_id": state.agent_id,
+    }
+    return web.json_response(body, status=503 if state.status is AgentStatus.CRITICAL else 200)
+
+
+async def _registered(app: web.Application) -> AsyncIterator[None]:
+    state = app[AGENT]
+    async with (
+        AgentRegistry(**state.registry_args) as registry,
+        registry.session(state.registration, interval=state.interval) as session,
+    ):
+        state.session = session
+        state._publish()
+        try:
+            yield
+        finally:
+            state.session = None

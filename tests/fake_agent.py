@@ -1,0 +1,59 @@
+"""A tiny agent process for the sidecar tests: an aiohttp app whose health endpoint the test controls.
+
+Run ``python fake_agent.py``; it binds a free loopback port and prints ``PORT <n>`` once it listens.
+``GET /health`` answers as the current mode says: ``ok`` (200 with ``{"load": <load>}``), ``hung``
+(never answers), ``status:<n>`` (that HTTP status), ``garbage`` (200 with a body that is not JSON).
+``POST /control?mode=...&load=...`` changes the mode and load; it always answers, even when hung.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from aiohttp import web
+
+STATE = {"mode": "ok", "load": 0.25}
+
+
+async def health(request: web.Request) -> web.Response:
+    mode = str(STATE["mode"])
+    if mode == "hung":
+        await asyncio.Event().wait()
+    if mode.startswith("status:"):
+        return web.json_response({"load": STATE["load"]}, status=int(mode.split(":", 1)[1]))
+    if mode == "garbage":
+        return web.Response(text="not json")
+    return web.json_response({"load": STATE["load"], "stats": {"load": STATE["load"]}})
+
+
+async def control(request: web.Request) -> web.Response:
+    if "mode" in request.query:
+        STATE["mode"] = request.query["mode"]
+    if "load" in request.query:
+        STATE["load"] = float(request.query["load"])
+    return web.json_response(STATE)
+
+
+async def main() -> None:
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_post("/control", control)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    print(f"PORT {port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+    sys.exit(0)

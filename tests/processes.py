@@ -1,0 +1,97 @@
+"""Child processes for the sidecar, DNS and plugin tests: fake agents and sidecars, always reaped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["FakeAgent", "SidecarProcess", "read_port", "write_sidecar_file"]
+
+TESTS = Path(__file__).parent
+
+
+def read_port(proc: subprocess.Popen[str], timeout: float = 15.0) -> int:
+    """Wait for the child's ``PORT <n>`` line (it prints it once it listens)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("PORT "):
+            return int(line.split()[1])
+        if not line and proc.poll() is not None:
+            raise RuntimeError(f"child exited with {proc.returncode} before listening")
+    raise RuntimeError("child did not report its port in time")
+
+
+class FakeAgent:
+    """``tests/fake_agent.py`` in a child process; ``set(mode=..., load=...)`` changes its health answer."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(TESTS / "fake_agent.py")], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            self.port = read_port(self.proc)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def set(self, **query: Any) -> None:
+        url = f"{self.endpoint}/control?" + "&".join(f"{k}={v}" for k, v in query.items())
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5) as response:
+            json.loads(response.read())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def write_sidecar_file(path: Path, agents: list[dict[str, Any]]) -> Path:
+    path.write_text(yaml.safe_dump({"agents": agents}))
+    return path
+
+
+class SidecarProcess:
+    """``consul-agents sidecar FILE`` in a child process (stderr goes to a log file the test can read)."""
+
+    def __init__(self, config: Path, consul_addr: str, log: Path) -> None:
+        self.log = log
+        self._log_handle = log.open("w")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "consul_agents.cli", "sidecar", str(config), "-http-addr", consul_addr],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log_handle,
+            env=env,
+        )
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._log_handle.close()
