@@ -5,6 +5,7 @@
 #   make lint       ruff check, ruff format --check, mypy (strict)
 #   make run        a local Consul and the demo fleet
 #   make bench      the benchmark report
+#   make bench-scale  the scale and fault report with plots (docs/scale-and-faults.md; about 10 minutes)
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
@@ -18,7 +19,7 @@ CONSUL_AGENTS_CACHE ?= $(if $(HOME),$(HOME)/.cache/consul-agents,$(CURDIR)/.cach
 CONSUL_BIN ?= $(CONSUL_AGENTS_CACHE)/bin/consul
 export CONSUL_AGENTS_CACHE CONSUL_BIN
 
-.PHONY: venv consul tools test test-slow lint run bench bench-client clean
+.PHONY: venv consul tools test test-slow lint run bench bench-client bench-scale clean
 
 venv: $(STAMP)
 
@@ -78,6 +79,10 @@ bench: venv consul
 # BENCH_CLIENT_ARGS=--large adds the 10,000-agent size (Consul needs ~3 minutes to register them).
 bench-client: venv consul
 	$(BIN)/python -m benchmarks.client $(BENCH_CLIENT_ARGS)
+
+bench-scale: venv consul
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info build dist

@@ -37,6 +37,12 @@ __all__ = ["ConsulGateway", "ConsulResponse", "QueryMeta"]
 
 log = logging.getLogger("consul_agents.gateway")
 
+#: Concurrent connections to Consul per gateway; more requests wait for a free one. A Consul agent accepts
+#: at most 200 connections from one client address (``limits.http_max_conns_per_client``) and closes the
+#: rest at once, so a burst of 250 writes from one registry lost 50 of them with a larger pool. 128 leaves
+#: the other 72 to other processes on the same host (sidecars, the CLI); watches count against the 128.
+MAX_CONNECTIONS = 128
+
 #: Back-off before each retry of a read that found Consul unavailable.
 _READ_RETRY_DELAYS = (0.05, 0.25)
 _DETAIL_LIMIT = 200
@@ -73,7 +79,7 @@ class _HTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]
         ssl_option: ssl.SSLContext | bool = False
         if settings.scheme == "https" and settings.verify:
             ssl_option = ssl.create_default_context(cafile=settings.ca_cert)
-        connector = aiohttp.TCPConnector(ssl=ssl_option, limit=256)
+        connector = aiohttp.TCPConnector(ssl=ssl_option, limit=MAX_CONNECTIONS)
         self._session = aiohttp.ClientSession(connector=connector)
 
 

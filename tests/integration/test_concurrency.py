@@ -90,3 +90,14 @@ async def test_100_concurrent_tasks_register_heartbeat_and_deregister(
     removed = await asyncio.gather(*(registry.deregister_agent(agent_id) for agent_id in expected))
     assert all(removed)
     assert await registry.discover_agents(DiscoveryRequest(agent_type=unique)) == []
+
+
+async def test_burst_beyond_consuls_per_client_connection_limit(registry: AgentRegistry, unique: str) -> None:
+    """250 registrations started at once from one registry all succeed, although Consul accepts at most 200
+    connections from one client address: the registry queues what its connection pool cannot carry."""
+    ids = await asyncio.gather(
+        *(registry.register_agent(task_registration(unique, t, 0, with_id=True)) for t in range(250))
+    )
+    found = await registry.discover_agents(DiscoveryRequest(agent_type=unique))
+    assert sorted(info.agent_id for info in found) == sorted(ids)
+    assert all(await asyncio.gather(*(registry.deregister_agent(agent_id) for agent_id in ids)))

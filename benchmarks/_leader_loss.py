@@ -1,7 +1,9 @@
 """Leader loss under steady load, as a reusable scenario (the fault test and the scale report both run it).
 
 A 3-server :class:`~consul_agents.cluster.ConsulCluster` with a client agent; agents heartbeat through
-:meth:`AgentRegistry.session`, discoverers call ``discover_agents`` (stale reads) in a loop, and a writer
+:meth:`AgentRegistry.session`, discoverers call ``discover_agents`` in a loop (half through the library's
+watch-fed cache, the default; half directly with ``stale_reads=True``; one directly without stale reads, for
+contrast), and a writer
 registers a new agent every ``write_every`` seconds (every other one with metadata too large for Meta, so it
 goes to Consul's KV store, which needs a leader). Then the leader is SIGKILLed. Every operation is recorded
 with its start time, duration and outcome, so a test can assert on the timeline and a report can plot it.
@@ -27,7 +29,7 @@ __all__ = ["LeaderLossResult", "Op", "fleet_sessions", "run_leader_loss"]
 
 @dataclass(frozen=True)
 class Op:
-    kind: str  # "discover", "register", "register-kv", "heartbeat"
+    kind: str  # discover (cached), discover-direct (stale), discover-leader, register, register-kv, catalog
     start: float  # seconds since the scenario's zero
     duration: float
     error: str | None = None  # the exception's class name, or None on success
@@ -109,12 +111,12 @@ class _Run:
         self.result.ops.append(Op(kind, started, self.now() - started))
         return value
 
-    async def discover(self, reads: AgentRegistry) -> None:
+    async def discover(self, reads: AgentRegistry, kind: str = "discover") -> None:
         request = DiscoveryRequest(agent_type=self.agent_type)
         while not self.stop.is_set():
-            found = await self.timed("discover", reads.discover_agents(request))
+            found = await self.timed(kind, reads.discover_agents(request))
             if found is not None and len(found) != self.agents:
-                self.result.ops.append(Op("discover", self.now(), 0.0, "WrongAnswer", f"{len(found)} agents"))
+                self.result.ops.append(Op(kind, self.now(), 0.0, "WrongAnswer", f"{len(found)} agents"))
             await asyncio.sleep(0.01)
 
     async def write(self, writes: AgentRegistry) -> None:
@@ -168,13 +170,20 @@ async def run_leader_loss(
     run = _Run(result, agent_type, agents, write_every)
     async with (
         AgentRegistry(cluster.http_addr) as writes,
-        AgentRegistry(cluster.http_addr, stale_reads=True) as reads,
+        AgentRegistry(cluster.http_addr) as cached,
+        AgentRegistry(cluster.http_addr, cache=False, stale_reads=True) as reads,
+        AgentRegistry(cluster.http_addr, cache=False) as consistent_reads,
     ):
         fleet = [_registration(agent_type, i) for i in range(agents)]
         async with fleet_sessions(writes, fleet) as sessions:
             await run.wait_for_fleet(reads)
             run.zero = time.monotonic()
-            tasks = [asyncio.create_task(run.discover(reads)) for _ in range(discoverers)]
+            tasks = [asyncio.create_task(run.discover(cached)) for _ in range(discoverers - discoverers // 2)]
+            tasks += [
+                asyncio.create_task(run.discover(reads, "discover-direct")) for _ in range(discoverers // 2)
+            ]
+            # One discoverer without stale reads, for contrast: its reads need the leader.
+            tasks.append(asyncio.create_task(run.discover(consistent_reads, "discover-leader")))
             tasks.append(asyncio.create_task(run.write(writes)))
             watcher = asyncio.create_task(run.watch_catalog(reads))
             try:
