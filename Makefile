@@ -19,7 +19,7 @@ CONSUL_AGENTS_CACHE ?= $(if $(HOME),$(HOME)/.cache/consul-agents,$(CURDIR)/.cach
 CONSUL_BIN ?= $(CONSUL_AGENTS_CACHE)/bin/consul
 export CONSUL_AGENTS_CACHE CONSUL_BIN
 
-.PHONY: venv consul tools test test-slow lint run bench bench-scale clean
+.PHONY: venv consul tools test test-slow lint run bench bench-client bench-scale clean
 
 venv: $(STAMP)
 
@@ -73,6 +73,12 @@ bench: venv consul
 	$(BIN)/python -m benchmarks.security
 	$(BIN)/python -m benchmarks.api
 	$(BIN)/python -m benchmarks.dns_sidecar
+	$(MAKE) bench-client
+
+# Client layer: cached vs direct discovery, select_agent, change propagation, selection evenness.
+# BENCH_CLIENT_ARGS=--large adds the 10,000-agent size (Consul needs ~3 minutes to register them).
+bench-client: venv consul
+	$(BIN)/python -m benchmarks.client $(BENCH_CLIENT_ARGS)
 
 bench-scale: venv consul
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]'

@@ -31,11 +31,20 @@ from consul_agents._metrics import observe_watch_lag
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
 from consul_agents._watch import Watch, WatchPolicy
 
-__all__ = ["CachedAnswer", "DiscoveryCache", "ServiceView", "request_key"]
+__all__ = ["CachedAnswer", "DiscoveryCache", "ServiceView", "TooManyServices", "request_key"]
 
 log = logging.getLogger("consul_agents.cache")
 
 _MEMO_SIZE = 256
+#: Each running watch holds one connection of the gateway's pool (128) for its blocking read, and Consul
+#: closes connections beyond 200 per client address: at most this many watches run at once per registry.
+MAX_WATCHES = 48
+
+
+class TooManyServices(Exception):
+    """The question spans more services than the cache may watch at once: ask Consul directly."""
+
+
 RequestKey = tuple[Any, ...]
 
 
@@ -213,6 +222,7 @@ class DiscoveryCache:
         kv_metadata: Callable[[str, str, str | None], Any],
         max_stale: float = 60.0,
         idle_timeout: float = 300.0,
+        max_watches: int = MAX_WATCHES,
         policy: WatchPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -220,6 +230,7 @@ class DiscoveryCache:
         self.kv_metadata = kv_metadata
         self.max_stale = max_stale
         self.idle_timeout = idle_timeout
+        self.max_watches = max_watches
         self.policy = policy or WatchPolicy()
         self.clock = clock
         self._services: dict[tuple[str, str], _ServiceWatch] = {}
@@ -272,6 +283,8 @@ class DiscoveryCache:
         else:
             catalog = await self._catalog(datacenter)
             names = wire.service_names_for(request, catalog.services)
+            if len(names) + 1 > self.max_watches:
+                raise TooManyServices(len(names))
         misses = self._misses
         found: list[AgentInfo] = []
         staleness = 0.0
@@ -348,6 +361,7 @@ class DiscoveryCache:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._starting[key] = future
             try:
+                await self._make_room()
                 entry = make()
                 await entry.watch.start()
                 if not key[1]:
@@ -363,6 +377,18 @@ class DiscoveryCache:
                 del self._starting[key]
             self._ensure_reaper()
         return self._services[key] if key[1] else self._catalogs[key[0]]
+
+    async def _make_room(self) -> None:
+        """Stop the least recently used watches so that one more stays within ``max_watches``."""
+        entries: list[tuple[float, tuple[str, str]]] = [(w.last_used, k) for k, w in self._services.items()]
+        entries += [(c.last_used, (dc, "")) for dc, c in self._catalogs.items()]
+        entries.sort()
+        while entries and len(entries) + len(self._starting) > self.max_watches:
+            _, (datacenter, service) = entries.pop(0)
+            if service:
+                await self._services.pop((datacenter, service)).watch.stop()
+            else:
+                await self._catalogs.pop(datacenter).watch.stop()
 
     def _ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from consul_agents import _wire as wire
-from consul_agents._cache import DiscoveryCache
+from consul_agents._cache import DiscoveryCache, TooManyServices
 from consul_agents._errors import ConsulAgentsError, PermissionDeniedError, RegistryUnavailableError
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
 from consul_agents._metrics import record_cache
@@ -160,7 +160,10 @@ class Discoverer:
     async def _ask(self, request: DiscoveryRequest, datacenter: str, use_cache: bool) -> DiscoveryResult:
         if use_cache:
             key = "" if datacenter == self._local else datacenter
-            answer = await self.cache.query(request, key)
+            try:
+                answer = await self.cache.query(request, key)
+            except TooManyServices:
+                return await self._ask(request, datacenter, use_cache=False)
             record_cache(answer.hit)
             return DiscoveryResult(
                 answer.agents,

@@ -61,6 +61,11 @@ class OutlierDetector:
     def __repr__(self) -> str:
         return f"OutlierDetector(ejected={sorted(self.ejected_now())})"
 
+    @property
+    def active(self) -> bool:
+        """Whether any agent has an outcome on record (when not, nothing can be ejected)."""
+        return bool(self._records)
+
     def record(self, agent_id: str, success: bool) -> bool:
         """Count one outcome; True when this failure ejected the agent."""
         now = self._clock()
@@ -95,8 +100,10 @@ class OutlierDetector:
     def excluded(self, candidate_ids: Iterable[str]) -> list[str]:
         """The candidates to leave out now: the ejected ones, at most max_ejected_share of them (the
         earliest ejected first), and never every candidate."""
+        if not self._records:
+            return []
         ids = list(candidate_ids)
-        if not self._records or not ids:
+        if not ids:
             return []
         now = self._clock()
         ejected = [

@@ -494,6 +494,8 @@ class AgentRegistry:
 
     def _unavailable(self, criteria: SelectionCriteria, agents: list[AgentInfo]) -> list[str]:
         """The ids selection must skip: those the caller excluded and those ejected as outliers."""
+        if not self.outliers.active:
+            return criteria.exclude
         excluded = set(criteria.exclude)
         ejected = self.outliers.excluded(a.agent_id for a in agents if a.agent_id not in excluded)
         return [*criteria.exclude, *ejected]

@@ -21,11 +21,13 @@ from __future__ import annotations
 import math
 import random as _random
 from collections.abc import Callable, Mapping, Sequence
+from operator import attrgetter
 
 from consul_agents._models import AgentInfo, Strategy
 
 __all__ = ["STRATEGIES", "SelectionState", "effective_load", "select"]
 
+_BY_ID = attrgetter("agent_id")
 STRATEGIES: tuple[Strategy, ...] = ("round_robin", "weighted_random", "least_loaded", "power_of_two")
 
 
@@ -58,11 +60,17 @@ def effective_load(info: AgentInfo, in_flight: Mapping[str, int]) -> float:
 def _least_loaded(
     candidates: Sequence[AgentInfo], rng: _random.Random, in_flight: Mapping[str, int]
 ) -> AgentInfo:
-    def key(info: AgentInfo) -> tuple[float, int]:
-        return (effective_load(info, in_flight), -info.weight)
-
-    best = min(key(c) for c in candidates)
-    return rng.choice([c for c in candidates if key(c) == best])
+    # one pass of list comprehensions (not a key function per comparison): this runs on every select
+    if in_flight:
+        loads = [c.current_load + in_flight.get(c.agent_id, 0) / max(c.weight, 1) for c in candidates]
+    else:
+        loads = [c.current_load for c in candidates]
+    lowest = min(loads)
+    tied = [c for c, load in zip(candidates, loads, strict=True) if load == lowest]
+    if len(tied) > 1:
+        heaviest = max(c.weight for c in tied)
+        tied = [c for c in tied if c.weight == heaviest]
+    return rng.choice(tied)
 
 
 def _power_of_two(
@@ -116,7 +124,8 @@ def select(
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown selection strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     excluded = set(exclude)
-    pool = sorted((c for c in candidates if c.agent_id not in excluded), key=lambda c: c.agent_id)
+    pool = [c for c in candidates if c.agent_id not in excluded] if excluded else list(candidates)
+    pool.sort(key=_BY_ID)
     if not pool:
         return None
     if len(pool) == 1:

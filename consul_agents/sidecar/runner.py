@@ -39,6 +39,9 @@ class Sidecar:
         self.config = config
         self.registry = registry
         self.registered: set[str] = set()
+        #: Agents whose registration was sent, answered or not: a stop during a registration must still
+        #: remove it (deregistering an unknown service is harmless).
+        self._attempted: set[str] = set()
         #: The last verdict per agent id (for logs and tests in-process).
         self.last_result: dict[str, ProbeResult] = {}
 
@@ -91,6 +94,7 @@ class Sidecar:
             registration = spec.registration
             if result.load is not None:
                 registration = registration.model_copy(update={"load": result.load})
+            self._attempted.add(spec.agent_id)
             await self.registry.register_agent(registration, status=result.status)
             self.registered.add(spec.agent_id)
             log.info("registered agent %s (%s)", spec.agent_id, spec.registration.service_name)
@@ -98,14 +102,22 @@ class Sidecar:
 
     async def _deregister_all(self) -> bool:
         clean = True
-        for agent_id in sorted(self.registered):
+        for agent_id in sorted(self.registered | self._attempted):
+            confirmed = agent_id in self.registered
             try:
-                await self.registry.deregister_agent(agent_id)
-                log.info("deregistered agent %s", agent_id)
+                if await self.registry.deregister_agent(agent_id) or confirmed:
+                    log.info("deregistered agent %s", agent_id)
             except ConsulAgentsError as exc:
-                clean = False
-                log.error("could not deregister agent %s: %s", agent_id, exc)
+                # A registration Consul never confirmed most likely never landed: not a failure to clean up.
+                clean = clean and not confirmed
+                log.log(
+                    logging.ERROR if confirmed else logging.WARNING,
+                    "could not deregister agent %s: %s",
+                    agent_id,
+                    exc,
+                )
         self.registered.clear()
+        self._attempted.clear()
         return clean
 
 

@@ -41,6 +41,9 @@ def test_register_discover_status_deregister(consul_addr: str, unique: str) -> N
         '{"model": "m1"}',
         "--weight",
         "7",
+        # Nothing heartbeats for it, and each CLI call starts an interpreter: a TTL that outlives the test.
+        "--ttl",
+        "600",
         addr=consul_addr,
     )
     agent_id = registered["agent_id"]

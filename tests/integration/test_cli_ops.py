@@ -51,7 +51,12 @@ async def test_watch_prints_each_change_as_json_lines(consul_addr: str, unique: 
             await registry.register_agent(reg)
             await eventually(seen("added"), what="the added line")
             await registry.heartbeat(f"{unique}-1", 0.8, status=AgentStatus.WARNING)
-            await eventually(seen("changed"), what="a changed line")
+
+            async def status_and_load_changed() -> bool:
+                moved = {name for e in events() if e["event"] == "changed" for name in e["changed"]}
+                return {"status", "current_load"} <= moved
+
+            await eventually(status_and_load_changed, what="the status and load changes")
             await registry.deregister_agent(f"{unique}-1")
             await eventually(seen("removed"), what="the removed line")
     finally:

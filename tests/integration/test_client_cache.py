@@ -222,3 +222,21 @@ async def test_first_use_without_consul_fails_cleanly() -> None:
         with pytest.raises(RegistryUnavailableError):
             await reg.discover_agents(DiscoveryRequest(agent_type="nothing"))
         assert watch_names(reg) == []
+
+
+async def test_watches_are_capped(cached: AgentRegistry, direct: AgentRegistry, unique: str) -> None:
+    """At most max_watches watches run (least recently used stop first), and a question spanning more
+    services than that is answered by Consul directly, with the same agents."""
+    cached.discovery.cache.max_watches = 3
+    types = [f"{unique}{k}" for k in "abcde"]
+    for agent_type in types:
+        await direct.register_agent(registration(agent_type, [f"{unique}-x"]))
+    for agent_type in types:
+        assert len(await cached.discover_agents(DiscoveryRequest(agent_type=agent_type))) == 1
+        assert len(watch_names(cached)) <= 3
+    assert watch_names(cached) == [f"local/agent-{t}" for t in types[2:]]
+    spanning = DiscoveryRequest(capabilities=[f"{unique}-x"])
+    result = await cached.discover(spanning)
+    assert not result.cached
+    assert result.agents == await direct.discover_agents(spanning)
+    assert len(result.agents) == 5 and len(watch_names(cached)) <= 3

@@ -258,3 +258,21 @@ async def test_waits_for_consul_that_is_not_up_yet(
         assert sidecar.proc.poll() is None
     finally:
         server.close()
+
+
+async def test_stop_while_consul_never_came_up_exits_zero(
+    unique: str, agent: FakeAgent, sidecars: list[SidecarProcess], tmp_path: Path
+) -> None:
+    """SIGTERM while Consul has never answered exits 0: nothing was registered, so nothing is left behind."""
+    server = ConsulDevServer()  # never started: its HTTP port refuses connections
+    try:
+        sidecar = start(sidecars, tmp_path, server.http_addr, [entry(unique, agent.endpoint)])
+
+        async def retried() -> bool:
+            return "Consul unavailable, retrying" in sidecar.output()
+
+        await eventually(retried, 10, "a retry logged")
+        sidecar.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(sidecar.wait) == 0, sidecar.output()
+    finally:
+        server.close()
