@@ -5,7 +5,7 @@
 #   make lint       ruff check, ruff format --check, mypy (strict)
 #   make run        a local Consul and the demo fleet
 #   make bench      the benchmark report
-#   make bench-scale  the scale and fault report with plots (docs/scale-and-faults.md; about 10 minutes)
+#   make bench-scale  the scale and fault report with plots (docs/scale-and-faults.md; about 20 minutes)
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
