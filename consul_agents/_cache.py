@@ -302,16 +302,17 @@ class DiscoveryCache:
         if self.closed:
             raise RuntimeError("the discovery cache is closed")
         key = request_key(request)
+        misses = self._misses
+        staleness = 0.0
         if request.agent_type is not None:
             names = [SERVICE_PREFIX + request.agent_type]
         else:
             catalog = await self._catalog(datacenter)
+            staleness = catalog.watch.staleness()
             names = wire.service_names_for(request, catalog.services)
             if len(names) + 1 > self.max_watches:
                 raise TooManyServices(len(names))
-        misses = self._misses
         found: list[AgentInfo] = []
-        staleness = 0.0
         known_leader = True
         last_contact = 0
         for name in names:
