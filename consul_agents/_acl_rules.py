@@ -131,6 +131,8 @@ def render_rules(spec: TokenSpec) -> str:
             node_read,
             _rule("key_prefix", "consul-agents/", "write"),
             _rule("agent_prefix", "", "read"),
+            # The prepared query template behind the agent-<type>.query.consul names (`dns setup`).
+            _rule("query_prefix", SERVICE_PREFIX, "write"),
         ]
     return "\n".join(lines) + "\n"
 
@@ -139,7 +141,7 @@ _PURPOSE: Mapping[TokenKind, str] = {
     "registrar": "register, heartbeat and deregister agents of types",
     "discoverer": "discover agents of types",
     "dns": "resolve agents through Consul DNS, types",
-    "operator": "manage every agent (register, deregister, maintenance, metadata)",
+    "operator": "manage every agent (register, deregister, maintenance, metadata, DNS query template)",
 }
 
 

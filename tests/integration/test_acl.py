@@ -39,6 +39,7 @@ from consul_agents import (
 from consul_agents._acl_rules import AclConfig
 from consul_agents.acl import ProvisionedToken, provision
 from consul_agents.dev import ConsulDevServer
+from consul_agents.dns import setup_prepared_query
 
 SPECS = (
     {"name": "alpha-registrar", "kind": "registrar", "agent_types": ["alpha"]},
@@ -326,7 +327,7 @@ async def resolve_srv(server: ConsulDevServer, name: str) -> list[str]:
 async def test_dns_token_lets_consul_dns_answer(
     server: ConsulDevServer, tokens: dict[str, ProvisionedToken], unique: str
 ) -> None:
-    """Consul DNS answers for agents only once the dns token is the agent's default token."""
+    """Consul DNS answers for agents (service and operator-made query names) only with the dns token."""
     master = master_token(server)
     name = f"dns-{unique}"
     async with registry(server, tokens["alpha-registrar"].secret_id) as alpha:
@@ -338,6 +339,9 @@ async def test_dns_token_lets_consul_dns_answer(
             )
             try:
                 assert "9321" in await resolve_srv(server, "plan.agent-alpha.service.consul")
+                async with gateway(server.http_addr, tokens["operator"].secret_id) as gw:
+                    assert await setup_prepared_query(gw) in ("created", "unchanged")
+                assert "9321" in await resolve_srv(server, "agent-alpha.plan.query.consul")
             finally:
                 async with gateway(server.http_addr, master) as gw:
                     await gw.put("reset", "/v1/agent/token/default", {"Token": ""})

@@ -63,6 +63,7 @@ def test_operator_rules_cover_every_agent_but_not_acls() -> None:
     text = rules.render_rules(spec(name="ops", kind="operator"))
     assert 'service_prefix "agent-" { policy = "write" }' in text
     assert 'key_prefix "consul-agents/" { policy = "write" }' in text
+    assert 'query_prefix "agent-" { policy = "write" }' in text
     assert "acl" not in text and "operator" not in text
 
 
