@@ -16,7 +16,7 @@ __all__ = ["plot_fleet", "plot_leader_loss", "plot_steady"]
 def plot_fleet(rows: list[dict[str, Any]], path: Path) -> None:
     """Discovery latency (median, with the p90 as the top of the bar) against fleet size."""
     sizes = [r["agents"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(10.5, 4.5), dpi=110)
     series = [
         ("discover_whole_fleet_ms", "whole fleet, direct (cache=False): every agent", "o-"),
         ("discover_one_type_ms", "one type (100 agents), direct", "s-"),
@@ -42,7 +42,7 @@ def plot_fleet(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("latency, ms (median; bar to p90)")
     ax.set_title("Discovery latency against fleet size (one Consul 1.8.7 dev agent, 2 cores)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -71,13 +71,14 @@ def plot_leader_loss(result: dict[str, Any], path: Path) -> None:
                 label=label,
                 alpha=0.6,
             )
-    for kinds, color, label in (
-        (("register", "register-kv"), "red", "write failed (RegistryUnavailableError)"),
-        (("discover", "discover-direct", "discover-leader"), "black", "discovery failed"),
-    ):
-        failed = [(op[1] - zero, max(op[2] * 1000, 0.1)) for op in result["ops"] if op[0] in kinds and op[3]]
-        if failed:
-            ax.scatter(*zip(*failed, strict=True), s=40, color=color, marker="x", label=label)
+    failed_kinds = sorted({op[0] for op in result["ops"] if op[3] and op[0] != "catalog"})
+    for kind in failed_kinds:
+        failed = [(op[1] - zero, max(op[2] * 1000, 0.1)) for op in result["ops"] if op[0] == kind and op[3]]
+        errors = ", ".join(sorted({op[3] for op in result["ops"] if op[0] == kind and op[3]}))
+        color = "red" if kind.startswith("register") else "black"
+        ax.scatter(
+            *zip(*failed, strict=True), s=40, color=color, marker="x", label=f"{kind} failed ({errors})"
+        )
     lags = [
         (ack - zero, (result["visible_at"][a] - ack) * 1000)
         for a, ack in result["acknowledged"].items()
@@ -105,10 +106,12 @@ def plot_leader_loss(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_steady(quantiles_ms: list[list[float]], title: str, path: Path) -> None:
-    """The distribution of discovery latency in the steady-state run, from its (percent, ms) quantiles."""
+def plot_steady(runs: dict[str, list[list[float]]], title: str, path: Path) -> None:
+    """The distribution of discovery latency in the steady-state runs, from their (percent, ms) quantiles."""
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot([ms for _, ms in quantiles_ms], [q for q, _ in quantiles_ms])
+    for label, quantiles_ms in runs.items():
+        ax.plot([ms for _, ms in quantiles_ms], [q for q, _ in quantiles_ms], label=label)
+    ax.legend(fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("discovery latency, ms")
     ax.set_ylabel("% of discoveries at or below")

@@ -161,8 +161,10 @@ async def run_steady(  # noqa: PLR0915 (one scenario, read top to bottom)
     types = max(1, agents // PER_TYPE)
     async with (
         aiohttp.ClientSession() as http,
-        AgentRegistry(addr) as beats,
-        AgentRegistry(addr, cache=cache) as reads,
+        # One registry for the whole process, as an application would have: two registries, each with up
+        # to 128 connections, can exceed Consul's 200 connections per client address (the report's first
+        # run did, and lost heartbeats to refused connections).
+        AgentRegistry(addr, cache=cache) as registry,
     ):
         raft0 = await _raft_applied(http, addr)
         cpu0 = cpu_seconds(consul_pid)
@@ -172,7 +174,7 @@ async def run_steady(  # noqa: PLR0915 (one scenario, read top to bottom)
         result.idle_consul_cpu_s = cpu_seconds(consul_pid) - cpu0
 
         fleet = [fleet_registration(prefix, i) for i in range(agents)]
-        async with fleet_sessions(beats, fleet) as sessions:
+        async with fleet_sessions(registry, fleet) as sessions:
             await asyncio.sleep(5)  # let the registrations' own index changes and first heartbeats pass
             stop = asyncio.Event()
 
@@ -183,7 +185,7 @@ async def run_steady(  # noqa: PLR0915 (one scenario, read top to bottom)
                     )
                     started = time.perf_counter()
                     try:
-                        found = await reads.discover_agents(request)
+                        found = await registry.discover_agents(request)
                     except ConsulAgentsError as exc:
                         result.discovery_errors += 1
                         result.first_error = result.first_error or str(exc)
@@ -230,7 +232,7 @@ async def run_steady(  # noqa: PLR0915 (one scenario, read top to bottom)
             result.own_rss_mb = rss_mb()
             for t in range(types):
                 with contextlib.suppress(ConsulAgentsError):
-                    found = await reads.discover_agents(DiscoveryRequest(agent_type=f"{prefix}{t}"))
+                    found = await registry.discover_agents(DiscoveryRequest(agent_type=f"{prefix}{t}"))
                     result.passing_at_end += sum(1 for a in found if a.status.value == "passing")
     logging.getLogger("consul_agents.registry").removeHandler(failures)
     return result
