@@ -31,15 +31,17 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from benchmarks._stats import percentile, summary, write_report
-from benchmarks.core import _fill
+from benchmarks.core import _registration
 from consul_agents import AgentRegistration, AgentRegistry, AgentStatus, DiscoveryRequest, SelectionCriteria
-from consul_agents._models import AgentInfo
+from consul_agents import _wire as wire
+from consul_agents._models import AgentInfo, utcnow
 from consul_agents._selection import STRATEGIES, SelectionState, select
 from consul_agents.dev import ConsulDevServer
 
@@ -49,6 +51,24 @@ TARGET_SPEEDUP_AT_1000 = 50.0
 TARGET_PROPAGATION_P99_MS = 100.0
 TARGET_EVENNESS = 1.05
 TARGET_SHARE_ERROR = 0.10
+
+
+async def _fill(session: aiohttp.ClientSession, addr: str, agent_type: str, count: int) -> None:
+    """Register ``count`` passing agents of one type directly (setup, not measured); every tenth can 'rare'.
+
+    Their TTL is a day, so that none turns critical while the benchmark runs (nobody heartbeats them):
+    the fleet stays exactly as registered, and every question keeps the same answer.
+    """
+
+    async def one(i: int) -> None:
+        caps = ["plan", "rare"] if i % 10 == 0 else ["plan"]
+        registration = _registration(agent_type, i, caps).model_copy(update={"ttl": timedelta(days=1)})
+        body = wire.service_definition(registration, f"{agent_type}-{i}", load=0.1, heartbeat=utcnow())
+        async with session.put(f"{addr}/v1/agent/service/register", json=body) as response:
+            response.raise_for_status()
+
+    for start in range(0, count, 50):
+        await asyncio.gather(*(one(i) for i in range(start, min(count, start + 50))))
 
 
 async def _timed(fn: Callable[[], Awaitable[Any]], rounds: int) -> list[float]:
@@ -80,8 +100,16 @@ async def _discover(addr: str, sizes: list[int]) -> dict[str, Any]:
                 ("filtered", DiscoveryRequest(agent_type=agent_type, capabilities=["rare"])),
                 ("all", DiscoveryRequest(agent_type=agent_type)),
             ):
+                expected = size // 10 if label == "filtered" else size
+                deadline = time.monotonic() + 120
+                while len(await registry.discover_agents(request, cached=False)) != expected:
+                    assert time.monotonic() < deadline, "the fleet did not reach Consul's catalog"
+                    await asyncio.sleep(0.5)
                 found = await registry.discover_agents(request)
-                assert found == await registry.discover_agents(request, cached=False), "cache disagrees"
+                while found != await registry.discover_agents(request, cached=False):
+                    assert time.monotonic() < deadline, "the cache disagrees with Consul"
+                    await registry.discovery.cache.wait_changed(0.5)
+                    found = await registry.discover_agents(request)
                 direct_rounds = max(20, min(300, 30_000 // size))
                 cached_s: list[float] = []
                 direct_s: list[float] = []

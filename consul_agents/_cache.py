@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,14 +32,29 @@ from consul_agents._metrics import observe_watch_lag
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
 from consul_agents._watch import Watch, WatchPolicy
 
-__all__ = ["CachedAnswer", "DiscoveryCache", "ServiceView", "TooManyServices", "request_key"]
+__all__ = ["CachedAnswer", "DiscoveryCache", "ServiceView", "TooManyServices", "WatchBudget", "request_key"]
 
 log = logging.getLogger("consul_agents.cache")
 
 _MEMO_SIZE = 256
 #: Each running watch holds one connection of the gateway's pool (128) for its blocking read, and Consul
-#: closes connections beyond 200 per client address: at most this many watches run at once per registry.
+#: closes connections beyond 200 per client address: at most this many watches run at once per connection
+#: pool, whatever the number of caches (per-token views) sharing it.
 MAX_WATCHES = 48
+
+
+class WatchBudget:
+    """How many watches the caches sharing one connection pool may run together."""
+
+    def __init__(self, limit: int = MAX_WATCHES) -> None:
+        self.limit = limit
+        self._caches: weakref.WeakSet[DiscoveryCache] = weakref.WeakSet()
+
+    def join(self, cache: DiscoveryCache) -> None:
+        self._caches.add(cache)
+
+    def in_use(self) -> int:
+        return sum(cache.watch_slots for cache in self._caches)
 
 
 class TooManyServices(Exception):
@@ -223,6 +239,7 @@ class DiscoveryCache:
         max_stale: float = 60.0,
         idle_timeout: float = 300.0,
         max_watches: int = MAX_WATCHES,
+        budget: WatchBudget | None = None,
         policy: WatchPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -231,6 +248,8 @@ class DiscoveryCache:
         self.max_stale = max_stale
         self.idle_timeout = idle_timeout
         self.max_watches = max_watches
+        self.budget = budget or WatchBudget(max_watches)
+        self.budget.join(self)
         self.policy = policy or WatchPolicy()
         self.clock = clock
         self._services: dict[tuple[str, str], _ServiceWatch] = {}
@@ -243,6 +262,11 @@ class DiscoveryCache:
 
     def __repr__(self) -> str:
         return f"DiscoveryCache(watches={self.watch_count})"
+
+    @property
+    def watch_slots(self) -> int:
+        """Watches this cache holds or is starting (each one a pooled connection)."""
+        return len(self._services) + len(self._catalogs) + len(self._starting)
 
     @property
     def watch_count(self) -> int:
@@ -278,16 +302,17 @@ class DiscoveryCache:
         if self.closed:
             raise RuntimeError("the discovery cache is closed")
         key = request_key(request)
+        misses = self._misses
+        staleness = 0.0
         if request.agent_type is not None:
             names = [SERVICE_PREFIX + request.agent_type]
         else:
             catalog = await self._catalog(datacenter)
+            staleness = catalog.watch.staleness()
             names = wire.service_names_for(request, catalog.services)
             if len(names) + 1 > self.max_watches:
                 raise TooManyServices(len(names))
-        misses = self._misses
         found: list[AgentInfo] = []
-        staleness = 0.0
         known_leader = True
         last_contact = 0
         for name in names:
@@ -351,9 +376,9 @@ class DiscoveryCache:
         return entry
 
     async def _start(self, key: tuple[str, str], make: Callable[[], Any]) -> Any:
-        self._misses += 1
         """Start the watch for ``key`` ((datacenter, "") is the catalog's), shared by concurrent first
-        users; raises its first read's error."""
+        users; raises its first read's error, or TooManyServices when no watch may start."""
+        self._misses += 1
         pending = self._starting.get(key)
         if pending is not None:
             await asyncio.shield(pending)
@@ -379,16 +404,19 @@ class DiscoveryCache:
         return self._services[key] if key[1] else self._catalogs[key[0]]
 
     async def _make_room(self) -> None:
-        """Stop the least recently used watches so that one more stays within ``max_watches``."""
+        """Stop this cache's least recently used watches so that the one starting fits within
+        ``max_watches`` and the shared budget; TooManyServices when it still does not fit."""
         entries: list[tuple[float, tuple[str, str]]] = [(w.last_used, k) for k, w in self._services.items()]
         entries += [(c.last_used, (dc, "")) for dc, c in self._catalogs.items()]
         entries.sort()
-        while entries and len(entries) + len(self._starting) > self.max_watches:
+        while entries and (self.watch_slots > self.max_watches or self.budget.in_use() > self.budget.limit):
             _, (datacenter, service) = entries.pop(0)
             if service:
                 await self._services.pop((datacenter, service)).watch.stop()
             else:
                 await self._catalogs.pop(datacenter).watch.stop()
+        if self.budget.in_use() > self.budget.limit:
+            raise TooManyServices(self.budget.limit)
 
     def _ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from consul_agents import _wire as wire
-from consul_agents._cache import DiscoveryCache, TooManyServices
+from consul_agents._cache import DiscoveryCache, TooManyServices, WatchBudget
 from consul_agents._errors import ConsulAgentsError, PermissionDeniedError, RegistryUnavailableError
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
 from consul_agents._metrics import record_cache
@@ -50,6 +50,7 @@ class Discoverer:
         failover_datacenters: Sequence[str] | None = None,
         max_failover: int = 2,
         consistency: str | None = None,
+        watch_budget: WatchBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.gateway = gateway
@@ -65,6 +66,7 @@ class Discoverer:
             kv_metadata=kv_metadata,
             max_stale=max_stale,
             idle_timeout=cache_idle,
+            budget=watch_budget,
             policy=watch_policy,
             clock=clock,
         )

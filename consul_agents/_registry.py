@@ -28,7 +28,7 @@ from typing import Any, Self
 from cachetools import LRUCache
 
 from consul_agents import _wire as wire
-from consul_agents._cache import request_key
+from consul_agents._cache import WatchBudget, request_key
 from consul_agents._discovery import Discoverer
 from consul_agents._errors import (
     AgentNotFoundError,
@@ -154,6 +154,8 @@ class AgentRegistry:
             "outlier_policy": outlier_policy,
             "stale_reads": stale_reads,
         }
+        #: Shared with with_token() views, which share this registry's connection pool.
+        self._watch_budget = WatchBudget()
         self._discovery = self._new_discovery()
         self.outliers = OutlierDetector(outlier_policy)
 
@@ -165,6 +167,7 @@ class AgentRegistry:
             self._infos,
             self._kv_metadata,
             consistency=self._discovery_consistency,
+            watch_budget=self._watch_budget,
             **options,
         )
 
@@ -212,6 +215,7 @@ class AgentRegistry:
             **self._client_options,
         )
         view._gateway = self._gateway.with_token(token)
+        view._watch_budget = self._watch_budget
         view._discovery = view._new_discovery()
         return view
 

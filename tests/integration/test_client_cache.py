@@ -240,3 +240,26 @@ async def test_watches_are_capped(cached: AgentRegistry, direct: AgentRegistry, 
     assert not result.cached
     assert result.agents == await direct.discover_agents(spanning)
     assert len(result.agents) == 5 and len(watch_names(cached)) <= 3
+
+
+async def test_views_share_one_watch_budget(consul_addr: str, direct: AgentRegistry, unique: str) -> None:
+    """Per-token views share their parent's connection pool, so their watches share one budget: a view
+    makes room by stopping its own least recently used watch, and one with none to give up is answered
+    by Consul directly."""
+    types = [f"{unique}{k}" for k in "abc"]
+    for agent_type in types:
+        await direct.register_agent(registration(agent_type, ["plan"]))
+    async with AgentRegistry(consul_addr) as parent:
+        parent._watch_budget.limit = 2
+        one, two = parent.with_token(None), parent.with_token(None)
+        budget = parent._watch_budget
+        assert (await one.discover(DiscoveryRequest(agent_type=types[0]))).cached
+        assert (await one.discover(DiscoveryRequest(agent_type=types[1]))).cached
+        assert budget.in_use() == 2
+        late = await two.discover(DiscoveryRequest(agent_type=types[2]))
+        assert not late.cached and [a.agent_type for a in late.agents] == [types[2]]
+        assert (await one.discover(DiscoveryRequest(agent_type=types[2]))).cached
+        assert budget.in_use() == 2 and watch_names(one) == sorted(f"local/agent-{t}" for t in types[1:])
+        await one.__aexit__(None, None, None)
+        assert budget.in_use() == 0
+        assert (await two.discover(DiscoveryRequest(agent_type=types[0]))).cached
