@@ -4,7 +4,8 @@ Strategies:
 
 * ``least_loaded``: the lowest reported load (plus this client's in-flight requests, scaled by weight);
   ties go to the higher weight, then to a random pick among the still-equal ones.
-* ``power_of_two``: two distinct random candidates, the less loaded wins (Envoy's default for least-request);
+* ``power_of_two``: two distinct random candidates (drawn by sqrt(weight) when weights differ), the less
+  loaded wins (Envoy's default for least-request);
   cheap, and avoids the herd that pure least-loaded causes when many clients see the same stale loads.
 * ``weighted_random``: each agent's share is proportional to Consul's weight times the health score; when
   every such weight is zero, uniform among the candidates. Picks are not independent draws (whose spread
@@ -18,6 +19,7 @@ Every strategy returns None when there is no candidate, and the only candidate w
 
 from __future__ import annotations
 
+import itertools
 import math
 import random as _random
 from collections.abc import Callable, Mapping, Sequence
@@ -76,7 +78,17 @@ def _least_loaded(
 def _power_of_two(
     candidates: Sequence[AgentInfo], rng: _random.Random, in_flight: Mapping[str, int]
 ) -> AgentInfo:
-    first, second = rng.sample(list(candidates), 2)
+    if all(c.weight == candidates[0].weight for c in candidates):
+        first, second = rng.sample(list(candidates), 2)
+    else:
+        # Draws proportional to sqrt(weight): uniform draws over-serve small agents when the fleet is
+        # saturated, weight-proportional draws under-serve them; sqrt measured within 7% of the
+        # capacity-proportional share at demand = capacity (benchmarks/client.py, evenness table).
+        cumulative = list(itertools.accumulate(math.sqrt(max(c.weight, 1)) for c in candidates))
+        first = rng.choices(candidates, cum_weights=cumulative)[0]
+        second = first
+        while second is first:
+            second = rng.choices(candidates, cum_weights=cumulative)[0]
     load_first, load_second = effective_load(first, in_flight), effective_load(second, in_flight)
     if load_first == load_second:
         return first if first.weight >= second.weight else second

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import pytest
+
 from consul_agents._models import AgentInfo, AgentStatus
 from consul_agents._selection import SelectionState, select
 
@@ -86,3 +88,27 @@ def test_all_zero_weights_fall_back_to_uniform() -> None:
     counts = picks(fleet, 3_000)
     assert set(counts) == {"c0", "c1", "c2"}
     assert all(800 < c < 1200 for c in counts.values())
+
+
+@pytest.mark.parametrize("demand", [1, 2])
+@pytest.mark.parametrize("strategy", ["least_loaded", "power_of_two"])
+def test_load_aware_strategies_give_capacity_proportional_shares(strategy: str, demand: int) -> None:
+    """With capacities 1 to 4 at demand 1x or 2x capacity, each capacity class gets its share within 10%."""
+    from benchmarks.client import _agents, _closed_loop
+
+    capacities = [1 + i % 4 for i in range(100)]
+    fleet = _agents(capacities)
+    rng = random.Random(7)
+    picks = 30_000
+
+    def pick(state: SelectionState) -> AgentInfo:
+        chosen = select(fleet, strategy, rng=rng, state=state, key="k")  # type: ignore[arg-type]
+        assert chosen is not None
+        return chosen
+
+    counts = _closed_loop(fleet, pick, picks, in_flight=demand * sum(capacities))
+    for capacity in (1, 2, 3, 4):
+        members = [a for a in fleet if a.weight == capacity]
+        share = sum(counts[a.agent_id] for a in members) / picks
+        proportional = capacity * len(members) / sum(capacities)
+        assert abs(share / proportional - 1) <= 0.10, (capacity, share / proportional)
