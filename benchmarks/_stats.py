@@ -7,12 +7,15 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["compare", "percentile", "summary", "write_report"]
+from consul_agents.dev import ConsulDevServer
+
+__all__ = ["compare", "consul_address", "percentile", "print_comparison", "summary", "write_report"]
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -68,3 +71,29 @@ def write_report(path: Path, results: dict[str, Any], **context: Any) -> dict[st
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+@contextmanager
+def consul_address(addr: str | None) -> Iterator[str]:
+    """``addr`` itself, or the address of a dev agent started (and past its warm-up) for the benchmark."""
+    if addr is not None:
+        yield addr
+        return
+    with ConsulDevServer() as server:
+        server.wait_settled()
+        yield server.http_addr
+
+
+def print_comparison(results: dict[str, Any], ours: str = "ours", bare: str = "bare") -> None:
+    """The table of :func:`compare` results: medians, ratio of medians, p99s."""
+    width = max([9, *map(len, results)]) + 1
+    print(
+        f"{'operation':{width}} {ours + ' med':>9} {bare + ' med':>9} {'ratio':>6} {ours + ' p99':>9}"
+        f" {bare + ' p99':>9}"
+    )
+    for name, row in results.items():
+        a, b = row["ours"], row["bare"]
+        print(
+            f"{name:{width}} {a['median_ms']:9.3f} {b['median_ms']:9.3f} {row['ratio_median']:6.2f}"
+            f" {a['p99_ms']:9.3f} {b['p99_ms']:9.3f}"
+        )

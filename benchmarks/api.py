@@ -17,10 +17,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from benchmarks._stats import compare, write_report
+from benchmarks._stats import compare, consul_address, print_comparison, write_report
 from consul_agents import AgentRegistration, AgentRegistry, DiscoveryRequest, SelectionCriteria
 from consul_agents.api import create_app
-from consul_agents.dev import ConsulDevServer
 
 REPORT = Path("reports/bench-api.json")
 AGENTS = 10
@@ -95,35 +94,15 @@ async def run(addr: str, iterations: int) -> dict[str, Any]:
     return results
 
 
-def _print(results: dict[str, Any]) -> None:
-    print(f"{'operation':20} {'API med':>9} {'lib med':>9} {'ratio':>6} {'API p99':>9} {'lib p99':>9}")
-    for name, r in results.items():
-        ours, bare = r["ours"], r["bare"]
-        print(
-            f"{name:20} {ours['median_ms']:9.3f} {bare['median_ms']:9.3f} {r['ratio_median']:6.2f}"
-            f" {ours['p99_ms']:9.3f} {bare['p99_ms']:9.3f}"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--consul-addr", help="use this Consul (default: start a dev agent)")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--output", type=Path, default=REPORT)
     args = parser.parse_args(argv)
-    server = None
-    addr = args.consul_addr
-    if addr is None:
-        server = ConsulDevServer()
-        server.start()
-        server.wait_settled()
-        addr = server.http_addr
-    try:
+    with consul_address(args.consul_addr) as addr:
         results = asyncio.run(run(addr, args.iterations))
-    finally:
-        if server is not None:
-            server.close()
-    where = addr if server is None else "dev agent started by the benchmark"
+    where = args.consul_addr or "dev agent started by the benchmark"
     write_report(
         args.output,
         results,
@@ -131,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         iterations=args.iterations,
         note="ours = through the REST API over loopback HTTP; bare = the same library call in process",
     )
-    _print(results)
+    print_comparison(results, "API", "lib")
     print(f"-> {args.output}")
     return 0
 

@@ -37,13 +37,12 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks._stats import percentile, summary, write_report
+from benchmarks._stats import consul_address, percentile, summary, write_report
 from benchmarks.core import _registration
 from consul_agents import AgentRegistration, AgentRegistry, AgentStatus, DiscoveryRequest, SelectionCriteria
 from consul_agents import _wire as wire
 from consul_agents._models import AgentInfo, utcnow
 from consul_agents._selection import STRATEGIES, SelectionState, select
-from consul_agents.dev import ConsulDevServer
 
 REPORT = Path("reports/bench-client.json")
 TARGET_CACHED_MEDIAN_US_AT_1000 = 50.0
@@ -362,15 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=REPORT)
     args = parser.parse_args(argv)
     sizes = [100, 1000] + ([10_000] if args.large else [])
-    server = None
-    addr = args.consul_addr
-    if addr is None:
-        server = ConsulDevServer()
-        server.start()
-        server.wait_settled()
-        addr = server.http_addr
 
-    async def run() -> dict[str, Any]:
+    async def run(addr: str) -> dict[str, Any]:
         discover = await _discover(addr, sizes)
         select_agent = await _select(addr)
         async with aiohttp.ClientSession() as bare:
@@ -387,11 +379,8 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
 
-    try:
-        results = asyncio.run(run())
-    finally:
-        if server is not None:
-            server.close()
+    with consul_address(args.consul_addr) as addr:
+        results = asyncio.run(run(addr))
     results["evenness"] = _evenness()
     at_1000 = results["discover"]["discover_1000_filtered"]
     equal_rows = results["evenness"]["equal_agents"]["rows"]
@@ -419,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         },
     }
-    where = addr if server is None else "dev agent started by the benchmark"
+    where = args.consul_addr or "dev agent started by the benchmark"
     write_report(
         args.output,
         results,

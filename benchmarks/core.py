@@ -16,11 +16,10 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks._stats import compare, write_report
+from benchmarks._stats import compare, consul_address, print_comparison, write_report
 from consul_agents import AgentRegistration, AgentRegistry, AgentStatus, DiscoveryRequest
 from consul_agents import _wire as wire
 from consul_agents._models import utcnow
-from consul_agents.dev import ConsulDevServer
 
 REPORT = Path("reports/bench-core.json")
 TARGET_RATIO = 1.3
@@ -121,34 +120,14 @@ async def run(addr: str, iterations: int) -> dict[str, Any]:
     return results
 
 
-def _print(results: dict[str, Any]) -> None:
-    print(f"{'operation':26} {'ours med':>9} {'bare med':>9} {'ratio':>6} {'ours p99':>9} {'bare p99':>9}")
-    for name, r in results.items():
-        ours, bare = r["ours"], r["bare"]
-        print(
-            f"{name:26} {ours['median_ms']:9.3f} {bare['median_ms']:9.3f} {r['ratio_median']:6.2f}"
-            f" {ours['p99_ms']:9.3f} {bare['p99_ms']:9.3f}"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--consul-addr", help="use this Consul (default: start a dev agent)")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--output", type=Path, default=REPORT)
     args = parser.parse_args(argv)
-    server = None
-    addr = args.consul_addr
-    if addr is None:
-        server = ConsulDevServer()
-        server.start()
-        server.wait_settled()
-        addr = server.http_addr
-    try:
+    with consul_address(args.consul_addr) as addr:
         results = asyncio.run(run(addr, args.iterations))
-    finally:
-        if server is not None:
-            server.close()
     targets = {
         "ratio_median_at_most": TARGET_RATIO,
         "register_p99_ms_below": TARGET_REGISTER_P99_MS,
@@ -157,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             "register_p99": results["register"]["ours"]["p99_ms"] < TARGET_REGISTER_P99_MS,
         },
     }
-    where = addr if server is None else "dev agent started by the benchmark"
+    where = args.consul_addr or "dev agent started by the benchmark"
     write_report(args.output, results, consul=where, iterations=args.iterations, targets=targets)
-    _print(results)
+    print_comparison(results)
     print(f"targets: {targets['met']}  ->  {args.output}")
     return 0
 

@@ -85,11 +85,18 @@ def instrumented(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callab
 
         @functools.wraps(method)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            call = _call_attributes(signature.bind_partial(*args, **kwargs).arguments)
             started = time.perf_counter()
             with tracer.start_as_current_span(
-                name, kind=SpanKind.CLIENT, attributes=clean(call), set_status_on_exception=False
+                name, kind=SpanKind.CLIENT, set_status_on_exception=False
             ) as span:
+                # Binding the arguments costs microseconds on the cached path: only for a recorded span.
+                call = (
+                    _call_attributes(signature.bind_partial(*args, **kwargs).arguments)
+                    if span.is_recording()
+                    else {}
+                )
+                if call:
+                    span.set_attributes(clean(call))
                 try:
                     result = await method(*args, **kwargs)
                 except BaseException as exc:
