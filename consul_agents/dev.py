@@ -453,6 +453,9 @@ class ConsulDevServer:
                 stdin=subprocess.DEVNULL,
                 stdout=self._log_handle,
                 stderr=subprocess.STDOUT,
+                # Its own session: a Ctrl-C in the terminal reaches our process, which deregisters its
+                # agents and then stops Consul, instead of killing Consul first.
+                start_new_session=True,
             )
         except OSError as exc:
             self._close_log()

@@ -49,13 +49,18 @@ def load_fleet(path: Path) -> list[AgentRegistration]:
     return fleet
 
 
-async def _wait_for_stop(once: bool) -> None:
-    if once:
-        return
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM. Install it before announcing readiness, so no signal is missed."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _until_stopped(message: str) -> None:
+    stop = _stop_on_signals()
+    print(message, flush=True)
     await stop.wait()
 
 
@@ -100,12 +105,12 @@ async def _demo(args: argparse.Namespace, address: str) -> None:
             + "/ui   DNS: dig @127.0.0.1 -p <dns port> agent-planner.service.consul SRV"
         )
         if not args.once:
-            print(
-                "Running; loads drift every few seconds. Ctrl-C to stop (agents deregister on the way out)."
-            )
             drift = asyncio.create_task(_drift(sessions, rng))
             try:
-                await _wait_for_stop(args.once)
+                await _until_stopped(
+                    "Running; loads drift every few seconds. "
+                    "Ctrl-C to stop (agents deregister on the way out)."
+                )
             finally:
                 drift.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -136,10 +141,14 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _run_dev(args: argparse.Namespace) -> int:
     server = run_dev_server(args.http_port or 8500, args.dns_port or 8600, args.datacenter)
-    print(f"Consul {server.datacenter} running: HTTP {server.http_addr}, DNS 127.0.0.1:{server.dns_port}")
-    print(f"export CONSUL_HTTP_ADDR={server.http_addr}")
     try:
-        asyncio.run(_wait_for_stop(False))
+        asyncio.run(
+            _until_stopped(
+                f"Consul {server.datacenter} running: HTTP {server.http_addr}, "
+                f"DNS 127.0.0.1:{server.dns_port}\n"
+                f"export CONSUL_HTTP_ADDR={server.http_addr}\nCtrl-C to stop."
+            )
+        )
     finally:
         server.close()
     return EXIT_OK

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -102,3 +104,31 @@ def test_demo_rejects_a_broken_fleet_file(tmp_path: Any, consul_addr: str) -> No
     done = cli("demo", "--once", "--fleet", str(fleet), addr=consul_addr)
     assert done.returncode == 2
     assert str(fleet) in done.stderr and "agents[0]" in done.stderr and "endpoint" in done.stderr
+
+
+def test_demo_ctrl_c_deregisters_and_exits_cleanly() -> None:
+    """Ctrl-C (SIGINT to the whole process group, as from a terminal) lets the demo deregister and exit 0."""
+    demo = subprocess.Popen(
+        [*CLI, "demo", "--seed", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            if line.startswith("Running;"):
+                break
+        else:
+            pytest.fail(
+                "the demo ended before it was running: " + (demo.stderr.read() if demo.stderr else "")
+            )
+        os.killpg(demo.pid, signal.SIGINT)
+        _, stderr = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0, stderr
+    assert "unreachable" not in stderr
