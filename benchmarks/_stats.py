@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -15,7 +16,15 @@ from typing import Any
 
 from consul_agents.dev import ConsulDevServer
 
-__all__ = ["compare", "consul_address", "percentile", "print_comparison", "summary", "write_report"]
+__all__ = [
+    "benchmark_parser",
+    "compare",
+    "consul_address",
+    "percentile",
+    "print_comparison",
+    "summary",
+    "write_report",
+]
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -97,3 +106,16 @@ def print_comparison(results: dict[str, Any], ours: str = "ours", bare: str = "b
             f"{name:{width}} {a['median_ms']:9.3f} {b['median_ms']:9.3f} {row['ratio_median']:6.2f}"
             f" {a['p99_ms']:9.3f} {b['p99_ms']:9.3f}"
         )
+
+
+def benchmark_parser(
+    doc: str, report: Path, *, consul_addr: bool = True, iterations: int | None = 300
+) -> argparse.ArgumentParser:
+    """The options benchmarks share: ``--output``, and ``--consul-addr`` and ``--iterations`` when asked."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if consul_addr:
+        parser.add_argument("--consul-addr", help="use this Consul (default: start a dev agent)")
+    if iterations is not None:
+        parser.add_argument("--iterations", type=int, default=iterations)
+    parser.add_argument("--output", type=Path, default=report)
+    return parser

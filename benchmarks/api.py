@@ -8,7 +8,6 @@ loopback port) and is called over real HTTP; each API call is timed alternately 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from benchmarks._stats import compare, consul_address, print_comparison, write_report
+from benchmarks._stats import benchmark_parser, compare, consul_address, print_comparison, write_report
 from consul_agents import AgentRegistration, AgentRegistry, DiscoveryRequest, SelectionCriteria
 from consul_agents.api import create_app
 
@@ -95,10 +94,7 @@ async def run(addr: str, iterations: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--consul-addr", help="use this Consul (default: start a dev agent)")
-    parser.add_argument("--iterations", type=int, default=300)
-    parser.add_argument("--output", type=Path, default=REPORT)
+    parser = benchmark_parser(__doc__, REPORT)
     args = parser.parse_args(argv)
     with consul_address(args.consul_addr) as addr:
         results = asyncio.run(run(addr, args.iterations))

@@ -22,7 +22,6 @@ What is measured:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import heapq
 import random
@@ -37,7 +36,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks._stats import consul_address, percentile, summary, write_report
+from benchmarks._stats import benchmark_parser, consul_address, percentile, summary, write_report
 from benchmarks.core import _registration
 from consul_agents import AgentRegistration, AgentRegistry, AgentStatus, DiscoveryRequest, SelectionCriteria
 from consul_agents import _wire as wire
@@ -354,11 +353,9 @@ def _print(report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--consul-addr", help="use this Consul (default: start a dev agent)")
+    parser = benchmark_parser(__doc__, REPORT, iterations=None)
     parser.add_argument("--large", action="store_true", help="add the 10,000-agent size (~3 minutes)")
     parser.add_argument("--events", type=int, default=50, help="changes of each kind for propagation")
-    parser.add_argument("--output", type=Path, default=REPORT)
     args = parser.parse_args(argv)
     sizes = [100, 1000] + ([10_000] if args.large else [])
 

@@ -7,7 +7,6 @@ calls is timed alternately in the same run, so the ratio is meaningful even on a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
@@ -16,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks._stats import compare, consul_address, print_comparison, write_report
+from benchmarks._stats import benchmark_parser, compare, consul_address, print_comparison, write_report
 from consul_agents import AgentRegistration, AgentRegistry, AgentStatus, DiscoveryRequest
 from consul_agents import _wire as wire
 from consul_agents._models import utcnow
@@ -121,10 +120,7 @@ async def run(addr: str, iterations: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--consul-addr", help="use this Consul (default: start a dev agent)")
-    parser.add_argument("--iterations", type=int, default=300)
-    parser.add_argument("--output", type=Path, default=REPORT)
+    parser = benchmark_parser(__doc__, REPORT)
     args = parser.parse_args(argv)
     with consul_address(args.consul_addr) as addr:
         results = asyncio.run(run(addr, args.iterations))

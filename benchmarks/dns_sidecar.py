@@ -18,7 +18,6 @@ Writes reports/bench-dns-sidecar.json.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
@@ -33,7 +32,7 @@ import dns.message
 import dns.rdatatype
 from aiohttp import web
 
-from benchmarks._stats import compare, summary, write_report
+from benchmarks._stats import benchmark_parser, compare, summary, write_report
 from consul_agents import AgentRegistration, AgentRegistry, AgentStatus
 from consul_agents.dev import ConsulDevServer
 from consul_agents.dns import query_dns_name, service_dns_name, setup_prepared_query
@@ -190,9 +189,7 @@ async def _sidecar(server: ConsulDevServer, iterations: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=400)
-    parser.add_argument("--output", type=Path, default=REPORT)
+    parser = benchmark_parser(__doc__, REPORT, consul_addr=False, iterations=400)
     args = parser.parse_args(argv)
     with ConsulDevServer(datacenter="dc1") as dc1, ConsulDevServer(datacenter="dc2") as dc2:
         dc1.join_wan(dc2)

@@ -15,7 +15,6 @@ and writes reports/bench-security.json.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import subprocess
@@ -26,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks._stats import compare, summary, write_report
+from benchmarks._stats import benchmark_parser, compare, summary, write_report
 from consul_agents import AgentRegistration, AgentRegistry, ConsulSettings, DiscoveryRequest
 from consul_agents._gateway import ConsulGateway
 from consul_agents.acl import load_config, provision
@@ -139,9 +138,7 @@ async def run(server: ConsulDevServer, master: str, ca: str, iterations: int) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=300)
-    parser.add_argument("--output", type=Path, default=REPORT)
+    parser = benchmark_parser(__doc__, REPORT, consul_addr=False, iterations=300)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-pki-") as folder:
         pki = _pki(Path(folder))
