@@ -66,6 +66,8 @@ class _Registered:
 
     registration: AgentRegistration
     reported_load: float
+    #: The status this client last sent; None until its first heartbeat (a re-registration keeps Consul's).
+    sent_status: AgentStatus | None = None
 
 
 def _check_load(load: float) -> float:
@@ -302,9 +304,20 @@ class AgentRegistry:
             await self._write_registration(agent_id, known.registration, reported, status)
             known.reported_load = reported
             await self._gateway.put(operation, path, body)
+            wrote = True
+        else:
+            wrote = False
         if load is not None:
-            await self._report_load(agent_id, load)
-        if status is not AgentStatus.PASSING or load is not None:
+            wrote = await self._report_load(agent_id, load) or wrote
+        # Read-your-writes only where Consul wrote something: invalidating on every heartbeat would turn
+        # the cached reads of a process that also heartbeats into direct Consul queries.
+        known = self._registered.get(agent_id)
+        if known is None:
+            wrote = wrote or status is not AgentStatus.PASSING
+        else:
+            wrote = wrote or known.sent_status is not status
+            known.sent_status = status
+        if wrote:
             self._wrote(agent_id)
 
     def _load_changed(self, previous: float, load: float) -> bool:
@@ -312,23 +325,25 @@ class AgentRegistry:
             return False
         return abs(load - previous) >= self.load_threshold or load in (0.0, 1.0)
 
-    async def _report_load(self, agent_id: str, load: float) -> None:
+    async def _report_load(self, agent_id: str, load: float) -> bool:
+        """Publish ``load`` if it moved enough; True when that wrote to Consul."""
         operation = f"report load of agent {agent_id!r}"
         known = self._registered.get(agent_id)
         if known is not None:
             if not self._load_changed(known.reported_load, load):
-                return
+                return False
             body = wire.service_definition(known.registration, agent_id, load=load, heartbeat=utcnow())
             await self._gateway.put(operation, "/v1/agent/service/register", body)
             known.reported_load = load
-            return
+            return True
         response = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
         if response.status == 404:
             raise AgentNotFoundError(agent_id, "not registered with the local Consul agent")
         if not self._load_changed(wire.reported_load(response.body), load):
-            return
+            return False
         body = wire.with_load(response.body, load=load, heartbeat=utcnow())
         await self._gateway.put(operation, "/v1/agent/service/register", body)
+        return True
 
     @instrumented("set_maintenance")
     async def set_maintenance(self, agent_id: str, enable: bool, reason: str = "") -> None:

@@ -92,6 +92,29 @@ async def test_own_writes_are_read_back_at_once(cached: AgentRegistry, unique: s
         assert await cached.discover_agents(request) == []
 
 
+async def test_steady_heartbeats_keep_answers_cached(cached: AgentRegistry, unique: str) -> None:
+    """Heartbeats that write nothing to Consul leave the service cached; a real load change marks it."""
+    request = DiscoveryRequest(agent_type=unique)
+    agent_id = await cached.register_agent(registration(unique, ["plan"], load=0.3))
+    await cached.heartbeat(agent_id, load=0.3)
+    await cached.discover(request)
+
+    def marked_for_reread() -> list[bool]:
+        return [
+            entry.dirty
+            for (_, name), entry in cached.discovery.cache._services.items()
+            if name.endswith(unique)
+        ]
+
+    assert marked_for_reread() == [False]
+    for _ in range(5):
+        await cached.heartbeat(agent_id, load=0.31)
+    assert marked_for_reread() == [False]
+    await cached.heartbeat(agent_id, load=0.9)
+    assert marked_for_reread() == [True]
+    assert [a.current_load for a in (await cached.discover(request)).agents] == [0.9]
+
+
 async def test_cached_answers_equal_direct_queries(
     cached: AgentRegistry, direct: AgentRegistry, unique: str
 ) -> None:
