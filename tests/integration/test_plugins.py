@@ -19,7 +19,7 @@ from consul_agents_agent import RegisteredAgent
 from processes import read_port
 from support import consul_get, eventually
 
-from consul_agents import AgentRegistration, AgentRegistry, AgentStatus
+from consul_agents import AgentRegistration, AgentStatus
 
 TESTS = Path(__file__).parents[1]
 
@@ -164,8 +164,6 @@ async def test_base_agent_failed_start_leaves_nothing(unique: str) -> None:
     with pytest.raises(ConnectionError):
         await agent.start()
     assert not agent.registered
-    async with AgentRegistry("http://127.0.0.1:1"):
-        pass
 
 
 def test_plugins_are_separate_distributions() -> None:
@@ -175,7 +173,7 @@ def test_plugins_are_separate_distributions() -> None:
         ("consul-agents-agent", "consul_agents_agent"),
     ):
         dist = importlib.metadata.distribution(name)
-        assert package in (dist.read_text("top_level.txt") or package)
+        assert (dist.read_text("top_level.txt") or "").split() == [package]
     result = subprocess.run(
         [sys.executable, "-c", "import importlib.util; print(importlib.util.find_spec('plugins'))"],
         cwd="/",

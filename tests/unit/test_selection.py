@@ -181,11 +181,13 @@ def test_seeded_rng_is_reproducible(strategy: str) -> None:
     """The same seed and the same candidates give the same sequence of picks."""
     candidates = [agent(f"a{i}", load=(i % 3) / 10, weight=1 + i % 2) for i in range(6)]
 
-    def run() -> list[str]:
-        state, rng = SelectionState(), random.Random(99)
+    def run(seed: int = 99) -> list[str]:
+        state, rng = SelectionState(), random.Random(seed)
         return [select(candidates, strategy, rng=rng, state=state).agent_id for _ in range(30)]  # type: ignore[union-attr, arg-type]
 
     assert run() == run()
+    if strategy != "least_loaded":  # deterministic by design when loads differ
+        assert any(run(seed) != run() for seed in range(10)), "the random source is not used"
 
 
 def test_candidate_order_does_not_matter() -> None:
