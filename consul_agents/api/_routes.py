@@ -25,6 +25,7 @@ from consul_agents._models import (
     invalid_agent_error,
 )
 from consul_agents._registry import AgentRegistry
+from consul_agents._routing import check_region
 from consul_agents.api._errors import BadRequest, error_response
 from consul_agents.api._keys import OPENAPI, REGISTRY_KEY, VIEWS
 from consul_agents.api._schemas import (
@@ -103,16 +104,9 @@ def _agent_id(request: web.Request) -> str:
 
 async def _known_region(request: web.Request, region: str | None) -> None:
     """Reject a datacenter Consul does not know with 422 (Consul would answer 500 "No path to datacenter",
-    which also means a WAN outage, so the registry alone cannot tell the two apart)."""
-    if region is None:
-        return
-    answer = await request.app[REGISTRY_KEY].gateway.get("list datacenters", "/v1/catalog/datacenters")
-    known = [str(dc) for dc in answer.body or []]
-    if region not in known:
-        raise InvalidAgentError(
-            f"invalid region: {region!r} is not a datacenter Consul knows ({', '.join(known)})",
-            field="region",
-        )
+    which also means a WAN outage). Discover and select get this check from the registry's discovery."""
+    if region is not None:
+        check_region(region, await _view(request).discovery.datacenters())
 
 
 def discovery_request(query: Any) -> DiscoveryRequest:
@@ -164,7 +158,6 @@ async def register_agent(request: web.Request) -> web.Response:
 @routes.get("/v1/agents")
 async def discover_agents(request: web.Request) -> web.Response:
     discovery = discovery_request(request.query)
-    await _known_region(request, discovery.region)
     return _json(await _view(request).discover_agents(discovery))
 
 
@@ -200,7 +193,6 @@ async def deregister_agent(request: web.Request) -> web.Response:
 @routes.post("/v1/select")
 async def select_agent(request: web.Request) -> web.Response:
     criteria = _parse(SelectionCriteria, await _body(request, optional=True))
-    await _known_region(request, criteria.region)
     chosen = await _view(request).select_agent(criteria)
     if chosen is None:
         return error_response(404, "no_match", "no live agent matches the criteria")
