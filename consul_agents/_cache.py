@@ -323,8 +323,6 @@ class DiscoveryCache:
             last_contact = max(last_contact, entry.watch.meta.last_contact_ms)
         if staleness > 0:
             found = [agent.model_copy(update={"staleness": staleness}) for agent in found]
-        elif len(names) == 1:
-            found = list(found)
         hit = self._misses == misses
         return CachedAnswer(found, staleness, QueryMeta(0, known_leader, last_contact), hit)
 

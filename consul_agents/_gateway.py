@@ -182,8 +182,8 @@ class ConsulGateway:
             http, self._http = self._http, None
             await http.close()
 
-    def _headers(self, token: str | None) -> dict[str, str]:
-        chosen = token if token is not None else self.settings.token
+    def _headers(self) -> dict[str, str]:
+        chosen = self.settings.token
         return {"X-Consul-Token": chosen} if chosen else {}
 
     async def _send(
@@ -194,13 +194,12 @@ class ConsulGateway:
         params: list[tuple[str, Any]],
         body: Any,
         timeout: float,
-        token: str | None,
     ) -> consul.base.Response:
         http = self._parent._http if self._parent is not None else self._http
         if http is None:
             raise RuntimeError("ConsulGateway is not open: use it as an async context manager")
         data = "" if body is None else (body if isinstance(body, str | bytes) else json.dumps(body))
-        headers = self._headers(token)
+        headers = self._headers()
         try:
             if method == "GET":
                 call = http.get(
@@ -252,7 +251,6 @@ class ConsulGateway:
         wait: float | None = None,
         consistency: str | None = None,
         allow_404: bool = False,
-        token: str | None = None,
     ) -> ConsulResponse:
         """Send one request; reads (GET) are retried on outage, writes are not.
 
@@ -277,7 +275,7 @@ class ConsulGateway:
         attempts = len(_READ_RETRY_DELAYS) + 1 if method == "GET" else 1
         for attempt in range(attempts):
             try:
-                response = await self._send(operation, method, path, query, body, timeout, token)
+                response = await self._send(operation, method, path, query, body, timeout)
                 if response.code == 404 and allow_404:
                     return ConsulResponse(404, None, _meta_from(response.headers))
                 if response.code >= 400:

@@ -119,17 +119,6 @@ def format_duration(value: timedelta) -> str:
     return f"{text}s"
 
 
-def _parse_duration(text: str) -> timedelta | None:
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    for suffix in ("ms", "s", "m", "h"):
-        if text.endswith(suffix):
-            try:
-                return timedelta(seconds=float(text.removesuffix(suffix)) * units[suffix])
-            except ValueError:
-                return None
-    return None
-
-
 def encode_metadata(metadata: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """Split metadata into (Meta value, KV value): small JSON goes in Meta, larger JSON in KV."""
     if not metadata:
@@ -328,11 +317,6 @@ def entries_to_infos(
 
 def needs_kv_metadata(entry: Mapping[str, Any]) -> bool:
     return bool((entry["Service"].get("Meta") or {}).get(META_METADATA) == METADATA_IN_KV)
-
-
-def ttl_of(entry_or_service: Mapping[str, Any]) -> timedelta | None:
-    meta = entry_or_service.get("Meta") or {}
-    return _parse_duration(str(meta.get(META_TTL, "")))
 
 
 def quote(value: str) -> str:

@@ -114,11 +114,12 @@ def test_gateway_repr_has_no_token() -> None:
 
 
 def test_token_header_choice() -> None:
-    """The X-Consul-Token header carries the per-call token, else the settings token, else nothing."""
+    """The X-Consul-Token header carries the gateway's token (a with_token view's own), else nothing."""
     gateway = ConsulGateway(ConsulSettings.resolve(token="base", env={}))
-    assert gateway._headers(None) == {"X-Consul-Token": "base"}
-    assert gateway._headers("other") == {"X-Consul-Token": "other"}
-    assert ConsulGateway(ConsulSettings.resolve(env={}))._headers(None) == {}
+    assert gateway._headers() == {"X-Consul-Token": "base"}
+    assert gateway.with_token("other")._headers() == {"X-Consul-Token": "other"}
+    assert gateway.with_token(None)._headers() == {}
+    assert ConsulGateway(ConsulSettings.resolve(env={}))._headers() == {}
 
 
 async def test_request_on_closed_gateway_is_an_error() -> None:

@@ -209,7 +209,7 @@ def test_round_trip_through_health_entry(r: AgentRegistration, load: float, big:
     assert info.last_heartbeat == HEARTBEAT
     assert info.datacenter == "dc1"
     assert info.node == "node-1"
-    assert wire.ttl_of(entry["Service"]) == r.ttl
+    assert entry["Service"]["Meta"]["agent-ttl"] == wire.format_duration(r.ttl)
 
 
 def test_entries_to_infos_skips_non_agents_and_uses_kv() -> None:
@@ -517,20 +517,3 @@ def test_format_duration(value: timedelta, expected: str) -> None:
 def test_format_duration_large_fractional_is_go_duration() -> None:
     """A large fractional duration is still a plain decimal Go duration string with its exact value."""
     assert wire.format_duration(timedelta(seconds=1234567.5)) == "1234567.5s"
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("15s", timedelta(seconds=15)),
-        ("1.5s", timedelta(seconds=1.5)),
-        ("2m", timedelta(minutes=2)),
-        ("500ms", timedelta(milliseconds=500)),
-        ("1h", timedelta(hours=1)),
-        ("junk", None),
-        ("xs", None),
-    ],
-)
-def test_ttl_of(text: str, expected: timedelta | None) -> None:
-    """The agent-ttl Meta value is parsed back from its Go duration form; junk gives None."""
-    assert wire.ttl_of({"Meta": {"agent-ttl": text}}) == expected
