@@ -8,6 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from support import consul_get
+
 from consul_agents import AgentRegistration, ConsulSettings
 from consul_agents._acl_rules import AclConfig
 from consul_agents._gateway import ConsulGateway
@@ -69,20 +71,28 @@ def registration(agent_type: str, agent_id: str, **fields: Any) -> AgentRegistra
 
 
 async def consul_state(addr: str, master: str) -> dict[str, Any]:
-    """Everything an attack could change: agent services (local and catalog), their checks, our KV."""
-    async with gateway(addr, master) as gw:
-        services = (await gw.get("snapshot", "/v1/catalog/services")).body
-        state: dict[str, Any] = {"services": services}
-        for name in sorted(services):
-            entries = (await gw.get("snapshot", f"/v1/catalog/service/{name}")).body
-            state[name] = sorted(
-                json.dumps([e["ServiceID"], e["ServiceTags"], e["ServiceMeta"], e["ModifyIndex"]])
-                for e in entries
-            )
-        local = (await gw.get("snapshot", "/v1/agent/services")).body
-        state["local"] = {k: [v["Service"], v["Tags"], v["Meta"]] for k, v in local.items()}
-        checks = (await gw.get("snapshot", "/v1/health/state/any")).body
-        state["checks"] = sorted(json.dumps([c["CheckID"], c["Status"], c["ModifyIndex"]]) for c in checks)
-        kv = await gw.get("snapshot", "/v1/kv/consul-agents/", params={"recurse": ""}, allow_404=True)
-        state["kv"] = sorted(json.dumps([e["Key"], e["Value"], e["ModifyIndex"]]) for e in kv.body or [])
+    """Everything an attack could change: agent services (local and catalog), their checks, our KV.
+
+    Read with plain HTTP (tests/support.py), independent of the gateway whose refusals are under test.
+    """
+
+    def read(path: str) -> Any:
+        return consul_get(addr, path, token=master)[0]
+
+    services = read("/v1/catalog/services")
+    state: dict[str, Any] = {"services": services}
+    for name in sorted(services):
+        state[name] = sorted(
+            json.dumps([e["ServiceID"], e["ServiceTags"], e["ServiceMeta"], e["ModifyIndex"]])
+            for e in read(f"/v1/catalog/service/{name}")
+        )
+    local = read("/v1/agent/services")
+    state["local"] = {k: [v["Service"], v["Tags"], v["Meta"]] for k, v in local.items()}
+    state["checks"] = sorted(
+        json.dumps([c["CheckID"], c["Status"], c["ModifyIndex"]]) for c in read("/v1/health/state/any")
+    )
+    state["kv"] = sorted(
+        json.dumps([e["Key"], e["Value"], e["ModifyIndex"]])
+        for e in read("/v1/kv/consul-agents/?recurse") or []
+    )
     return state
