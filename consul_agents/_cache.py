@@ -26,7 +26,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from consul_agents import _wire as wire
-from consul_agents._errors import ConsulAgentsError, RegistryUnavailableError
+from consul_agents._errors import ConsulAgentsError, ConsulRequestError, RegistryUnavailableError
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
 from consul_agents._metrics import observe_watch_lag
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
@@ -143,7 +143,8 @@ class _ServiceWatch:
         self.view = ServiceView(())
         self.last_used = cache.clock()
         self.dirty = False
-        self._converted: dict[str, tuple[tuple[Any, ...], AgentInfo]] = {}
+        #: The AgentInfo built from each entry of the last answer, keyed by the entry's text.
+        self._converted: dict[str, AgentInfo] = {}
         self.watch = Watch(
             f"{datacenter or 'local'}/{service}",
             self._fetch,
@@ -161,38 +162,54 @@ class _ServiceWatch:
             index=index,
             wait=wait,
             consistency="stale",
+            decode=str,
         )
 
     async def _deliver(self, response: ConsulResponse) -> None:
         started = time.monotonic()
-        entries = [e for e in response.body or [] if wire.is_agent_service(e["Service"]["Service"])]
-        converted: dict[str, tuple[tuple[Any, ...], AgentInfo]] = {}
-        needs_kv: list[tuple[dict[str, Any], tuple[Any, ...]]] = []
-        for entry in entries:
-            version = wire.entry_version(entry)
-            agent_id = wire.entry_agent_id(entry)
-            known = self._converted.get(agent_id)
-            if known is not None and known[0] == version:
-                converted[agent_id] = known
-            elif wire.needs_kv_metadata(entry):
-                needs_kv.append((entry, version))
-            else:
-                converted[agent_id] = (version, wire.entry_to_info(entry))
+        text = response.body if isinstance(response.body, str) else ""
+        converted, fresh = self._reuse(text)
+        fresh = [(key, e) for key, e in fresh if wire.is_agent_service(e["Service"]["Service"])]
+        needs_kv = [(key, e) for key, e in fresh if wire.needs_kv_metadata(e)]
+        texts: list[str | None] = []
         if needs_kv:
             agent_type = wire.agent_type_of(self.service)
+            dc = self.datacenter or None
             texts = await asyncio.gather(
-                *(
-                    self.cache.kv_metadata(agent_type, wire.entry_agent_id(e), self.datacenter or None)
-                    for e, _ in needs_kv
-                )
+                *(self.cache.kv_metadata(agent_type, wire.entry_agent_id(e), dc) for _, e in needs_kv)
             )
-            for (entry, version), text in zip(needs_kv, texts, strict=True):
-                converted[wire.entry_agent_id(entry)] = (version, wire.entry_to_info(entry, kv_metadata=text))
+        kv = {key: text for (key, _), text in zip(needs_kv, texts, strict=True)}
+        for key, entry in fresh:
+            converted[key] = wire.entry_to_info(entry, kv_metadata=kv.get(key))
         self._converted = converted
-        self.view = ServiceView(info for _, info in converted.values())
+        self.view = ServiceView(converted.values())
         self.dirty = False
         observe_watch_lag(response.meta.last_contact_ms / 1000 + time.monotonic() - started)
         self.cache.changed()
+
+    def _reuse(self, text: str) -> tuple[dict[str, AgentInfo], list[tuple[str, Any]]]:
+        """The AgentInfos kept from the last answer for the entries that did not change, keyed by their
+        text, and the changed entries decoded, with their keys; all decoded afresh when the answer cannot
+        be split (each then keyed by its position, a key no piece of text can equal)."""
+        pieces = wire.split_health_entries(text)
+        if pieces is not None:
+            reused: dict[str, AgentInfo] = {}
+            fresh: list[tuple[str, Any]] = []
+            for piece in pieces:
+                info = self._converted.get(piece)
+                if info is not None:
+                    reused[piece] = info
+                    continue
+                entry = wire.health_entry(piece)
+                if entry is None:
+                    break
+                fresh.append((piece, entry))
+            else:
+                return reused, fresh
+        entries = wire.health_entries(text)
+        if not isinstance(entries, list):
+            raise ConsulRequestError(f"watch {self.service!r}", 200, "the answer is not a list of entries")
+        return {}, [(f"#{position}", entry) for position, entry in enumerate(entries)]
 
 
 class _CatalogWatch:

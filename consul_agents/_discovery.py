@@ -203,6 +203,7 @@ class Discoverer:
                     params={"filter": expression},
                     datacenter=dc,
                     consistency=self.consistency,
+                    decode=wire.health_entries,
                 )
                 for name in names
             )

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -183,8 +184,13 @@ class ConsulGateway:
             await http.close()
 
     def _headers(self) -> dict[str, str]:
-        chosen = self.settings.token
-        return {"X-Consul-Token": chosen} if chosen else {}
+        headers = {"X-Consul-Token": self.settings.token} if self.settings.token else {}
+        if self.settings.loopback:
+            # Consul gzips every answer for a client that accepts it (aiohttp does by default). Over
+            # loopback that only costs CPU on both sides: 2.9 MB for 1,000 instances took 20 ms longer to
+            # arrive gzipped than plain. Across a network the 50x smaller answer is worth it.
+            headers["Accept-Encoding"] = "identity"
+        return headers
 
     async def _send(
         self,
@@ -251,11 +257,13 @@ class ConsulGateway:
         wait: float | None = None,
         consistency: str | None = None,
         allow_404: bool = False,
+        decode: Callable[[str], Any] | None = None,
     ) -> ConsulResponse:
         """Send one request; reads (GET) are retried on outage, writes are not.
 
         ``index``/``wait`` make a blocking query; its timeout is then wait + wait/16 + the normal timeout,
-        longer than Consul's own jitter, as Consul's blocking-query rules require.
+        longer than Consul's own jitter, as Consul's blocking-query rules require. ``decode`` turns a
+        successful answer's text into its body (default: JSON, or the text when it is not JSON).
         """
         if any(segment in (".", "..") for segment in path.split("/")):
             # The URL would be normalised to another endpoint, called with this client's token.
@@ -280,7 +288,8 @@ class ConsulGateway:
                     return ConsulResponse(404, None, _meta_from(response.headers))
                 if response.code >= 400:
                     _raise_for(operation, self.address, response.code, str(response.body))
-                return ConsulResponse(response.code, _decode(response.body), _meta_from(response.headers))
+                body = (decode or _decode)(response.body)
+                return ConsulResponse(response.code, body, _meta_from(response.headers))
             except RegistryTimeoutError:
                 raise
             except RegistryUnavailableError as exc:

@@ -458,6 +458,7 @@ class AgentRegistry:
             f"read agent {agent_id!r}",
             f"/v1/health/service/{service}",
             params={"filter": f"Service.ID == {wire.quote(agent_id)}"},
+            decode=wire.health_entries,
         )
         infos = await self._infos(response, None)
         if not infos:

@@ -14,6 +14,7 @@ wins; py-consul lets CONSUL_HTTP_TOKEN override an explicit token, which is why 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -99,6 +100,17 @@ class ConsulSettings:
     @property
     def host(self) -> str:
         return urlsplit(self.address).hostname or "127.0.0.1"
+
+    @property
+    def loopback(self) -> bool:
+        """Consul is on this host (a loopback address or ``localhost``)."""
+        host = self.host
+        if host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
     @property
     def port(self) -> int:

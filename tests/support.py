@@ -12,19 +12,25 @@ from typing import Any
 
 import pytest
 
-__all__ = ["consul_get", "consul_put", "eventually"]
+__all__ = ["consul_get", "consul_get_text", "consul_put", "eventually"]
 
 
 def consul_get(addr: str, path: str, token: str | None = None) -> tuple[Any, int]:
     """A plain HTTP read of Consul: (JSON body, X-Consul-Index); the body is None when Consul answers 404."""
+    text, index = consul_get_text(addr, path, token)
+    return json.loads(text or "null"), index
+
+
+def consul_get_text(addr: str, path: str, token: str | None = None) -> tuple[str, int]:
+    """:func:`consul_get` without decoding: the answer exactly as Consul wrote it ("" for 404)."""
     request = urllib.request.Request(addr + path, headers={"X-Consul-Token": token} if token else {})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read() or b"null"), int(response.headers.get("X-Consul-Index", 0))
+            return response.read().decode(), int(response.headers.get("X-Consul-Index", 0))
     except urllib.error.HTTPError as exc:
         with exc:
             if exc.code == 404:
-                return None, int(exc.headers.get("X-Consul-Index", 0))
+                return "", int(exc.headers.get("X-Consul-Index", 0))
             raise
 
 

@@ -4,13 +4,14 @@ lifecycle and fail-static."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from conftest import MakeConsul
-from support import eventually
+from conftest import EXTERNAL_ADDR_VAR, MakeConsul, _external_addr
+from support import consul_get_text, consul_put, eventually
 
 from consul_agents import (
     AgentRegistration,
@@ -19,6 +20,8 @@ from consul_agents import (
     DiscoveryRequest,
     RegistryUnavailableError,
 )
+from consul_agents import _wire as wire
+from consul_agents.dev import ConsulDevServer
 
 
 def registration(agent_type: str, capabilities: list[str], **overrides: Any) -> AgentRegistration:
@@ -115,11 +118,32 @@ async def test_steady_heartbeats_keep_answers_cached(cached: AgentRegistry, uniq
     assert [a.current_load for a in (await cached.discover(request)).agents] == [0.9]
 
 
+@pytest.fixture(scope="module")
+def server_mode_addr() -> Iterator[str]:
+    """A Consul started as deployed (``server: true``, not ``-dev``): it writes its answers compact, while
+    a ``-dev`` agent indents every answer. The cache reads both layouts."""
+    if _external_addr():
+        pytest.skip(f"{EXTERNAL_ADDR_VAR} is set: tests that start Consul processes are skipped")
+    with ConsulDevServer(dev_mode=False) as server:
+        yield server.http_addr
+
+
+@pytest.fixture(params=["dev", "server"])
+async def both_layouts(
+    request: pytest.FixtureRequest, consul_addr: str
+) -> AsyncIterator[tuple[AgentRegistry, AgentRegistry]]:
+    """A cached and a direct registry on a ``-dev`` agent, then on a server-mode one."""
+    addr = consul_addr if request.param == "dev" else request.getfixturevalue("server_mode_addr")
+    async with AgentRegistry(addr, cache=True) as cached, AgentRegistry(addr, cache=False) as direct:
+        yield cached, direct
+
+
 async def test_cached_answers_equal_direct_queries(
-    cached: AgentRegistry, direct: AgentRegistry, unique: str
+    both_layouts: tuple[AgentRegistry, AgentRegistry], unique: str
 ) -> None:
     """Over a random fleet (types, capabilities, tags, loads, every status) and 80 random requests, the
     cached answer equals the direct Consul query."""
+    cached, direct = both_layouts
     rng = random.Random(unique)
     types = [f"{unique}{k}" for k in "abc"]
     caps = [f"{unique}-{c}" for c in ("plan", "code", "search")]
@@ -160,6 +184,75 @@ async def test_cached_answers_equal_direct_queries(
     for _ in range(80):
         request = random_request()
         assert await cached.discover_agents(request) == await direct.discover_agents(request), request
+
+
+async def test_unchanged_entries_are_not_converted_again(server_mode_addr: str, unique: str) -> None:
+    """A watch re-reads every instance on each change; the agents that did not change keep the AgentInfo
+    built from their earlier answer (the same object), and only the changed one is new."""
+    request = DiscoveryRequest(agent_type=unique)
+    async with (
+        AgentRegistry(server_mode_addr) as cached,
+        AgentRegistry(server_mode_addr, cache=False) as writer,
+    ):
+        ids = [
+            await writer.register_agent(registration(unique, ["plan"], agent_id=f"{unique}-{i}"))
+            for i in range(5)
+        ]
+
+        async def converged() -> bool:
+            return await cached.discover_agents(request) == await writer.discover_agents(request)
+
+        await eventually(converged, 5, "cache caught up with the fleet")
+        before = {a.agent_id: a for a in await cached.discover_agents(request)}
+        assert sorted(before) == ids
+        await writer.heartbeat(ids[2], load=0.9)
+        await eventually(converged, 5, "cache caught up with the load report")
+        after = {a.agent_id: a for a in await cached.discover_agents(request)}
+        assert after[ids[2]].current_load == 0.9 and after[ids[2]] is not before[ids[2]]
+        assert all(after[i] is before[i] for i in ids if i != ids[2])
+
+
+async def test_an_entry_forging_a_boundary_does_not_fool_the_cache(
+    server_mode_addr: str, unique: str
+) -> None:
+    """A Connect proxy registered under an agent type may carry arbitrary JSON in its Config, including an
+    object shaped like an entry that Consul writes right after a comma, as it writes entries. Splitting
+    the answer there must not invent that agent: the cache notices and decodes the answer whole."""
+    service = f"agent-{unique}"
+    ghost = {
+        "Node": {"Node": "n", "Address": "10.0.0.1"},
+        "Service": {"ID": f"{unique}-ghost", "Service": service, "Port": 1},
+    }
+    request = DiscoveryRequest(agent_type=unique)
+    async with (
+        AgentRegistry(server_mode_addr) as cached,
+        AgentRegistry(server_mode_addr, cache=False) as direct,
+    ):
+        await direct.register_agent(registration(unique, ["plan"], agent_id=f"{unique}-a"))
+        assert [a.agent_id for a in await cached.discover_agents(request)] == [f"{unique}-a"]
+        consul_put(
+            server_mode_addr,
+            "/v1/agent/service/register",
+            {
+                "ID": f"{unique}-bearer",
+                "Name": service,
+                "Kind": "connect-proxy",
+                "Port": 9999,
+                "Proxy": {"DestinationServiceName": "x", "Config": {"list": [{"a": 1}, ghost]}},
+            },
+        )
+        await direct.register_agent(registration(unique, ["plan"], agent_id=f"{unique}-z"))
+        text, _ = consul_get_text(server_mode_addr, f"/v1/health/service/{service}")
+        assert len(json.loads(text)) == 3
+        pieces = wire.split_health_entries(text)
+        assert pieces is not None and len(pieces) == 4, "the answer must hold the forged boundary"
+
+        async def converged() -> bool:
+            return await cached.discover_agents(request) == await direct.discover_agents(request)
+
+        await eventually(converged, 5, "cache caught up")
+        found = [a.agent_id for a in await cached.discover_agents(request)]
+        assert found == [f"{unique}-a", f"{unique}-bearer", f"{unique}-z"]
 
 
 async def test_one_watch_per_service(cached: AgentRegistry, unique: str) -> None:

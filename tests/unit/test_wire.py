@@ -517,3 +517,121 @@ def test_format_duration(value: timedelta, expected: str) -> None:
 def test_format_duration_large_fractional_is_go_duration() -> None:
     """A large fractional duration is still a plain decimal Go duration string with its exact value."""
     assert wire.format_duration(timedelta(seconds=1234567.5)) == "1234567.5s"
+
+
+# --- reading /v1/health/service answers ---------------------------------------------------------------
+
+
+def consul_json(value: Any, *, dev_mode: bool) -> str:
+    """``value`` as Consul writes it: Go's json.Marshal (compact), or json.MarshalIndent with four spaces
+    and a final newline, as a ``-dev`` agent writes every answer."""
+    if dev_mode:
+        return json.dumps(value, indent=4) + "\n"
+    return json.dumps(value, separators=(",", ":"))
+
+
+def full_entry(agent_id: str, meta: dict[str, str], tags: list[str]) -> dict[str, Any]:
+    """A health entry with the members Consul 1.8 writes, most of which the library does not read."""
+    definition = wire.service_definition(reg(agent_id=agent_id), agent_id, load=0.5, heartbeat=HEARTBEAT) | {
+        "Tags": tags
+    }
+    entry = health_entry(definition)
+    entry["Node"] |= {"TaggedAddresses": {"lan": "192.168.0.9"}, "Meta": {"segment": ""}, "ModifyIndex": 7}
+    entry["Service"] |= {
+        "Meta": {**entry["Service"]["Meta"], **meta},
+        "Proxy": {"MeshGateway": {}, "Expose": {}},
+        "Connect": {},
+        "ModifyIndex": 11,
+    }
+    for check in entry["Checks"]:
+        check |= {"Output": "", "ServiceTags": tags, "Definition": {}, "ModifyIndex": 9}
+    return entry
+
+
+entry_lists = st.lists(
+    st.builds(
+        full_entry,
+        st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True),
+        st.dictionaries(
+            st.sampled_from(["team", "note", "Node", "x"]),
+            st.text(max_size=30) | st.just('},{"Node":{') | st.just('\n    },\n    {\n        "Node": {'),
+            max_size=3,
+        ),
+        st.lists(st.sampled_from(["plan", "code", "Node"]), max_size=3),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=200)
+@given(entries=entry_lists, dev_mode=st.booleans())
+def test_split_entries_decode_like_the_whole_answer(entries: list[dict[str, Any]], dev_mode: bool) -> None:
+    """Split into pieces, each piece decodes to the entry the whole answer decodes to, in both of Consul's
+    layouts, whatever the strings hold (boundary look-alikes included: inside strings quotes are escaped)."""
+    text = consul_json(entries, dev_mode=dev_mode)
+    pieces = wire.split_health_entries(text)
+    assert pieces is not None
+    assert [wire.health_entry(p) for p in pieces] == wire.health_entries(text)
+    assert len(pieces) == len(entries)
+    assert [wire.entry_to_info(wire.health_entry(p)) for p in pieces] == [
+        wire.entry_to_info(e) for e in entries
+    ]
+
+
+def test_typed_decoding_keeps_only_what_is_read() -> None:
+    """Members the library never reads (proxy, connect, tagged addresses, check output...) are dropped."""
+    entry = full_entry("a1", {"team": "x"}, ["plan"])
+    (decoded,) = wire.health_entries(consul_json([entry], dev_mode=False))
+    assert set(decoded) == {"Node", "Service", "Checks"}
+    assert set(decoded["Node"]) == {"Node", "Address", "Datacenter", "ModifyIndex"}
+    assert "Proxy" not in decoded["Service"] and decoded["Service"]["Meta"]["team"] == "x"
+    assert decoded["Checks"][1] == {"CheckID": "service:a1", "Status": "passing", "ModifyIndex": 9}
+
+
+def test_answers_of_another_shape_are_decoded_whole() -> None:
+    assert wire.health_entries('{"not": "a list"}') == {"not": "a list"}
+    assert wire.health_entries('[{"Service": {"ID": 5, "Port": "x"}}]') == [
+        {"Service": {"ID": 5, "Port": "x"}}
+    ]
+    assert wire.health_entries("no JSON") == "no JSON"
+    assert wire.health_entries("") is None
+
+
+@pytest.mark.parametrize("text", ["", "[]", "[]\n", "null"])
+def test_empty_answers_split_into_nothing(text: str) -> None:
+    assert wire.split_health_entries(text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[{"Service":{"ID":"a"},"Node":{"Node":"n"}}]',  # another member order
+        '[ {"Node":{"Node":"n"}} ]',  # another layout
+        '{"Node":{"Node":"n"}}',  # not a list
+    ],
+)
+def test_answers_laid_out_otherwise_are_not_split(text: str) -> None:
+    assert wire.split_health_entries(text) is None
+
+
+def test_a_forged_boundary_leaves_a_piece_that_does_not_decode() -> None:
+    """Arbitrary JSON in an entry (a Connect proxy's Config) can hold an object that looks like an entry
+    after a comma in an array. The compact split then cuts inside the entry; the piece from the entry's
+    real start ends with that array open, so it does not decode and the reader decodes the answer whole."""
+    bearer = full_entry("bearer", {}, ["plan"])
+    ghost = {"Node": {"Node": "n"}, "Service": {"ID": "ghost", "Service": "agent-planner", "Port": 1}}
+    bearer["Service"]["Proxy"]["Config"] = {"list": [{"a": 1}, ghost]}
+    entries = [full_entry("a1", {}, ["plan"]), bearer, full_entry("z9", {}, ["plan"])]
+    text = consul_json(entries, dev_mode=False)
+    pieces = wire.split_health_entries(text)
+    assert pieces is not None and len(pieces) == 4
+    decoded = [wire.health_entry(p) for p in pieces]
+    assert decoded[1] is None, "the piece holding the bearer's start must not decode"
+    assert [e["Service"]["ID"] for e in wire.health_entries(text)] == ["a1", "bearer", "z9"]
+    # Indented, the look-alike sits deeper than the entries, so the split stays exact.
+    indented = wire.split_health_entries(consul_json(entries, dev_mode=True))
+    assert indented is not None and [wire.health_entry(p)["Service"]["ID"] for p in indented] == [
+        "a1",
+        "bearer",
+        "z9",
+    ]
