@@ -83,12 +83,14 @@ def write_report(path: Path, results: dict[str, Any], **context: Any) -> dict[st
 
 
 @contextmanager
-def consul_address(addr: str | None) -> Iterator[str]:
-    """``addr`` itself, or the address of a dev agent started (and past its warm-up) for the benchmark."""
+def consul_address(addr: str | None, *, dev_mode: bool = True) -> Iterator[str]:
+    """``addr`` itself, or the address of an agent started (and past its warm-up) for the benchmark: a
+    ``-dev`` agent, or with ``dev_mode=False`` a single server as Consul is deployed (its state on disk,
+    and its answers written compact, where a ``-dev`` agent indents every answer)."""
     if addr is not None:
         yield addr
         return
-    with ConsulDevServer() as server:
+    with ConsulDevServer(dev_mode=dev_mode) as server:
         server.wait_settled()
         yield server.http_addr
 

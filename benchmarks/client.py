@@ -14,7 +14,12 @@ What is measured:
 * change propagation at 1,000 agents, as one type of 1,000 and as ten types of 100 (one watch per type): a
   second client (no cache) registers, reports a load, fails a check or deregisters; the time from Consul
   acknowledging the write until the cached reader's answer shows it. Beside it, what Consul alone takes to
-  serve all 1,000 instances of one service, which every wake of that service's watch costs.
+  serve all 1,000 instances of one service, which every wake of that service's watch costs (Consul 1.8 has
+  no streaming), plain and gzipped.
+
+Consul: unless ``--consul-addr`` is given, everything runs on a single server started as Consul is
+deployed (``server: true``, state on disk). One type of 1,000 is also measured on a ``-dev`` agent, which
+indents every answer it writes, so each wake there moves twice the bytes (2.9 MB instead of 1.4 MB).
 * selection evenness (pure, no Consul, see ``_closed_loop`` for the model): 100 equal agents, 100,000
   picks, max/mean picks per agent; and with capacities 1 to 4, each agent's share against its
   capacity-proportional share, with demand at 1x and 2x the total capacity.
@@ -23,6 +28,7 @@ What is measured:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import random
 import statistics
@@ -49,6 +55,7 @@ TARGET_SPEEDUP_AT_1000 = 50.0
 TARGET_PROPAGATION_P99_MS = 100.0
 TARGET_EVENNESS = 1.05
 TARGET_SHARE_ERROR = 0.10
+PROPAGATION_SHAPES = ("one_type_of_1000", "ten_types_of_100", "one_type_of_1000_dev_agent")
 
 
 async def _fill(session: aiohttp.ClientSession, addr: str, agent_type: str, count: int) -> None:
@@ -200,15 +207,23 @@ async def _propagation(addr: str, agent_type: str, events_per_kind: int) -> dict
 
 async def _full_read(session: aiohttp.ClientSession, addr: str, service: str) -> dict[str, Any]:
     """What one wake of a watch costs before any of our code runs: Consul serialising every instance of
-    the service (there is no streaming in Consul 1.8) and the JSON crossing loopback."""
-    samples = []
-    size = 0
-    for _ in range(20):
-        started = time.perf_counter()
-        async with session.get(f"{addr}/v1/health/service/{service}", params={"stale": ""}) as response:
-            size = len(await response.read())
-        samples.append(time.perf_counter() - started)
-    return {"bytes": size, **summary(samples)}
+    the service and the JSON crossing loopback; uncompressed, as the library asks over loopback, and
+    gzipped, as Consul answers any client that accepts it (aiohttp's default)."""
+    results: dict[str, Any] = {}
+    for encoding in ("identity", "gzip"):
+        samples = []
+        size = 0
+        for _ in range(20):
+            started = time.perf_counter()
+            async with session.get(
+                f"{addr}/v1/health/service/{service}",
+                params={"stale": ""},
+                headers={"Accept-Encoding": encoding},
+            ) as response:
+                size = len(await response.read())
+            samples.append(time.perf_counter() - started)
+        results[encoding] = {"bytes": size, **summary(samples)}
+    return results
 
 
 def _agents(capacities: list[int]) -> list[AgentInfo]:
@@ -336,12 +351,15 @@ def _print(report: dict[str, Any]) -> None:
             f" {d['median_us'] / 1000:9.2f}ms {d['p99_us'] / 1000:7.2f}ms {r['speedup_median']:7.1f}"
         )
     print("select_agent median (us):", {k: v["median_us"] for k, v in report["select_agent"].items()})
-    for shape in ("one_type_of_1000", "ten_types_of_100"):
-        p = report["propagation"][shape]
-        times = {k: (v["median_ms"], v["p99_ms"]) for k, v in p.items() if isinstance(v, dict)}
-        print(f"propagation {shape} ms (p50, p99):", times)
-    full = report["propagation"]["consul_full_read_of_1000_instances"]
-    print(f"Consul full read of 1,000 instances: {full['bytes'] // 1024} KB, median {full['median_ms']} ms")
+    for shape in PROPAGATION_SHAPES:
+        p = report["propagation"].get(shape)
+        if p is not None:
+            times = {k: (v["median_ms"], v["p99_ms"]) for k, v in p.items() if isinstance(v, dict)}
+            print(f"propagation {shape} ms (p50, p99):", times)
+    for name, reads in report["propagation"].items():
+        if name.startswith("consul_full_read"):
+            cells = [f"{e} {r['bytes'] // 1024} KB median {r['median_ms']} ms" for e, r in reads.items()]
+            print(f"{name}:", ", ".join(cells))
     for strategy, row in report["evenness"]["equal_agents"]["rows"].items():
         shares = report["evenness"]["capacities_1_to_4"]["rows"][strategy]
         print(f"  {strategy:16} max/mean {row['max_over_mean']:.3f}")
@@ -359,25 +377,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [100, 1000] + ([10_000] if args.large else [])
 
-    async def run(addr: str) -> dict[str, Any]:
+    async def run(addr: str, dev_addr: str | None) -> dict[str, Any]:
         discover = await _discover(addr, sizes)
         select_agent = await _select(addr)
         async with aiohttp.ClientSession() as bare:
             for k in range(9):
                 await _fill(bare, addr, f"spread{k}", 100)
-            full_read = await _full_read(bare, addr, "agent-client1000")
-        return {
-            "discover": discover,
-            "select_agent": select_agent,
-            "propagation": {
+            propagation = {
                 "one_type_of_1000": await _propagation(addr, "client1000", args.events),
                 "ten_types_of_100": await _propagation(addr, "client100", args.events),
-                "consul_full_read_of_1000_instances": full_read,
-            },
-        }
+                "consul_full_read_of_1000_instances": await _full_read(bare, addr, "agent-client1000"),
+            }
+            if dev_addr is not None:
+                await _fill(bare, dev_addr, "client1000", 1000)
+                on_dev = await _propagation(dev_addr, "client1000", args.events)
+                propagation["one_type_of_1000_dev_agent"] = on_dev
+                propagation["consul_full_read_of_1000_instances_dev_agent"] = await _full_read(
+                    bare, dev_addr, "agent-client1000"
+                )
+        return {"discover": discover, "select_agent": select_agent, "propagation": propagation}
 
-    with consul_address(args.consul_addr) as addr:
-        results = asyncio.run(run(addr))
+    with (
+        consul_address(args.consul_addr, dev_mode=False) as addr,
+        contextlib.ExitStack() as stack,
+    ):
+        dev_addr = None if args.consul_addr else stack.enter_context(consul_address(None))
+        results = asyncio.run(run(addr, dev_addr))
     results["evenness"] = _evenness()
     at_1000 = results["discover"]["discover_1000_filtered"]
     equal_rows = results["evenness"]["equal_agents"]["rows"]
@@ -394,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             **{
                 f"propagation_p99_{shape}": results["propagation"][shape]["all"]["p99_ms"]
                 <= TARGET_PROPAGATION_P99_MS
-                for shape in ("one_type_of_1000", "ten_types_of_100")
+                for shape in PROPAGATION_SHAPES
+                if shape in results["propagation"]
             },
             "evenness_round_robin": equal_rows["round_robin"]["max_over_mean"] <= TARGET_EVENNESS,
             "evenness_weighted_random": equal_rows["weighted_random"]["max_over_mean"] <= TARGET_EVENNESS,
@@ -405,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         },
     }
-    where = args.consul_addr or "dev agent started by the benchmark"
+    where = args.consul_addr or "single server (server mode) started by the benchmark; a -dev agent beside it"
     write_report(
         args.output,
         results,
