@@ -5,6 +5,10 @@ and status, with a small memo of answers. A new snapshot replaces the old one on
 reports, so a memoised answer can never outlive the state it was computed from. A repeated question costs
 a dictionary hit; a new one costs an intersection of index sets, never a scan of every agent.
 
+On each change Consul re-sends every instance of the service (Consul 1.8 has no streaming). The answer is
+split into its entries without parsing it, and an entry whose text is unchanged keeps the AgentInfo built
+from it, so only the changed entries are parsed (see :func:`_wire.split_health_entries`).
+
 Questions that name no agent type need the list of services: one more watch, on ``/v1/catalog/services``,
 per datacenter. Watches start on first use and stop after ``idle_timeout`` without use, or on close.
 

@@ -187,8 +187,9 @@ class ConsulGateway:
         headers = {"X-Consul-Token": self.settings.token} if self.settings.token else {}
         if self.settings.loopback:
             # Consul gzips every answer for a client that accepts it (aiohttp does by default). Over
-            # loopback that only costs CPU on both sides: 2.9 MB for 1,000 instances took 20 ms longer to
-            # arrive gzipped than plain. Across a network the 50x smaller answer is worth it.
+            # loopback that only costs CPU on both sides: 1,000 instances (1.4 MB) arrived 3 ms later
+            # gzipped than plain, 16 ms later from a -dev agent (2.9 MB, indented). Across a network the
+            # 35x smaller answer is worth it.
             headers["Accept-Encoding"] = "identity"
         return headers
 

@@ -137,7 +137,7 @@ def test_token_header_choice() -> None:
 )
 def test_answers_are_asked_uncompressed_only_over_loopback(address: str, plain: bool) -> None:
     """Consul gzips answers for clients that accept it: over loopback that only costs time (a large answer
-    arrives 20 ms later), across a network it saves bandwidth, so only loopback asks for identity."""
+    arrives later), across a network it saves bandwidth, so only loopback asks for identity."""
     settings = ConsulSettings.resolve(address, token="t", env={})
     assert settings.loopback is plain
     headers = ConsulGateway(settings)._headers()
