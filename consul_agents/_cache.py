@@ -137,37 +137,55 @@ class CachedAnswer:
     hit: bool = True
 
 
-class _ServiceWatch:
-    """A watch on ``/v1/health/service/<name>`` in one datacenter and the view it keeps current."""
+class _Watched:
+    """One Consul endpoint in one datacenter, read by a :class:`Watch` whose answers ``_deliver`` keeps."""
 
-    def __init__(self, cache: DiscoveryCache, datacenter: str, service: str) -> None:
+    def __init__(
+        self,
+        cache: DiscoveryCache,
+        datacenter: str,
+        name: str,
+        operation: str,
+        path: str,
+        decode: Callable[[str], Any] | None = None,
+    ) -> None:
         self.cache = cache
         self.datacenter = datacenter
-        self.service = service
-        self.view = ServiceView(())
         self.last_used = cache.clock()
-        self.dirty = False
-        #: The AgentInfo built from each entry of the last answer, keyed by the entry's text.
-        self._converted: dict[str, AgentInfo] = {}
-        self.watch = Watch(
-            f"{datacenter or 'local'}/{service}",
-            self._fetch,
-            self._deliver,
-            policy=cache.policy,
-            clock=cache.clock,
-        )
+        self._operation = operation
+        self._path = path
+        self._decode = decode
+        name = f"{datacenter or 'local'}/{name}"
+        self.watch = Watch(name, self._fetch, self._deliver, policy=cache.policy, clock=cache.clock)
 
     async def _fetch(self, index: int | None, wait: float) -> ConsulResponse:
         return await self.cache.gateway.request(
-            f"watch agents of service {self.service!r}",
+            self._operation,
             "GET",
-            f"/v1/health/service/{self.service}",
+            self._path,
             datacenter=self.datacenter or None,
             index=index,
             wait=wait,
             consistency="stale",
-            decode=str,
+            decode=self._decode,
         )
+
+    async def _deliver(self, response: ConsulResponse) -> None:
+        raise NotImplementedError
+
+
+class _ServiceWatch(_Watched):
+    """A watch on ``/v1/health/service/<name>`` in one datacenter and the view it keeps current."""
+
+    def __init__(self, cache: DiscoveryCache, datacenter: str, service: str) -> None:
+        operation = f"watch agents of service {service!r}"
+        # The answer's text: _reuse splits it and decodes only the entries that changed.
+        super().__init__(cache, datacenter, service, operation, f"/v1/health/service/{service}", decode=str)
+        self.service = service
+        self.view = ServiceView(())
+        self.dirty = False
+        #: The AgentInfo built from each entry of the last answer, keyed by the entry's text.
+        self._converted: dict[str, AgentInfo] = {}
 
     async def _deliver(self, response: ConsulResponse) -> None:
         started = time.monotonic()
@@ -216,32 +234,12 @@ class _ServiceWatch:
         return {}, [(f"#{position}", entry) for position, entry in enumerate(entries)]
 
 
-class _CatalogWatch:
+class _CatalogWatch(_Watched):
     """A watch on ``/v1/catalog/services`` in one datacenter: which agent services exist, with their tags."""
 
     def __init__(self, cache: DiscoveryCache, datacenter: str) -> None:
-        self.cache = cache
-        self.datacenter = datacenter
+        super().__init__(cache, datacenter, "catalog", "watch agent types", "/v1/catalog/services")
         self.services: dict[str, list[str]] = {}
-        self.last_used = cache.clock()
-        self.watch = Watch(
-            f"{datacenter or 'local'}/catalog",
-            self._fetch,
-            self._deliver,
-            policy=cache.policy,
-            clock=cache.clock,
-        )
-
-    async def _fetch(self, index: int | None, wait: float) -> ConsulResponse:
-        return await self.cache.gateway.request(
-            "watch agent types",
-            "GET",
-            "/v1/catalog/services",
-            datacenter=self.datacenter or None,
-            index=index,
-            wait=wait,
-            consistency="stale",
-        )
 
     async def _deliver(self, response: ConsulResponse) -> None:
         body: Mapping[str, Any] = response.body or {}
