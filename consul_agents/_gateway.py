@@ -46,6 +46,11 @@ MAX_CONNECTIONS = 128
 
 #: Back-off before each retry of a read that found Consul unavailable.
 _READ_RETRY_DELAYS = (0.05, 0.25)
+#: ... and of a read the Consul agent answered with an RPC error: the server it asked just died. The agent
+#: moves on to another server on the next request, and may take a second to learn which ones are gone, so
+#: these are retried for longer (1.8 s in all). "No cluster leader" is not: Consul already holds such a
+#: request for its rpc_hold_timeout (7 s) while it waits for an election.
+_RPC_ERROR_RETRY_DELAYS = (0.05, 0.25, 0.5, 1.0)
 _DETAIL_LIMIT = 200
 
 
@@ -124,7 +129,10 @@ def _is_outage(status: int, detail: str) -> bool:
     lowered = detail.lower()
     return status in (502, 503, 504) or (
         status == 500
-        and ("no cluster leader" in lowered or "rpc error" in lowered or "no path to" in lowered)
+        and any(
+            reason in lowered
+            for reason in ("no cluster leader", "rpc error", "no path to", "no known consul servers")
+        )
     )
 
 
@@ -281,24 +289,28 @@ class ConsulGateway:
             if wait is not None:
                 query.append(("wait", f"{max(int(wait * 1000), 1)}ms"))
                 timeout += wait + wait / 16
-        attempts = len(_READ_RETRY_DELAYS) + 1 if method == "GET" else 1
-        for attempt in range(attempts):
+        delays: tuple[float, ...] = _READ_RETRY_DELAYS if method == "GET" else ()
+        attempt = 0
+        while True:
             try:
                 response = await self._send(operation, method, path, query, body, timeout)
                 if response.code == 404 and allow_404:
                     return ConsulResponse(404, None, _meta_from(response.headers))
                 if response.code >= 400:
-                    _raise_for(operation, self.address, response.code, str(response.body))
-                body = (decode or _decode)(response.body)
-                return ConsulResponse(response.code, body, _meta_from(response.headers))
+                    detail = str(response.body)
+                    if delays and response.code == 500 and "rpc error" in detail.lower():
+                        delays = _RPC_ERROR_RETRY_DELAYS
+                    _raise_for(operation, self.address, response.code, detail)
+                decoded = (decode or _decode)(response.body)
+                return ConsulResponse(response.code, decoded, _meta_from(response.headers))
             except RegistryTimeoutError:
                 raise
             except RegistryUnavailableError as exc:
-                if attempt + 1 >= attempts:
+                if attempt >= len(delays):
                     raise
                 log.debug("retrying %s after: %s", operation, exc)
-                await asyncio.sleep(_READ_RETRY_DELAYS[attempt])
-        raise AssertionError("unreachable")  # pragma: no cover
+                await asyncio.sleep(delays[attempt])
+                attempt += 1
 
     async def get(self, operation: str, path: str, **kwargs: Any) -> ConsulResponse:
         return await self.request(operation, "GET", path, **kwargs)

@@ -476,7 +476,7 @@ def split_health_entries(text: str) -> list[str] | None:
     object inside an array, but then the piece starting at that entry's real beginning ends with the array
     still open, so it does not decode, and the caller must then decode the whole answer.
     """
-    if text.strip() in ("", "[]", "null"):
+    if len(text) <= 8 and text.strip() in ("", "[]", "null"):
         return []
     for head, boundary, tail in _ENTRY_LAYOUTS:
         if text.startswith(head) and text.endswith(tail):

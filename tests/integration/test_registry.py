@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from conftest import MakeConsul
 from support import consul_get, consul_put, eventually
 
 from consul_agents import (
@@ -328,6 +330,36 @@ async def test_unreachable_consul_is_reported_with_its_address() -> None:
             await registry.discover_agents(DiscoveryRequest(agent_type="x"))
     assert "http://127.0.0.1:9" in str(caught.value)
     assert caught.value.address == "http://127.0.0.1:9"
+
+
+async def test_reads_are_retried_longer_after_an_rpc_error(
+    make_consul: MakeConsul, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Consul agent whose server just died answers with an RPC error; it moves on to another server for
+    the next request, so such a read gets four retries over 1.8 s. An agent that cannot be reached at
+    all gets two, so that fail-static and failover act at once."""
+    caplog.set_level(logging.DEBUG, logger="consul_agents.gateway")
+
+    def retries() -> int:
+        return sum(r.getMessage().startswith("retrying") for r in caplog.records)
+
+    server = make_consul(dev_mode=False)
+    client = make_consul(
+        dev_mode=False,
+        extra_config={"server": False, "bootstrap_expect": 0},
+        retry_join=[f"127.0.0.1:{server.serf_lan_port}"],
+    )
+    async with AgentRegistry(client.http_addr, cache=False) as registry:
+        assert await registry.agent_types() == {}
+        server.kill()
+        with pytest.raises(RegistryUnavailableError, match=r"(?i)rpc error|no known consul servers"):
+            await registry.agent_types()
+    assert retries() == 4
+    caplog.clear()
+    async with AgentRegistry("http://127.0.0.1:9", cache=False) as registry:
+        with pytest.raises(RegistryUnavailableError, match="unreachable"):
+            await registry.agent_types()
+    assert retries() == 2
 
 
 async def test_silent_consul_times_out_in_bounded_time() -> None:

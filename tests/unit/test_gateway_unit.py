@@ -33,6 +33,7 @@ def test_denied_maps_to_permission_error(status: int) -> None:
         (500, "No cluster leader"),
         (500, "rpc error making call: EOF"),
         (500, "No path to datacenter"),
+        (500, "No known Consul servers"),
         (502, ""),
         (503, "Service Unavailable"),
         (504, "gateway timeout"),
