@@ -431,9 +431,8 @@ class ConsulDevServer:
 
     # ---- lifecycle
 
-    def start(self, timeout: float = 30, *, leader: bool = True) -> None:
-        """Start the agent and return once it has a leader and lists its own node in the catalog; with
-        ``leader=False``, as soon as its HTTP API answers (a server still waiting for its peers).
+    def start(self, timeout: float = 30) -> None:
+        """Start the agent and return once it has a leader and lists its own node in the catalog.
 
         Raises:
             ConsulBinaryError: no usable consul binary.
@@ -464,7 +463,7 @@ class ConsulDevServer:
         # Reap the agent if this object is dropped or the interpreter exits without a stop().
         self._proc_finalizer = weakref.finalize(self, _kill_quietly, self._proc)
         try:
-            self._wait_ready(timeout, leader)
+            self._wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
@@ -477,7 +476,7 @@ class ConsulDevServer:
             raise ConsulBinaryError(f"consul binary {self._consul_bin} is not an executable file")
         return self._consul_bin
 
-    def _wait_ready(self, timeout: float, need_leader: bool = True) -> None:
+    def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         while True:
@@ -490,8 +489,6 @@ class ConsulDevServer:
                     f"log {self._log_path}:\n{self.log_tail()}"
                 )
             leader = self._get_json("/v1/status/leader")
-            if not need_leader and leader is not None:
-                return
             if isinstance(leader, str) and leader:
                 nodes = self._get_json("/v1/catalog/nodes")
                 if isinstance(nodes, list) and any(
