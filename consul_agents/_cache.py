@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,17 +192,9 @@ class _ServiceWatch(_Watched):
         text = response.body if isinstance(response.body, str) else ""
         converted, fresh = self._reuse(text)
         fresh = [(key, e) for key, e in fresh if wire.is_agent_service(e["Service"]["Service"])]
-        needs_kv = [(key, e) for key, e in fresh if wire.needs_kv_metadata(e)]
-        texts: list[str | None] = []
-        if needs_kv:
-            agent_type = wire.agent_type_of(self.service)
-            dc = self.datacenter or None
-            texts = await asyncio.gather(
-                *(self.cache.kv_metadata(agent_type, wire.entry_agent_id(e), dc) for _, e in needs_kv)
-            )
-        kv = {key: text for (key, _), text in zip(needs_kv, texts, strict=True)}
-        for key, entry in fresh:
-            converted[key] = wire.entry_to_info(entry, kv_metadata=kv.get(key))
+        if fresh:
+            infos = await self.cache.to_infos([e for _, e in fresh], self.datacenter or None)
+            converted.update(zip((key for key, _ in fresh), infos, strict=True))
         self._converted = converted
         self.view = ServiceView(converted.values())
         self.dirty = False
@@ -254,7 +246,7 @@ class DiscoveryCache:
         self,
         gateway: ConsulGateway,
         *,
-        kv_metadata: Callable[[str, str, str | None], Any],
+        to_infos: Callable[[Sequence[Mapping[str, Any]], str | None], Awaitable[list[AgentInfo]]],
         max_stale: float = 60.0,
         idle_timeout: float = 300.0,
         max_watches: int = MAX_WATCHES,
@@ -263,7 +255,9 @@ class DiscoveryCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.gateway = gateway
-        self.kv_metadata = kv_metadata
+        #: Health entries to AgentInfos, reading KV metadata where needed (the registry's, shared with
+        #: direct queries).
+        self.to_infos = to_infos
         self.max_stale = max_stale
         self.idle_timeout = idle_timeout
         self.max_watches = max_watches

@@ -9,15 +9,16 @@ ways answer with exactly the agents :func:`consul_agents._wire.matches` accepts,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from consul_agents import _wire as wire
 from consul_agents._cache import DiscoveryCache, TooManyServices, WatchBudget
 from consul_agents._errors import ConsulAgentsError, PermissionDeniedError, RegistryUnavailableError
-from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
+from consul_agents._gateway import ConsulGateway, QueryMeta
 from consul_agents._metrics import record_cache
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, DiscoveryRequest, DiscoveryResult
 from consul_agents._routing import check_region, datacenter_order
@@ -30,7 +31,8 @@ log = logging.getLogger("consul_agents.discovery")
 #: How long the list of datacenters (and so their nearest-first order) is reused.
 DATACENTERS_TTL = 30.0
 
-ToInfos = Callable[[ConsulResponse, str | None], Awaitable[list[AgentInfo]]]
+#: Health entries to AgentInfos (agent services only), reading KV metadata in the datacenter given.
+ToInfos = Callable[[Sequence[Mapping[str, Any]], str | None], Awaitable[list[AgentInfo]]]
 Accept = Callable[[list[AgentInfo]], bool]
 
 
@@ -41,7 +43,6 @@ class Discoverer:
         self,
         gateway: ConsulGateway,
         to_infos: ToInfos,
-        kv_metadata: Callable[[str, str, str | None], Awaitable[str | None]],
         *,
         cache: bool = True,
         max_stale: float = 60.0,
@@ -63,7 +64,7 @@ class Discoverer:
         self._clock = clock
         self.cache = DiscoveryCache(
             gateway,
-            kv_metadata=kv_metadata,
+            to_infos=to_infos,
             max_stale=max_stale,
             idle_timeout=cache_idle,
             budget=watch_budget,
@@ -210,7 +211,8 @@ class Discoverer:
         )
         found: list[AgentInfo] = []
         for response in responses:
-            found.extend(info for info in await self._to_infos(response, dc) if wire.matches(request, info))
+            infos = await self._to_infos(response.body or [], dc)
+            found.extend(info for info in infos if wire.matches(request, info))
         found.sort(key=lambda info: (info.agent_type, info.agent_id))
         known_leader = all(r.meta.known_leader for r in responses)
         last_contact = max((r.meta.last_contact_ms for r in responses), default=0)
@@ -218,12 +220,4 @@ class Discoverer:
 
 
 def _with_tried(result: DiscoveryResult, tried: list[str]) -> DiscoveryResult:
-    return DiscoveryResult(
-        result.agents,
-        result.datacenter,
-        staleness=result.staleness,
-        cached=result.cached,
-        known_leader=result.known_leader,
-        last_contact_ms=result.last_contact_ms,
-        datacenters_tried=tuple(tried),
-    )
+    return dataclasses.replace(result, datacenters_tried=tuple(tried))

@@ -18,7 +18,7 @@ import logging
 import math
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,7 +37,7 @@ from consul_agents._errors import (
     InvalidAgentError,
     NoAgentAvailableError,
 )
-from consul_agents._gateway import ConsulGateway, ConsulResponse
+from consul_agents._gateway import ConsulGateway
 from consul_agents._instrument import instrumented
 from consul_agents._lease import OutlierDetector, OutlierPolicy
 from consul_agents._models import (
@@ -167,7 +167,6 @@ class AgentRegistry:
         return Discoverer(
             self._gateway,
             self._infos,
-            self._kv_metadata,
             consistency=self._discovery_consistency,
             watch_budget=self._watch_budget,
             **options,
@@ -405,8 +404,9 @@ class AgentRegistry:
 
     # -- reads --------------------------------------------------------------------------------------------
 
-    async def _infos(self, response: ConsulResponse, region: str | None) -> list[AgentInfo]:
-        entries = response.body or []
+    async def _infos(self, entries: Sequence[Mapping[str, Any]], region: str | None) -> list[AgentInfo]:
+        """Health entries as AgentInfos (agent services only), with the metadata kept in KV read for those
+        whose metadata is too large for Meta."""
         wanted = [
             (wire.agent_type_of(e["Service"]["Service"]), e["Service"]["ID"])
             for e in entries
@@ -460,7 +460,7 @@ class AgentRegistry:
             params={"filter": f"Service.ID == {wire.quote(agent_id)}"},
             decode=wire.health_entries,
         )
-        infos = await self._infos(response, None)
+        infos = await self._infos(response.body or [], None)
         if not infos:
             self._service_names.pop(agent_id, None)
             raise AgentNotFoundError(agent_id)

@@ -59,7 +59,6 @@ __all__ = [
     "check_id",
     "datacenters",
     "entries_to_infos",
-    "entry_agent_id",
     "entry_to_info",
     "filter_expression",
     "format_duration",
@@ -491,10 +490,6 @@ def health_entry(piece: str) -> Any:
         return _HEALTH_ENTRY.validate_json(_PIECE_HEAD + piece + "}")
     except ValidationError:
         return None
-
-
-def entry_agent_id(entry: Mapping[str, Any]) -> str:
-    return str(entry["Service"]["ID"])
 
 
 def datacenters(body: Any) -> list[str]:
