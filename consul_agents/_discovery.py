@@ -106,6 +106,13 @@ class Discoverer:
             self._datacenters = (now, wire.datacenters(response.body))
         return self._datacenters[1]
 
+    async def catalog_services(self, datacenter: str | None) -> dict[str, list[str]]:
+        """``/v1/catalog/services`` read directly: every service name with the union of its tags."""
+        response = await self.gateway.get(
+            "list agent types", "/v1/catalog/services", datacenter=datacenter, consistency=self.consistency
+        )
+        return dict(response.body or {})
+
     async def discover(
         self, request: DiscoveryRequest, *, cached: bool | None = None, accept: Accept | None = None
     ) -> DiscoveryResult:
@@ -190,11 +197,7 @@ class Discoverer:
         if request.agent_type is not None:
             names = [SERVICE_PREFIX + request.agent_type]
         else:
-            catalog = await self.gateway.get(
-                "list agent types", "/v1/catalog/services", datacenter=dc, consistency=self.consistency
-            )
-            services: dict[str, Any] = dict(catalog.body or {})
-            names = wire.service_names_for(request, services)
+            names = wire.service_names_for(request, await self.catalog_services(dc))
         expression = wire.filter_expression(request)
         responses = await asyncio.gather(
             *(

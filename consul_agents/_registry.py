@@ -473,21 +473,12 @@ class AgentRegistry:
     @instrumented("agent_types")
     async def agent_types(self, region: str | None = None) -> dict[str, list[str]]:
         """Every agent type in the datacenter with the union of its capabilities."""
-        services = await self._catalog_services(region)
+        services = await self._discovery.catalog_services(region)
         return {
             wire.agent_type_of(name): sorted(tags or [])
             for name, tags in sorted(services.items())
             if wire.is_agent_service(name)
         }
-
-    async def _catalog_services(self, region: str | None) -> dict[str, list[str]]:
-        response = await self._gateway.get(
-            "list agent types",
-            "/v1/catalog/services",
-            datacenter=region,
-            consistency=self._discovery_consistency,
-        )
-        return dict(response.body or {})
 
     @instrumented("discover")
     async def discover(
