@@ -215,26 +215,14 @@ class ConsulGateway:
             raise RuntimeError("ConsulGateway is not open: use it as an async context manager")
         data = "" if body is None else (body if isinstance(body, str | bytes) else json.dumps(body))
         headers = self._headers()
+        if method not in ("GET", "PUT", "POST", "DELETE"):
+            raise ValueError(f"unsupported method {method}")
+        # py-consul's get() takes no body; its put(), post() and delete() do.
+        options: dict[str, Any] = {"params": params, "headers": headers, "connections_timeout": timeout}
+        if method != "GET":
+            options["data"] = data
         try:
-            if method == "GET":
-                call = http.get(
-                    lambda r: r, path, params=params, headers=headers, connections_timeout=timeout
-                )
-            elif method == "PUT":
-                call = http.put(
-                    lambda r: r, path, params=params, data=data, headers=headers, connections_timeout=timeout
-                )
-            elif method == "POST":
-                call = http.post(
-                    lambda r: r, path, params=params, data=data, headers=headers, connections_timeout=timeout
-                )
-            elif method == "DELETE":
-                call = http.delete(
-                    lambda r: r, path, params=params, headers=headers, connections_timeout=timeout
-                )
-            else:
-                raise ValueError(f"unsupported method {method}")
-            response: consul.base.Response = await call
+            response: consul.base.Response = await getattr(http, method.lower())(lambda r: r, path, **options)
         except (TimeoutError, consul.Timeout) as exc:
             raise RegistryTimeoutError(
                 f"Consul at {self.address} did not answer {operation} within {timeout:g}s",
