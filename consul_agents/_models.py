@@ -65,9 +65,9 @@ _DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _META_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
 #: What an agent id may be (use fullmatch); ids travel in URL paths, so no '/' and no leading '.'.
 AGENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-_AGENT_ID = AGENT_ID_PATTERN
 _REGION = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_MAX_META_VALUE = 512
+#: Consul's limit on one Meta value, in bytes.
+MAX_META_VALUE = 512
 #: No duration this library sends to Consul needs to be longer.
 _MAX_DURATION = timedelta(days=30)
 _MAX_TYPE_LENGTH = 63 - len(SERVICE_PREFIX)  # the service name "agent-<type>" must itself be a DNS label
@@ -125,8 +125,8 @@ def _tags(tags: dict[str, str]) -> dict[str, str]:
             raise ValueError(
                 f"tag key {key!r} uses a reserved prefix ({RESERVED_META_PREFIX!r} or 'consul-')"
             )
-        if len(value.encode()) > _MAX_META_VALUE:
-            raise ValueError(f"tag {key!r} has a value longer than {_MAX_META_VALUE} bytes (UTF-8)")
+        if len(value.encode()) > MAX_META_VALUE:
+            raise ValueError(f"tag {key!r} has a value longer than {MAX_META_VALUE} bytes (UTF-8)")
     return tags
 
 
@@ -145,8 +145,8 @@ def _duration(value: Any) -> Any:
 
 
 def _endpoint(value: str) -> str:
-    if len(value.encode()) > _MAX_META_VALUE:
-        raise ValueError(f"endpoint is longer than {_MAX_META_VALUE} bytes (Consul's Meta value limit)")
+    if len(value.encode()) > MAX_META_VALUE:
+        raise ValueError(f"endpoint is longer than {MAX_META_VALUE} bytes (Consul's Meta value limit)")
     parts = urlsplit(value)
     if not parts.scheme or "://" not in value:
         raise ValueError(f"endpoint {value!r} has no scheme (expected e.g. http://host:port)")
@@ -199,7 +199,7 @@ class AgentRegistration(_Model):
     @field_validator("agent_id")
     @classmethod
     def _check_id(cls, value: str | None) -> str | None:
-        if value is not None and not _AGENT_ID.fullmatch(value):
+        if value is not None and not AGENT_ID_PATTERN.fullmatch(value):
             raise ValueError(
                 f"agent_id {value!r} must be 1 to 128 letters, digits, '-', '_', '.' or ':', "
                 "starting with a letter or digit"

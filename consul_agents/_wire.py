@@ -38,6 +38,8 @@ from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from consul_agents._models import (
+    MAX_META_VALUE,
+    RESERVED_META_KEYS,
     SERVICE_PREFIX,
     AgentInfo,
     AgentRegistration,
@@ -79,16 +81,10 @@ __all__ = [
     "with_load",
 ]
 
-META_ENDPOINT = "agent-endpoint"
-META_LOAD = "agent-load"
-META_HEARTBEAT = "agent-heartbeat"
-META_TTL = "agent-ttl"
-META_METADATA = "agent-metadata"
+META_ENDPOINT, META_LOAD, META_HEARTBEAT, META_TTL, META_METADATA = RESERVED_META_KEYS
 #: The value of ``agent-metadata`` when the metadata is too large for Meta and lives in KV.
 METADATA_IN_KV = "kv"
-#: Consul's limit on one Meta value.
-_META_VALUE_LIMIT = 512
-_OWN_META = frozenset({META_ENDPOINT, META_LOAD, META_HEARTBEAT, META_TTL, META_METADATA})
+_OWN_META = frozenset(RESERVED_META_KEYS)
 #: Every KV key this library writes starts with this prefix.
 KV_PREFIX = "consul-agents/metadata/"
 
@@ -128,7 +124,7 @@ def encode_metadata(metadata: Mapping[str, Any]) -> tuple[str | None, str | None
     if not metadata:
         return None, None
     encoded = json.dumps(metadata, separators=(",", ":"), sort_keys=True)
-    if len(encoded) <= _META_VALUE_LIMIT:
+    if len(encoded) <= MAX_META_VALUE:
         return encoded, None
     return METADATA_IN_KV, encoded
 

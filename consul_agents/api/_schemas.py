@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from consul_agents._models import _AGENT_ID
+from consul_agents._models import AGENT_ID_PATTERN
 
 __all__ = [
     "AGENT_ID_PATTERN",
@@ -18,9 +17,6 @@ __all__ = [
     "MaintenanceRequest",
     "RegisterResponse",
 ]
-
-#: Agent ids the registry accepts; the API rejects others before asking Consul.
-AGENT_ID_PATTERN: re.Pattern[str] = _AGENT_ID
 
 
 class HeartbeatRequest(BaseModel):
