@@ -17,7 +17,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from consul_agents._errors import (
     AgentNotFoundError,
-    ConsulAgentsError,
     InvalidAgentError,
     PermissionDeniedError,
     RegistryTimeoutError,
@@ -87,22 +86,23 @@ def _hit_ratio() -> float:
 CACHE_HIT_RATIO.set_function(_hit_ratio)
 
 
+#: Outcome labels by error class, first match wins (a timeout is also an unavailable).
+_OUTCOMES: tuple[tuple[type[Exception], str], ...] = (
+    (InvalidAgentError, "invalid"),
+    (AgentNotFoundError, "not_found"),
+    (PermissionDeniedError, "denied"),
+    (RegistryTimeoutError, "timeout"),
+    (RegistryUnavailableError, "unavailable"),
+)
+
+
 def outcome_of(exc: BaseException | None) -> str:
     """The outcome label for an operation that raised ``exc`` (None: it succeeded)."""
     if exc is None:
         return "ok"
-    if isinstance(exc, InvalidAgentError):
-        return "invalid"
-    if isinstance(exc, AgentNotFoundError):
-        return "not_found"
-    if isinstance(exc, PermissionDeniedError):
-        return "denied"
-    if isinstance(exc, RegistryTimeoutError):
-        return "timeout"
-    if isinstance(exc, RegistryUnavailableError):
-        return "unavailable"
-    if isinstance(exc, ConsulAgentsError):
-        return "error"
+    for kind, outcome in _OUTCOMES:
+        if isinstance(exc, kind):
+            return outcome
     return "error" if isinstance(exc, Exception) else "cancelled"
 
 
