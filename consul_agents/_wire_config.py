@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from consul_agents._models import SERVICE_PREFIX
-from consul_agents._wire import META_HEARTBEAT, format_duration
+from consul_agents._wire import META_HEARTBEAT, check_id, format_duration
 
 __all__ = [
     "QUERY_PREFIX",
@@ -75,7 +75,7 @@ def http_check(
     It starts critical, so an agent is never announced before Consul has seen it answer.
     """
     return {
-        "CheckID": f"service:{agent_id}",
+        "CheckID": check_id(agent_id),
         "Name": "health",
         "Notes": f"Consul probes GET {url}",
         "HTTP": url,
