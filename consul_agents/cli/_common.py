@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from consul_agents._errors import (
     AgentNotFoundError,
@@ -16,7 +17,7 @@ from consul_agents._errors import (
     PermissionDeniedError,
     RegistryUnavailableError,
 )
-from consul_agents._models import AgentInfo
+from consul_agents._models import AgentInfo, AgentStatus
 from consul_agents._registry import AgentRegistry
 
 __all__ = [
@@ -27,16 +28,24 @@ __all__ = [
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "add_connection_flags",
+    "add_filter_flags",
     "add_output_flags",
+    "filter_fields",
+    "key_values",
     "make_registry",
     "print_agents",
+    "print_json",
     "print_table",
     "run_handler",
+    "split_csv",
+    "stop_on_signals",
+    "with_registry",
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_DENIED, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4, 5
 
 Handler = Callable[[argparse.Namespace], int]
+T = TypeVar("T")
 
 
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +92,50 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
 
 
+def split_csv(value: str | None) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def key_values(pairs: list[str] | None, flag: str) -> dict[str, str]:
+    """Repeated ``KEY=VALUE`` flags as a dict."""
+    result: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidAgentError(f"{flag} {pair!r} must look like key=value", field=flag.lstrip("-"))
+        result[key] = value
+    return result
+
+
+def add_filter_flags(parser: argparse.ArgumentParser) -> None:
+    """The discovery filters of ``discover``, ``select`` and ``watch``, read back by :func:`filter_fields`."""
+    parser.add_argument("--type", dest="agent_type", help="agent type")
+    parser.add_argument("--capabilities", "-c", help="comma-separated capabilities, all required")
+    parser.add_argument(
+        "--status",
+        choices=[s.value for s in AgentStatus],
+        help="only this status (default: passing or warning)",
+    )
+    parser.add_argument("--max-load", type=float, help="only agents whose load is at most this")
+    parser.add_argument(
+        "--tag", action="append", metavar="KEY=VALUE", help="tag that must match (repeatable)"
+    )
+    parser.add_argument("--region", help="Consul datacenter to discover in")
+
+
+def filter_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The DiscoveryRequest fields given by :func:`add_filter_flags`' flags."""
+    return {
+        "agent_type": args.agent_type,
+        "capabilities": split_csv(args.capabilities),
+        "status": args.status,
+        "max_load": args.max_load,
+        "tags": key_values(args.tag, "--tag"),
+        "region": args.region,
+    }
+
+
 def make_registry(args: argparse.Namespace, **kwargs: Any) -> AgentRegistry:
     token = args.token
     if token is None and args.token_file:
@@ -94,6 +147,25 @@ def make_registry(args: argparse.Namespace, **kwargs: Any) -> AgentRegistry:
                 f"cannot read token file {args.token_file!r}: {exc.strerror}", field="token_file"
             ) from exc
     return AgentRegistry(args.http_addr, token, args.datacenter, ca_cert=args.ca_file, **kwargs)
+
+
+def with_registry(args: argparse.Namespace, call: Callable[[AgentRegistry], Awaitable[T]]) -> T:
+    """Run ``call`` on a registry opened from the connection flags, and close the registry."""
+
+    async def go() -> T:
+        async with make_registry(args) as registry:
+            return await call(registry)
+
+    return asyncio.run(go())
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM. Install it before announcing readiness, so no signal is missed."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
@@ -151,7 +223,3 @@ def run_handler(args: argparse.Namespace) -> int:
         return exit_code_for(exc)
     except KeyboardInterrupt:
         return 130
-
-
-def run_async(coro: Any) -> Any:
-    return asyncio.run(coro)

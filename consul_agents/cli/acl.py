@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from consul_agents._errors import InvalidAgentError
-from consul_agents.acl import ProvisionedToken, load_config, provision, tokens_json, write_tokens
-from consul_agents.cli._common import EXIT_OK, add_connection_flags, make_registry, run_async
+from consul_agents.acl import load_config, provision, tokens_json, write_tokens
+from consul_agents.cli._common import EXIT_OK, add_connection_flags, with_registry
 
 __all__ = ["register"]
 
@@ -33,12 +33,7 @@ def _setup(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     if args.output:
         _check_output(args.output)
-
-    async def go() -> list[ProvisionedToken]:
-        async with make_registry(args) as registry:
-            return await provision(registry.gateway, config)
-
-    tokens = run_async(go())
+    tokens = with_registry(args, lambda registry: provision(registry.gateway, config))
     if args.output:
         try:
             write_tokens(tokens, args.output)

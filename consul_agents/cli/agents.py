@@ -6,92 +6,45 @@ import argparse
 import json
 from typing import Any
 
-from consul_agents._errors import InvalidAgentError
-from consul_agents._models import AgentRegistration, AgentStatus, DiscoveryRequest, SelectionCriteria
+from consul_agents._models import AgentRegistration, DiscoveryRequest, SelectionCriteria
 from consul_agents._selection import STRATEGIES
 from consul_agents.cli._common import (
     EXIT_NOT_FOUND,
     EXIT_OK,
     add_connection_flags,
+    add_filter_flags,
     add_output_flags,
-    make_registry,
+    filter_fields,
+    key_values,
     print_agents,
     print_json,
     print_table,
-    run_async,
+    split_csv,
+    with_registry,
 )
 
 __all__ = ["register"]
 
 
-def _key_values(pairs: list[str] | None, flag: str) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise InvalidAgentError(f"{flag} {pair!r} must look like key=value", field=flag.lstrip("-"))
-        result[key] = value
-    return result
-
-
-def _csv(value: str | None) -> list[str]:
-    return [item.strip() for item in (value or "").split(",") if item.strip()]
-
-
-def _add_filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--type", dest="agent_type", help="agent type")
-    parser.add_argument("--capabilities", "-c", help="comma-separated capabilities, all required")
-    parser.add_argument(
-        "--status",
-        choices=[s.value for s in AgentStatus],
-        help="only this status (default: passing or warning)",
-    )
-    parser.add_argument("--max-load", type=float, help="only agents whose load is at most this")
-    parser.add_argument(
-        "--tag", action="append", metavar="KEY=VALUE", help="tag that must match (repeatable)"
-    )
-    parser.add_argument("--region", help="Consul datacenter to discover in")
-
-
-def _request_fields(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "agent_type": args.agent_type,
-        "capabilities": _csv(args.capabilities),
-        "status": args.status,
-        "max_load": args.max_load,
-        "tags": _key_values(args.tag, "--tag"),
-        "region": args.region,
-    }
-
-
 def _register(args: argparse.Namespace) -> int:
     registration = AgentRegistration(
         agent_type=args.agent_type,
-        capabilities=_csv(args.capabilities),
+        capabilities=split_csv(args.capabilities),
         endpoint=args.endpoint,
         agent_id=args.id,
-        tags=_key_values(args.tag, "--tag"),
+        tags=key_values(args.tag, "--tag"),
         metadata=json.loads(args.metadata) if args.metadata else {},
         weight=args.weight,
         ttl=args.ttl,
         deregister_after=args.deregister_after,
     )
-
-    async def go() -> str:
-        async with make_registry(args) as registry:
-            return await registry.register_agent(registration)
-
-    agent_id = run_async(go())
+    agent_id = with_registry(args, lambda registry: registry.register_agent(registration))
     print_json({"agent_id": agent_id}) if args.json else print(agent_id)
     return EXIT_OK
 
 
 def _deregister(args: argparse.Namespace) -> int:
-    async def go() -> bool:
-        async with make_registry(args) as registry:
-            return await registry.deregister_agent(args.agent_id)
-
-    removed = run_async(go())
+    removed = with_registry(args, lambda registry: registry.deregister_agent(args.agent_id))
     if args.json:
         print_json({"agent_id": args.agent_id, "removed": removed})
     else:
@@ -100,33 +53,22 @@ def _deregister(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    async def go() -> Any:
-        async with make_registry(args) as registry:
-            return await registry.get_agent(args.agent_id)
-
-    print_agents([run_async(go())], args.json)
+    agent = with_registry(args, lambda registry: registry.get_agent(args.agent_id))
+    print_agents([agent], args.json)
     return EXIT_OK
 
 
 def _discover(args: argparse.Namespace) -> int:
-    request = DiscoveryRequest(**_request_fields(args))
-
-    async def go() -> Any:
-        async with make_registry(args) as registry:
-            return await registry.discover_agents(request)
-
-    print_agents(run_async(go()), args.json)
+    request = DiscoveryRequest(**filter_fields(args))
+    print_agents(with_registry(args, lambda registry: registry.discover_agents(request)), args.json)
     return EXIT_OK
 
 
 def _select(args: argparse.Namespace) -> int:
-    criteria = SelectionCriteria(**_request_fields(args), strategy=args.strategy, exclude=_csv(args.exclude))
-
-    async def go() -> Any:
-        async with make_registry(args) as registry:
-            return await registry.select_agent(criteria)
-
-    chosen = run_async(go())
+    criteria = SelectionCriteria(
+        **filter_fields(args), strategy=args.strategy, exclude=split_csv(args.exclude)
+    )
+    chosen = with_registry(args, lambda registry: registry.select_agent(criteria))
     if chosen is None:
         if args.json:
             print_json(None)
@@ -138,11 +80,7 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _types(args: argparse.Namespace) -> int:
-    async def go() -> dict[str, list[str]]:
-        async with make_registry(args) as registry:
-            return await registry.agent_types(args.region)
-
-    types = run_async(go())
+    types = with_registry(args, lambda registry: registry.agent_types(args.region))
     if args.json:
         print_json(types)
     else:
@@ -177,10 +115,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("agent_id")
 
     p = _parser(subparsers, "discover", "List the live agents that match filters.", _discover)
-    _add_filters(p)
+    add_filter_flags(p)
 
     p = _parser(subparsers, "select", "Pick one agent that matches filters.", _select)
-    _add_filters(p)
+    add_filter_flags(p)
     p.add_argument("--strategy", choices=STRATEGIES, default="least_loaded")
     p.add_argument("--exclude", help="comma-separated agent ids to skip")
 

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import random
-import signal
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from consul_agents._errors import InvalidAgentError
 from consul_agents._models import AgentRegistration, DiscoveryRequest, SelectionCriteria
 from consul_agents._registry import AgentRegistry, AgentSession
 from consul_agents._selection import STRATEGIES
-from consul_agents.cli._common import EXIT_OK, print_agents, print_table
+from consul_agents.cli._common import EXIT_OK, print_agents, print_table, stop_on_signals
 from consul_agents.dev import run_dev_server
 
 __all__ = ["load_fleet", "register"]
@@ -49,17 +48,8 @@ def load_fleet(path: Path) -> list[AgentRegistration]:
     return fleet
 
 
-def _stop_on_signals() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM. Install it before announcing readiness, so no signal is missed."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
 async def _until_stopped(message: str) -> None:
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     print(message, flush=True)
     await stop.wait()
 

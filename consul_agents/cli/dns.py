@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from consul_agents._models import DiscoveryRequest
-from consul_agents.cli._common import EXIT_OK, add_connection_flags, make_registry, run_async
+from consul_agents._registry import AgentRegistry
+from consul_agents.cli._common import EXIT_OK, add_connection_flags, split_csv, with_registry
 from consul_agents.dns import (
     SetupOutcome,
     query_dns_name,
@@ -18,32 +19,28 @@ from consul_agents.dns import (
 __all__ = ["register"]
 
 
-def _csv(value: str | None) -> list[str]:
-    return [item.strip() for item in (value or "").split(",") if item.strip()]
+async def _set_up(args: argparse.Namespace, registry: AgentRegistry) -> list[tuple[str, SetupOutcome]]:
+    gateway = registry.gateway
+    if args.all_datacenters:
+        response = await gateway.get("list datacenters", "/v1/catalog/datacenters")
+        targets: list[str | None] = list(response.body or [])
+    else:
+        targets = [args.datacenter]
+    results = []
+    for dc in targets:
+        outcome = await setup_prepared_query(
+            gateway,
+            datacenter=dc,
+            nearest_n=args.nearest_n,
+            failover_datacenters=split_csv(args.failover),
+            only_passing=args.only_passing,
+        )
+        results.append((dc or "(local)", outcome))
+    return results
 
 
 def _setup(args: argparse.Namespace) -> int:
-    async def go() -> list[tuple[str, SetupOutcome]]:
-        async with make_registry(args) as registry:
-            gateway = registry.gateway
-            if args.all_datacenters:
-                response = await gateway.get("list datacenters", "/v1/catalog/datacenters")
-                targets: list[str | None] = list(response.body or [])
-            else:
-                targets = [args.datacenter]
-            results = []
-            for dc in targets:
-                outcome = await setup_prepared_query(
-                    gateway,
-                    datacenter=dc,
-                    nearest_n=args.nearest_n,
-                    failover_datacenters=_csv(args.failover),
-                    only_passing=args.only_passing,
-                )
-                results.append((dc or "(local)", outcome))
-            return results
-
-    for dc, outcome in run_async(go()):
+    for dc, outcome in with_registry(args, lambda registry: _set_up(args, registry)):
         print(f"{dc}: prepared query template {outcome}")
     print("Resolve with e.g.: " + query_dns_name("<type>", "<capability>"))
     return EXIT_OK
@@ -51,7 +48,7 @@ def _setup(args: argparse.Namespace) -> int:
 
 def _names(args: argparse.Namespace) -> int:
     # Validates the type and capability as the registry would (DNS labels).
-    request = DiscoveryRequest(agent_type=args.agent_type, capabilities=_csv(args.capability))
+    request = DiscoveryRequest(agent_type=args.agent_type, capabilities=split_csv(args.capability))
     assert request.agent_type is not None
     capability = request.capabilities[0] if request.capabilities else None
     print(service_dns_name(request.agent_type, capability, domain=args.domain))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from typing import Any
 
@@ -12,7 +11,7 @@ from aiohttp import web
 
 from consul_agents._errors import InvalidAgentError
 from consul_agents.api import create_app
-from consul_agents.cli._common import EXIT_OK, add_connection_flags, run_async
+from consul_agents.cli._common import EXIT_OK, add_connection_flags, stop_on_signals
 
 __all__ = ["register"]
 
@@ -32,14 +31,11 @@ async def _serve(args: argparse.Namespace) -> None:
         host, port = args.listen
         site = web.TCPSite(runner, host, port)
         await site.start()
+        stop = stop_on_signals()
         for address in runner.addresses:
             bound_host, bound_port = address[0], address[1]
             shown = f"[{bound_host}]" if ":" in bound_host else bound_host
             print(f"serving on http://{shown}:{bound_port}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
     finally:
         await runner.cleanup()
@@ -52,7 +48,7 @@ def _handler(args: argparse.Namespace) -> int:
             "Authorization: Bearer) to Consul",
             field="token",
         )
-    run_async(_serve(args))
+    asyncio.run(_serve(args))
     print("stopped", file=sys.stderr)
     return EXIT_OK
 

@@ -20,12 +20,12 @@ from consul_agents._registry import AgentRegistry
 from consul_agents.cli._common import (
     EXIT_OK,
     add_connection_flags,
+    add_filter_flags,
     add_output_flags,
-    make_registry,
+    filter_fields,
     print_agents,
-    run_async,
+    with_registry,
 )
-from consul_agents.cli.agents import _add_filters, _request_fields
 
 __all__ = ["Change", "changes", "register"]
 
@@ -88,37 +88,36 @@ async def _answer(registry: AgentRegistry, request: DiscoveryRequest) -> dict[st
     return {agent.agent_id: agent for agent in await registry.discover_agents(request)}
 
 
-async def _watch(args: argparse.Namespace, request: DiscoveryRequest) -> None:
+async def _watch(args: argparse.Namespace, registry: AgentRegistry, request: DiscoveryRequest) -> None:
     deadline = time.monotonic() + args.timeout if args.timeout else None
     reported = 0
-    async with make_registry(args) as registry:
-        current = await _answer(registry, request)
-        if args.json:
-            agents = [agent.model_dump(mode="json") for agent in current.values()]
-            print(json.dumps({"event": "snapshot", "agents": agents}), flush=True)
-        else:
-            print_agents(list(current.values()), as_json=False)
-            print(flush=True)
-        while args.count is None or reported < args.count:
-            if deadline is not None and time.monotonic() >= deadline:
+    current = await _answer(registry, request)
+    if args.json:
+        agents = [agent.model_dump(mode="json") for agent in current.values()]
+        print(json.dumps({"event": "snapshot", "agents": agents}), flush=True)
+    else:
+        print_agents(list(current.values()), as_json=False)
+        print(flush=True)
+    while args.count is None or reported < args.count:
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        # The cache wakes this as soon as one of its Consul watches sees a change.
+        await registry.discovery.cache.wait_changed(args.interval)
+        latest = await _answer(registry, request)
+        for change in changes(current, latest):
+            if args.json:
+                print(json.dumps(change.to_json()), flush=True)
+            else:
+                print(f"{datetime.now():%H:%M:%S} {change.to_line()}", flush=True)
+            reported += 1
+            if args.count is not None and reported >= args.count:
                 return
-            # The cache wakes this as soon as one of its Consul watches sees a change.
-            await registry.discovery.cache.wait_changed(args.interval)
-            latest = await _answer(registry, request)
-            for change in changes(current, latest):
-                if args.json:
-                    print(json.dumps(change.to_json()), flush=True)
-                else:
-                    print(f"{datetime.now():%H:%M:%S} {change.to_line()}", flush=True)
-                reported += 1
-                if args.count is not None and reported >= args.count:
-                    return
-            current = latest
+        current = latest
 
 
 def _handler(args: argparse.Namespace) -> int:
-    request = DiscoveryRequest(**_request_fields(args))
-    run_async(_watch(args, request))
+    request = DiscoveryRequest(**filter_fields(args))
+    with_registry(args, lambda registry: _watch(args, registry, request))
     return EXIT_OK
 
 
@@ -130,7 +129,7 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "watch", help="Follow agents live as they change.", description=description
     )
-    _add_filters(parser)
+    add_filter_flags(parser)
     parser.add_argument(
         "--interval", type=float, default=5.0, help="longest wait between two looks, in seconds (default 5)"
     )
