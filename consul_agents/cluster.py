@@ -13,9 +13,7 @@ synchronous (call it through ``asyncio.to_thread`` from async code) and must be 
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,15 +23,6 @@ from typing import Self
 from consul_agents.dev import ConsulDevServer, ConsulDevServerError
 
 __all__ = ["ConsulCluster"]
-
-
-def _get_json(addr: str, path: str, timeout: float = 2.0) -> object:
-    """GET ``path``; None when the agent does not answer 200."""
-    try:
-        with urllib.request.urlopen(addr + path, timeout=timeout) as response:
-            return json.loads(response.read())
-    except (OSError, ValueError):
-        return None
 
 
 class ConsulCluster:
@@ -105,10 +94,7 @@ class ConsulCluster:
         """Start every server (together: none elects a leader alone), then the client agent; return once
         a leader is elected and every server is a Raft peer."""
         try:
-            with ThreadPoolExecutor(len(self.servers)) as pool:
-                for future in [pool.submit(s.start, timeout) for s in self.servers]:
-                    future.result()
-            self.wait_for_leader(timeout=timeout, peers=len(self.servers))
+            self._start_servers(timeout)
             if self.client is not None:
                 self.client.start(timeout)
         except BaseException:
@@ -133,7 +119,7 @@ class ConsulCluster:
 
     def leader_address(self) -> str | None:
         """The Raft address of the leader that every running server agrees on, or None (no agreement yet)."""
-        answers = {_get_json(s.http_addr, "/v1/status/leader") for s in self.running_servers}
+        answers = {s.get_json("/v1/status/leader") for s in self.running_servers}
         if len(answers) != 1:
             return None
         (answer,) = answers
@@ -148,7 +134,7 @@ class ConsulCluster:
     def peers(self) -> list[str]:
         """The Raft peers as the first running server sees them (empty while it has no leader)."""
         for server in self.running_servers:
-            answer = _get_json(server.http_addr, "/v1/status/peers")
+            answer = server.get_json("/v1/status/peers")
             if isinstance(answer, list):
                 return sorted(str(p) for p in answer)
         return []
@@ -211,6 +197,10 @@ class ConsulCluster:
         a leader and all are peers. The client agent keeps running."""
         for server in self.running_servers:
             server.stop()
+        self._start_servers(timeout)
+
+    def _start_servers(self, timeout: float) -> None:
+        """Start every server at once (none elects a leader alone) and wait until all are Raft peers."""
         with ThreadPoolExecutor(len(self.servers)) as pool:
             for future in [pool.submit(s.start, timeout) for s in self.servers]:
                 future.result()

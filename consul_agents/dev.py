@@ -488,9 +488,9 @@ class ConsulDevServer:
                     f"consul agent {self._node_name} exited with status {code} while starting; "
                     f"log {self._log_path}:\n{self.log_tail()}"
                 )
-            leader = self._get_json("/v1/status/leader")
+            leader = self.get_json("/v1/status/leader")
             if isinstance(leader, str) and leader:
-                nodes = self._get_json("/v1/catalog/nodes")
+                nodes = self.get_json("/v1/catalog/nodes")
                 if isinstance(nodes, list) and any(
                     isinstance(n, dict) and n.get("Node") == self._node_name for n in nodes
                 ):
@@ -618,7 +618,7 @@ class ConsulDevServer:
             )
         deadline = time.monotonic() + timeout
         while True:
-            dcs = self._get_json("/v1/catalog/datacenters")
+            dcs = self.get_json("/v1/catalog/datacenters")
             if isinstance(dcs, list) and other.datacenter in dcs:
                 return
             if time.monotonic() >= deadline:
@@ -637,8 +637,8 @@ class ConsulDevServer:
         except OSError:
             return "(no log)"
 
-    def _get_json(self, path: str) -> object:
-        """GET ``path`` from the HTTP API; None when the agent does not answer 200 (yet)."""
+    def get_json(self, path: str) -> object:
+        """GET ``path`` from the HTTP API with this class's token; None until the agent answers 200."""
         request = urllib.request.Request(self.http_addr + path)
         if self._token:
             request.add_header("X-Consul-Token", self._token)
