@@ -111,6 +111,13 @@ def _default_id(registration: AgentRegistration) -> str:
     return f"{registration.agent_type}-{parts.hostname}-{parts.port}"
 
 
+def _located(path: Path, where: str, error: InvalidAgentError) -> InvalidAgentError:
+    """``error`` (``invalid <field>: <message>``) as ``<path>: <where>.<field>: <message>``."""
+    field = f"{where}.{error.field}" if error.field else where
+    message = str(error).removeprefix(f"invalid {error.field}: ")
+    return InvalidAgentError(f"{path}: {field}: {message}", field=field)
+
+
 def _entry(path: Path, index: int, entry: Any) -> AgentSpec:
     where = f"agents[{index}]"
     if not isinstance(entry, Mapping):
@@ -122,16 +129,11 @@ def _entry(path: Path, index: int, entry: Any) -> AgentSpec:
     try:
         registration = AgentRegistration(**fields)
     except InvalidAgentError as exc:
-        raise InvalidAgentError(
-            f"{path}: {where}.{str(exc).removeprefix('invalid ')}", field=f"{where}.{exc.field}"
-        ) from exc
+        raise _located(path, where, exc) from exc
     try:
         probe = HealthProbe(**health)
     except ValidationError as exc:
-        error = invalid_agent_error(exc)
-        field = f"{where}.health" + (f".{error.field}" if error.field else "")
-        message = str(error).removeprefix(f"invalid {error.field}: ").removeprefix("invalid : ")
-        raise InvalidAgentError(f"{path}: {field}: {message}", field=field) from exc
+        raise _located(path, f"{where}.health", invalid_agent_error(exc)) from exc
     if registration.agent_id is None:
         registration = registration.model_copy(update={"agent_id": _default_id(registration)})
     if probe.interval + probe.timeout > registration.ttl:
