@@ -13,9 +13,14 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from consul_agents import __version__
-from consul_agents._models import AgentInfo, AgentRegistration, AgentStatus, SelectionCriteria
-from consul_agents.api._schemas import (
+from consul_agents._models import (
     AGENT_ID_PATTERN,
+    AgentInfo,
+    AgentRegistration,
+    AgentStatus,
+    SelectionCriteria,
+)
+from consul_agents.api._schemas import (
     DeregisterResponse,
     ErrorBody,
     HealthBody,
@@ -48,6 +53,10 @@ _ERRORS = {
 }
 
 
+#: Every operation that reaches Consul: anonymous, or the caller's token in either header.
+_SECURITY: list[dict[str, list[str]]] = [{}, {"consulToken": []}, {"bearerToken": []}]
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -73,7 +82,7 @@ def _operation(
         "operationId": operation_id,
         "summary": summary,
         "responses": responses,
-        "security": [{}, {"consulToken": []}, {"bearerToken": []}],
+        "security": _SECURITY,
     }
     if parameters:
         operation["parameters"] = parameters
@@ -225,7 +234,7 @@ def openapi_document() -> dict[str, Any]:
                 "operationId": "metrics",
                 "summary": "Prometheus metrics; the agents gauge counts what the caller's token may see",
                 "responses": {"200": {"description": "Prometheus text exposition.", "content": text}},
-                "security": [{}, {"consulToken": []}, {"bearerToken": []}],
+                "security": _SECURITY,
             }
         },
     }

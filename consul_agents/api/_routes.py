@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from consul_agents._errors import ConsulAgentsError, InvalidAgentError
 from consul_agents._metrics import fleet_exposition
 from consul_agents._models import (
+    AGENT_ID_PATTERN,
     AgentRegistration,
     AgentStatus,
     DiscoveryRequest,
@@ -29,7 +30,6 @@ from consul_agents._routing import check_region
 from consul_agents.api._errors import BadRequest, error_response
 from consul_agents.api._keys import OPENAPI, REGISTRY_KEY, VIEWS
 from consul_agents.api._schemas import (
-    AGENT_ID_PATTERN,
     DeregisterResponse,
     HealthBody,
     HeartbeatRequest,

@@ -6,10 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from consul_agents._models import AGENT_ID_PATTERN
-
 __all__ = [
-    "AGENT_ID_PATTERN",
     "DeregisterResponse",
     "ErrorBody",
     "HealthBody",
