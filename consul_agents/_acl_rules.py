@@ -30,6 +30,7 @@ from consul_agents._wire import KV_PREFIX, metadata_prefix
 
 __all__ = [
     "NAME_PREFIX",
+    "TOKEN_DESCRIPTION_PREFIX",
     "AclConfig",
     "TokenKind",
     "TokenSpec",
@@ -45,6 +46,8 @@ __all__ = [
 TokenKind = Literal["registrar", "discoverer", "dns", "operator"]
 #: Every policy this project creates is named ``consul-agents-<token name>``.
 NAME_PREFIX = "consul-agents-"
+#: Every token this project creates is described ``consul-agents token <token name>``.
+TOKEN_DESCRIPTION_PREFIX = "consul-agents token "
 _TOKEN_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?\Z")
 
 
@@ -151,7 +154,7 @@ def policy_name(spec: TokenSpec) -> str:
 
 def token_description(spec: TokenSpec) -> str:
     """The token's description, which is how provisioning finds it again: keep it stable per name."""
-    return f"consul-agents token {spec.name}"
+    return TOKEN_DESCRIPTION_PREFIX + spec.name
 
 
 def _policy_description(spec: TokenSpec) -> str:

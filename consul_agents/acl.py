@@ -125,7 +125,7 @@ def _by_key(items: Sequence[dict[str, Any]], key: str, what: str) -> dict[str, d
     found: dict[str, dict[str, Any]] = {}
     for item in items:
         value = str(item.get(key, ""))
-        if value.startswith(("consul-agents-", "consul-agents token ")):
+        if value.startswith((rules.NAME_PREFIX, rules.TOKEN_DESCRIPTION_PREFIX)):
             if value in found:
                 raise ConsulRequestError(
                     f"provision ACL {what}", 409, f"two ACL {what} share the {key} {value!r}; delete one"
