@@ -54,7 +54,7 @@ async def _until_stopped(message: str) -> None:
     await stop.wait()
 
 
-async def _show(registry: AgentRegistry, rng: random.Random) -> None:
+async def _show(registry: AgentRegistry) -> None:
     print("\n== Every live agent (discover_agents())")
     print_agents(await registry.discover_agents(), False)
     for title, request in (
@@ -88,7 +88,7 @@ async def _demo(args: argparse.Namespace, address: str) -> None:
         for registration in fleet:
             sessions.append(await stack.enter_async_context(registry.session(registration, interval=2.0)))
         print(f"Registered {len(sessions)} agents with Consul at {address}; each heartbeats every 2 s.")
-        await _show(registry, rng)
+        await _show(registry)
         print(
             "\nConsul UI: "
             + address
