@@ -52,10 +52,8 @@ def _hcl_value(value: Any, indent: int) -> str:
     pad = "  " * indent
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    if isinstance(value, str):
-        # HCL's string escapes are JSON's for everything json.dumps emits.
+    if isinstance(value, int | float | str):
+        # HCL's numbers are JSON's, and so are its string escapes for everything json.dumps emits.
         return json.dumps(value)
     if isinstance(value, list):
         if all(not isinstance(item, dict) for item in value):
