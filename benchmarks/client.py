@@ -44,10 +44,9 @@ from typing import Any
 import aiohttp
 
 from benchmarks._stats import benchmark_parser, consul_address, percentile, summary, write_report
-from benchmarks.core import _registration
+from benchmarks.core import _fill
 from consul_agents import AgentRegistration, AgentRegistry, AgentStatus, DiscoveryRequest, SelectionCriteria
-from consul_agents import _wire as wire
-from consul_agents._models import AgentInfo, utcnow
+from consul_agents._models import AgentInfo
 from consul_agents._selection import STRATEGIES, SelectionState, select
 
 REPORT = Path("reports/bench-client.json")
@@ -57,24 +56,9 @@ TARGET_PROPAGATION_P99_MS = 100.0
 TARGET_EVENNESS = 1.05
 TARGET_SHARE_ERROR = 0.10
 PROPAGATION_SHAPES = ("one_type_of_1000", "ten_types_of_100", "one_type_of_1000_dev_agent")
-
-
-async def _fill(session: aiohttp.ClientSession, addr: str, agent_type: str, count: int) -> None:
-    """Register ``count`` passing agents of one type directly (setup, not measured); every tenth can 'rare'.
-
-    Their TTL is a day, so that none turns critical while the benchmark runs (nobody heartbeats them):
-    the fleet stays exactly as registered, and every question keeps the same answer.
-    """
-
-    async def one(i: int) -> None:
-        caps = ["plan", "rare"] if i % 10 == 0 else ["plan"]
-        registration = _registration(agent_type, i, caps).model_copy(update={"ttl": timedelta(days=1)})
-        body = wire.service_definition(registration, f"{agent_type}-{i}", load=0.1, heartbeat=utcnow())
-        async with session.put(f"{addr}/v1/agent/service/register", json=body) as response:
-            response.raise_for_status()
-
-    for start in range(0, count, 50):
-        await asyncio.gather(*(one(i) for i in range(start, min(count, start + 50))))
+#: The TTL of the fleets registered directly (nobody heartbeats them): a day, so that none turns critical
+#: while the benchmark runs; the fleet stays exactly as registered, and every question keeps the same answer.
+FLEET_TTL = timedelta(days=1)
 
 
 async def _timed(fn: Callable[[], Awaitable[Any]], rounds: int) -> list[float]:
@@ -100,7 +84,7 @@ async def _discover(addr: str, sizes: list[int]) -> dict[str, Any]:
         for size in sizes:
             agent_type = f"client{size}"
             started = time.monotonic()
-            await _fill(bare, addr, agent_type, size)
+            await _fill(bare, addr, agent_type, size, ttl=FLEET_TTL)
             fill_s = time.monotonic() - started
             for label, request in (
                 ("filtered", DiscoveryRequest(agent_type=agent_type, capabilities=["rare"])),
@@ -387,14 +371,14 @@ def main(argv: list[str] | None = None) -> int:
         select_agent = await _select(addr)
         async with aiohttp.ClientSession() as bare:
             for k in range(9):
-                await _fill(bare, addr, f"spread{k}", 100)
+                await _fill(bare, addr, f"spread{k}", 100, ttl=FLEET_TTL)
             propagation = {
                 "one_type_of_1000": await _propagation(addr, "client1000", args.events),
                 "ten_types_of_100": await _propagation(addr, "client100", args.events),
                 "consul_full_read_of_1000_instances": await _full_read(addr, "agent-client1000"),
             }
             if dev_addr is not None:
-                await _fill(bare, dev_addr, "client1000", 1000)
+                await _fill(bare, dev_addr, "client1000", 1000, ttl=FLEET_TTL)
                 on_dev = await _propagation(dev_addr, "client1000", args.events)
                 propagation["one_type_of_1000_dev_agent"] = on_dev
                 dev_read = await _full_read(dev_addr, "agent-client1000")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,18 @@ def _registration(agent_type: str, i: int, capabilities: list[str] | None = None
     )
 
 
-async def _fill(session: aiohttp.ClientSession, addr: str, agent_type: str, count: int) -> None:
-    """Register ``count`` agents of one type directly (setup, not measured); every tenth can 'rare'."""
+async def _fill(
+    session: aiohttp.ClientSession, addr: str, agent_type: str, count: int, ttl: timedelta | None = None
+) -> None:
+    """Register ``count`` agents of one type directly (setup, not measured); every tenth can 'rare'.
+    ``ttl`` replaces the default TTL of their checks."""
 
     async def one(i: int) -> None:
         caps = ["plan", "rare"] if i % 10 == 0 else ["plan"]
-        body = wire.service_definition(
-            _registration(agent_type, i, caps), f"{agent_type}-{i}", load=0.1, heartbeat=utcnow()
-        )
+        registration = _registration(agent_type, i, caps)
+        if ttl is not None:
+            registration = registration.model_copy(update={"ttl": ttl})
+        body = wire.service_definition(registration, f"{agent_type}-{i}", load=0.1, heartbeat=utcnow())
         async with session.put(f"{addr}/v1/agent/service/register", json=body) as response:
             response.raise_for_status()
 
