@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,8 @@ __all__ = [
     "consul_address",
     "percentile",
     "print_comparison",
+    "print_results",
+    "run_on_consul",
     "summary",
     "write_report",
 ]
@@ -70,7 +74,7 @@ async def compare(
     }
 
 
-def write_report(path: Path, results: dict[str, Any], **context: Any) -> dict[str, Any]:
+def write_report(path: Path, results: dict[str, Any], **context: Any) -> None:
     report = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
@@ -79,7 +83,6 @@ def write_report(path: Path, results: dict[str, Any], **context: Any) -> dict[st
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
-    return report
 
 
 @contextmanager
@@ -93,6 +96,23 @@ def consul_address(addr: str | None, *, dev_mode: bool = True) -> Iterator[str]:
     with ConsulDevServer(dev_mode=dev_mode) as server:
         server.wait_settled()
         yield server.http_addr
+
+
+def run_on_consul(
+    args: argparse.Namespace, run: Callable[[str, int], Coroutine[Any, Any, dict[str, Any]]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``run(addr, iterations)`` against ``--consul-addr`` or a dev agent started for it; its results, and
+    the report's context saying which Consul and how many iterations."""
+    with consul_address(args.consul_addr) as addr:
+        results = asyncio.run(run(addr, args.iterations))
+    where = args.consul_addr or "dev agent started by the benchmark"
+    return results, {"consul": where, "iterations": args.iterations}
+
+
+def print_results(results: dict[str, Any]) -> None:
+    """The results as indented JSON, for the benchmarks without a table."""
+    json.dump(results, sys.stdout, indent=2)
+    print()
 
 
 def print_comparison(results: dict[str, Any], ours: str = "ours", bare: str = "bare") -> None:

@@ -8,7 +8,6 @@ loopback port) and is called over real HTTP; each API call is timed alternately 
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from benchmarks._stats import benchmark_parser, compare, consul_address, print_comparison, write_report
+from benchmarks._stats import benchmark_parser, compare, print_comparison, run_on_consul, write_report
 from consul_agents import AgentRegistration, AgentRegistry, DiscoveryRequest, SelectionCriteria
 from consul_agents.api import create_app
 
@@ -96,14 +95,11 @@ async def run(addr: str, iterations: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, REPORT)
     args = parser.parse_args(argv)
-    with consul_address(args.consul_addr) as addr:
-        results = asyncio.run(run(addr, args.iterations))
-    where = args.consul_addr or "dev agent started by the benchmark"
+    results, context = run_on_consul(args, run)
     write_report(
         args.output,
         results,
-        consul=where,
-        iterations=args.iterations,
+        **context,
         note="ours = through the REST API over loopback HTTP; bare = the same library call in process",
     )
     print_comparison(results, "API", "lib")

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks._stats import benchmark_parser, compare, consul_address, print_comparison, write_report
+from benchmarks._stats import benchmark_parser, compare, print_comparison, run_on_consul, write_report
 from consul_agents import AgentRegistration, AgentRegistry, AgentStatus, DiscoveryRequest
 from consul_agents import _wire as wire
 from consul_agents._models import utcnow
@@ -127,8 +127,7 @@ async def run(addr: str, iterations: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, REPORT)
     args = parser.parse_args(argv)
-    with consul_address(args.consul_addr) as addr:
-        results = asyncio.run(run(addr, args.iterations))
+    results, context = run_on_consul(args, run)
     targets = {
         "ratio_median_at_most": TARGET_RATIO,
         "register_p99_ms_below": TARGET_REGISTER_P99_MS,
@@ -137,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             "register_p99": results["register"]["ours"]["p99_ms"] < TARGET_REGISTER_P99_MS,
         },
     }
-    where = args.consul_addr or "dev agent started by the benchmark"
-    write_report(args.output, results, consul=where, iterations=args.iterations, targets=targets)
+    write_report(args.output, results, **context, targets=targets)
     print_comparison(results)
     print(f"targets: {targets['met']}  ->  {args.output}")
     return 0

@@ -19,7 +19,6 @@ Writes reports/bench-dns-sidecar.json.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 import uuid
@@ -32,7 +31,7 @@ import dns.message
 import dns.rdatatype
 from aiohttp import web
 
-from benchmarks._stats import benchmark_parser, compare, summary, write_report
+from benchmarks._stats import benchmark_parser, compare, print_results, summary, write_report
 from consul_agents import AgentRegistration, AgentRegistry, AgentStatus
 from consul_agents.dev import ConsulDevServer
 from consul_agents.dns import query_dns_name, service_dns_name, setup_prepared_query
@@ -196,14 +195,13 @@ def main(argv: list[str] | None = None) -> int:
         dc1.wait_settled()
         results = asyncio.run(_dns(dc1, dc2, args.iterations))
         results |= asyncio.run(_sidecar(dc1, args.iterations))
-    report = write_report(
+    write_report(
         args.output,
         results,
         consul="two dev datacenters joined over WAN on loopback, started by the benchmark",
         iterations=args.iterations,
     )
-    json.dump(report["results"], sys.stdout, indent=2)
-    print()
+    print_results(results)
     return 0
 
 

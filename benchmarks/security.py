@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks._stats import benchmark_parser, compare, summary, write_report
+from benchmarks._stats import benchmark_parser, compare, print_results, summary, write_report
 from consul_agents import AgentRegistration, AgentRegistry, ConsulSettings, DiscoveryRequest
 from consul_agents._gateway import ConsulGateway
 from consul_agents.acl import load_config, provision
@@ -149,14 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         with ConsulDevServer(https=True, extra_config={**acl, **tls}) as server:
             server.wait_settled()
             results = asyncio.run(run(server, master, pki["ca"], args.iterations))
-    report = write_report(
+    write_report(
         args.output,
         results,
         consul="dev agent with ACLs (default deny) and HTTPS, started by the benchmark",
         iterations=args.iterations,
     )
-    json.dump(report["results"], sys.stdout, indent=2)
-    print()
+    print_results(results)
     return 0
 
 
