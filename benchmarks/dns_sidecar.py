@@ -35,7 +35,7 @@ from benchmarks._stats import benchmark_parser, compare, print_results, summary,
 from consul_agents import AgentRegistration, AgentRegistry, AgentStatus
 from consul_agents.dev import ConsulDevServer
 from consul_agents.dns import query_dns_name, service_dns_name, setup_prepared_query
-from consul_agents.sidecar.config import parse_config
+from consul_agents.sidecar.config import AgentSpec, parse_config
 from consul_agents.sidecar.probe import probe
 
 REPORT = Path("reports/bench-dns-sidecar.json")
@@ -139,22 +139,20 @@ async def _sidecar(server: ConsulDevServer, iterations: int) -> dict[str, Any]:
                 await registry.register_agent(spec.registration)
             first = config.agents[0]
 
-            async def cycle(_: int) -> None:
-                result = await probe(session, first)
+            async def one(spec: AgentSpec) -> None:
+                """One sidecar cycle for one agent: its probe, then its heartbeat."""
+                result = await probe(session, spec)
                 await registry.heartbeat(
-                    first.agent_id, result.load, status=result.status, output=result.output
+                    spec.agent_id, result.load, status=result.status, output=result.output
                 )
+
+            async def cycle(_: int) -> None:
+                await one(first)
 
             async def heartbeat_only(_: int) -> None:
                 await registry.heartbeat(first.agent_id, 0.25, output="GET x: HTTP 200")
 
             results["sidecar_probe_heartbeat"] = await compare(cycle, heartbeat_only, iterations)
-
-            async def one(spec: Any) -> None:
-                result = await probe(session, spec)
-                await registry.heartbeat(
-                    spec.agent_id, result.load, status=result.status, output=result.output
-                )
 
             rounds = []
             for _ in range(max(10, iterations // 20)):
