@@ -85,25 +85,22 @@ def _leader(args: argparse.Namespace) -> dict[str, Any]:
         for a, t in result.acknowledged.items()
         if a in result.visible_at
     ]
+
+    def direct(kind: str) -> dict[str, Any]:
+        durations = [op.duration for op in result.ops if op.kind == kind]
+        return {
+            "discoveries": len(durations),
+            "failures": len(result.failures(kind)),
+            "max_ms": round(1000 * max(durations, default=0), 1),
+        }
+
     report["summary"] = {
         "election_s": round(new_leader - kill, 2),
         "discoveries": sum(1 for op in result.ops if op.kind == "discover"),
         "discovery_failures": len(result.failures("discover")),
         "max_discovery_ms": round(1000 * max(op.duration for op in result.ops if op.kind == "discover"), 1),
-        "direct_stale": {
-            "discoveries": sum(1 for op in result.ops if op.kind == "discover-direct"),
-            "failures": len(result.failures("discover-direct")),
-            "max_ms": round(
-                1000 * max((op.duration for op in result.ops if op.kind == "discover-direct"), default=0), 1
-            ),
-        },
-        "without_stale_reads": {
-            "discoveries": sum(1 for op in result.ops if op.kind == "discover-leader"),
-            "failures": len(result.failures("discover-leader")),
-            "max_ms": round(
-                1000 * max((op.duration for op in result.ops if op.kind == "discover-leader"), default=0), 1
-            ),
-        },
+        "direct_stale": direct("discover-direct"),
+        "without_stale_reads": direct("discover-leader"),
         "writes": len(writes),
         "write_failures": {kind: len(result.failures(kind)) for kind in ("register", "register-kv")},
         "write_failure_errors": sorted({op.error or "" for op in writes if op.error}),
