@@ -10,11 +10,13 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from consul_agents.dev import ConsulDevServer
 
@@ -26,6 +28,7 @@ __all__ = [
     "print_comparison",
     "print_results",
     "run_on_consul",
+    "serve_app",
     "summary",
     "write_report",
 ]
@@ -96,6 +99,19 @@ def consul_address(addr: str | None, *, dev_mode: bool = True) -> Iterator[str]:
     with ConsulDevServer(dev_mode=dev_mode) as server:
         server.wait_settled()
         yield server.http_addr
+
+
+@asynccontextmanager
+async def serve_app(app: web.Application, **runner_options: Any) -> AsyncIterator[str]:
+    """``app`` served in this process on a free loopback port, by its base URL, until the block ends."""
+    runner = web.AppRunner(app, **runner_options)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
 
 
 def run_on_consul(

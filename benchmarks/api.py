@@ -13,9 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
-from benchmarks._stats import benchmark_parser, compare, print_comparison, run_on_consul, write_report
+from benchmarks._stats import (
+    benchmark_parser,
+    compare,
+    print_comparison,
+    run_on_consul,
+    serve_app,
+    write_report,
+)
 from consul_agents import AgentRegistration, AgentRegistry, DiscoveryRequest, SelectionCriteria
 from consul_agents.api import create_app
 
@@ -25,70 +31,65 @@ AGENTS = 10
 
 async def run(addr: str, iterations: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    runner = web.AppRunner(create_app(addr), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    api = f"http://{host}:{port}"
-    try:
-        async with aiohttp.ClientSession() as http, AgentRegistry(addr) as registry:
-            for i in range(AGENTS):
-                await registry.register_agent(
-                    AgentRegistration(
-                        agent_type="benchapi",
-                        agent_id=f"benchapi-{i}",
-                        capabilities=["plan"],
-                        endpoint=f"http://127.0.0.1:{9000 + i}",
-                        load=i / AGENTS,
-                        ttl=300,
-                    )
+    async with (
+        serve_app(create_app(addr), access_log=None) as api,
+        aiohttp.ClientSession() as http,
+        AgentRegistry(addr) as registry,
+    ):
+        for i in range(AGENTS):
+            await registry.register_agent(
+                AgentRegistration(
+                    agent_type="benchapi",
+                    agent_id=f"benchapi-{i}",
+                    capabilities=["plan"],
+                    endpoint=f"http://127.0.0.1:{9000 + i}",
+                    load=i / AGENTS,
+                    ttl=300,
                 )
+            )
 
-            async def get_json(path: str) -> Any:
-                async with http.get(api + path) as response:
-                    return await response.json()
+        async def get_json(path: str) -> Any:
+            async with http.get(api + path) as response:
+                return await response.json()
 
-            async def discover_api(_: int) -> None:
-                await get_json("/v1/agents?type=benchapi&capability=plan")
+        async def discover_api(_: int) -> None:
+            await get_json("/v1/agents?type=benchapi&capability=plan")
 
-            async def discover_lib(_: int) -> None:
-                await registry.discover_agents(DiscoveryRequest(agent_type="benchapi", capabilities=["plan"]))
+        async def discover_lib(_: int) -> None:
+            await registry.discover_agents(DiscoveryRequest(agent_type="benchapi", capabilities=["plan"]))
 
-            results[f"discover_{AGENTS}"] = await compare(discover_api, discover_lib, iterations)
+        results[f"discover_{AGENTS}"] = await compare(discover_api, discover_lib, iterations)
 
-            async def select_api(_: int) -> None:
-                async with http.post(api + "/v1/select", json={"agent_type": "benchapi"}) as response:
-                    await response.json()
+        async def select_api(_: int) -> None:
+            async with http.post(api + "/v1/select", json={"agent_type": "benchapi"}) as response:
+                await response.json()
 
-            async def select_lib(_: int) -> None:
-                await registry.select_agent(SelectionCriteria(agent_type="benchapi"))
+        async def select_lib(_: int) -> None:
+            await registry.select_agent(SelectionCriteria(agent_type="benchapi"))
 
-            results["select"] = await compare(select_api, select_lib, iterations)
+        results["select"] = await compare(select_api, select_lib, iterations)
 
-            async def heartbeat_api(_: int) -> None:
-                async with http.put(api + "/v1/agents/benchapi-0/heartbeat", json={"load": 0.0}) as response:
-                    await response.read()
+        async def heartbeat_api(_: int) -> None:
+            async with http.put(api + "/v1/agents/benchapi-0/heartbeat", json={"load": 0.0}) as response:
+                await response.read()
 
-            async def heartbeat_lib(_: int) -> None:
-                await registry.heartbeat("benchapi-0", 0.0)
+        async def heartbeat_lib(_: int) -> None:
+            await registry.heartbeat("benchapi-0", 0.0)
 
-            results["heartbeat"] = await compare(heartbeat_api, heartbeat_lib, iterations)
+        results["heartbeat"] = await compare(heartbeat_api, heartbeat_lib, iterations)
 
-            async def metrics_api(_: int) -> None:
-                async with http.get(api + "/metrics") as response:
-                    await response.read()
+        async def metrics_api(_: int) -> None:
+            async with http.get(api + "/metrics") as response:
+                await response.read()
 
-            async def health_api(_: int) -> None:
-                async with http.get(api + "/health") as response:
-                    await response.read()
+        async def health_api(_: int) -> None:
+            async with http.get(api + "/health") as response:
+                await response.read()
 
-            # /metrics refreshes the agents gauge (four discoveries); /health is one Consul round trip.
-            results["metrics_vs_health"] = await compare(metrics_api, health_api, max(20, iterations // 5))
-            for i in range(AGENTS):
-                await registry.deregister_agent(f"benchapi-{i}")
-    finally:
-        await runner.cleanup()
+        # /metrics refreshes the agents gauge (four discoveries); /health is one Consul round trip.
+        results["metrics_vs_health"] = await compare(metrics_api, health_api, max(20, iterations // 5))
+        for i in range(AGENTS):
+            await registry.deregister_agent(f"benchapi-{i}")
     return results
 
 

@@ -31,7 +31,7 @@ import dns.message
 import dns.rdatatype
 from aiohttp import web
 
-from benchmarks._stats import benchmark_parser, compare, print_results, summary, write_report
+from benchmarks._stats import benchmark_parser, compare, print_results, serve_app, summary, write_report
 from consul_agents import AgentRegistration, AgentRegistry, AgentStatus
 from consul_agents.dev import ConsulDevServer
 from consul_agents.dns import query_dns_name, service_dns_name, setup_prepared_query
@@ -115,25 +115,20 @@ async def _sidecar(server: ConsulDevServer, iterations: int) -> dict[str, Any]:
     agent = _Agent()
     app = web.Application()
     app.router.add_get("/health", agent.health)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    agent_type = f"s{uuid.uuid4().hex[:6]}"
-    entries = [
-        {
-            "agent_id": f"{agent_type}-{i}",
-            "agent_type": agent_type,
-            "capabilities": ["plan"],
-            "endpoint": f"http://127.0.0.1:{port}",
-            "ttl": 2,
-            "health": {"interval": 0.5, "timeout": 0.3, "load_field": "load"},
-        }
-        for i in range(200)
-    ]
-    config = parse_config(Path("bench.yaml"), {"agents": entries})
-    try:
+    async with serve_app(app, shutdown_timeout=0.1) as url:
+        agent_type = f"s{uuid.uuid4().hex[:6]}"
+        entries = [
+            {
+                "agent_id": f"{agent_type}-{i}",
+                "agent_type": agent_type,
+                "capabilities": ["plan"],
+                "endpoint": url,
+                "ttl": 2,
+                "health": {"interval": 0.5, "timeout": 0.3, "load_field": "load"},
+            }
+            for i in range(200)
+        ]
+        config = parse_config(Path("bench.yaml"), {"agents": entries})
         async with AgentRegistry(server.http_addr) as registry, aiohttp.ClientSession() as session:
             for spec in config.agents:
                 await registry.register_agent(spec.registration)
@@ -180,8 +175,6 @@ async def _sidecar(server: ConsulDevServer, iterations: int) -> dict[str, Any]:
             results["hang_to_critical"] = summary(samples)
             for spec in config.agents:
                 await registry.deregister_agent(spec.agent_id)
-    finally:
-        await runner.cleanup()
     return results
 
 
