@@ -38,6 +38,7 @@ import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +104,11 @@ async def _discover(addr: str, sizes: list[int]) -> dict[str, Any]:
                 direct_rounds = max(20, min(300, 30_000 // size))
                 cached_s: list[float] = []
                 direct_s: list[float] = []
-                for block in range(direct_rounds // 10):
+                for _ in range(direct_rounds // 10):
                     # interleaved blocks, so drift on a noisy machine hits both alike
-                    cached_s += await _timed(lambda r=request: registry.discover_agents(r), 200)
-                    direct_s += await _timed(lambda r=request: registry.discover_agents(r, cached=False), 10)
-                    del block
-                lookup_s = await _timed(lambda r=request: registry.discovery.cache.query(r, ""), 2000)
+                    cached_s += await _timed(partial(registry.discover_agents, request), 200)
+                    direct_s += await _timed(partial(registry.discover_agents, request, cached=False), 10)
+                lookup_s = await _timed(partial(registry.discovery.cache.query, request, ""), 2000)
                 cached, direct = _us(cached_s), _us(direct_s)
                 results[f"discover_{size}_{label}"] = {
                     "agents": size,
@@ -128,7 +128,7 @@ async def _select(addr: str) -> dict[str, Any]:
         for strategy in STRATEGIES:
             criteria = SelectionCriteria(agent_type="client1000", strategy=strategy)
             await registry.select_agent(criteria)
-            results[strategy] = _us(await _timed(lambda c=criteria: registry.select_agent(c), 2000))
+            results[strategy] = _us(await _timed(partial(registry.select_agent, criteria), 2000))
     return results
 
 
@@ -177,7 +177,7 @@ async def _propagation(addr: str, agent_type: str, events_per_kind: int) -> dict
             samples["register"].append(await seen(present, time.perf_counter()))
             load = round(0.3 + (i % 5) / 10, 2)
             await writer.heartbeat(agent_id, load=load)
-            samples["load"].append(await seen(lambda a=agent_id, v=load: present(a, v), time.perf_counter()))
+            samples["load"].append(await seen(partial(present, agent_id, load), time.perf_counter()))
             await writer.heartbeat(agent_id, status=AgentStatus.CRITICAL)
             samples["critical"].append(await seen(is_critical, time.perf_counter()))
             await writer.deregister_agent(agent_id)
