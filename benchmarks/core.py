@@ -110,15 +110,14 @@ async def run(addr: str, iterations: int) -> dict[str, Any]:
                 results[label] = await compare(disc_ours, disc_bare, rounds, warmup=5)
                 results[label]["agents"] = size
 
-        # deregister: agents registered by this client (the bare side deregisters its own twins).
+        # deregister: agents registered by this client (the bare side deregisters its own twins); no warm-up,
+        # so each call removes the agent of the same number that register added.
         async def dereg_ours(i: int) -> None:
-            if i >= 0:
-                await registry.deregister_agent(f"benchreg-{i}")
+            await registry.deregister_agent(f"benchreg-{i}")
 
         async def dereg_bare(i: int) -> None:
-            if i >= 0:
-                async with bare.put(f"{addr}/v1/agent/service/deregister/benchbare-{i}") as response:
-                    await response.read()
+            async with bare.put(f"{addr}/v1/agent/service/deregister/benchbare-{i}") as response:
+                await response.read()
 
         results["deregister"] = await compare(dereg_ours, dereg_bare, iterations, warmup=0)
     return results

@@ -163,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = dict(previous)
     if args.plots_only:
         chosen = []
-    loads: dict[str, Any] = {}
     runners: dict[str, Callable[[argparse.Namespace], Any]] = {
         "steady": _steady,
         "steady-cached": lambda a: _steady(a, cache=True),
@@ -178,16 +177,16 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         value = runners[section](args)
         results[section] = value
-        loads[section] = {
+        load = {
             "load_average_1m_before": round(before, 2),
             "load_average_1m_after": round(os.getloadavg()[0], 2),
             "seconds": round(time.monotonic() - started, 1),
         }
         if isinstance(value, dict):
-            value["machine_load"] = loads[section]
+            value["machine_load"] = load
         else:
-            results[f"{section}_machine_load"] = loads[section]
-        _log(f"{section}: done in {loads[section]['seconds']} s")
+            results[f"{section}_machine_load"] = load
+        _log(f"{section}: done in {load['seconds']} s")
         write_report(args.report, results, suite="scale")
     _plot(results, args.images, [s for s in SECTIONS if s in results])
     for section in chosen:
