@@ -1,4 +1,5 @@
-"""Helpers for the integration tests: raw Consul HTTP (independent of the code under test) and polling."""
+"""Helpers shared by the test modules: raw Consul HTTP (independent of the code under test), polling, and
+builders of registrations and selection candidates."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Any
 
 import pytest
 
-__all__ = ["consul_get", "consul_get_text", "consul_put", "eventually"]
+from consul_agents import AgentInfo, AgentRegistration, AgentStatus
+
+__all__ = ["candidate", "consul_get", "consul_get_text", "consul_put", "eventually", "registration"]
 
 
 def consul_get(addr: str, path: str, token: str | None = None) -> tuple[Any, int]:
@@ -51,3 +54,26 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
             return
         await asyncio.sleep(0.05)
     pytest.fail(f"not true within {timeout}s: {what}")
+
+
+def registration(agent_type: str, **fields: Any) -> AgentRegistration:
+    """A registration of ``agent_type`` with capability "plan" at a loopback endpoint, unless ``fields`` say
+    otherwise."""
+    defaults: dict[str, Any] = {"capabilities": ["plan"], "endpoint": "http://127.0.0.1:9000"}
+    return AgentRegistration(agent_type=agent_type, **{**defaults, **fields})
+
+
+def candidate(agent_id: str, load: float = 0.0, weight: int = 1, health: float = 1.0) -> AgentInfo:
+    """A discovered agent for selection: ``health`` 1.0 is passing, 0.5 warning, anything else critical."""
+    status = {1.0: AgentStatus.PASSING, 0.5: AgentStatus.WARNING}.get(health, AgentStatus.CRITICAL)
+    return AgentInfo(
+        agent_id=agent_id,
+        agent_type="t",
+        capabilities=["c"],
+        status=status,
+        endpoint="http://h:1",
+        health_score=health,
+        current_load=load,
+        last_heartbeat=None,
+        weight=weight,
+    )

@@ -7,24 +7,10 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from support import candidate as agent
 
-from consul_agents._models import AgentInfo, AgentStatus
+from consul_agents._models import AgentInfo
 from consul_agents._selection import STRATEGIES, SelectionState, effective_load, select
-
-
-def agent(agent_id: str, load: float = 0.0, weight: int = 1, health: float = 1.0) -> AgentInfo:
-    status = {1.0: AgentStatus.PASSING, 0.5: AgentStatus.WARNING}.get(health, AgentStatus.CRITICAL)
-    return AgentInfo(
-        agent_id=agent_id,
-        agent_type="t",
-        capabilities=["c"],
-        status=status,
-        endpoint="http://h:1",
-        health_score=health,
-        current_load=load,
-        last_heartbeat=None,
-        weight=weight,
-    )
 
 
 def pick(candidates: list[AgentInfo], strategy: Any, seed: int = 0, **kwargs: Any) -> AgentInfo | None:

@@ -6,24 +6,10 @@ import random
 from collections import Counter
 
 import pytest
+from support import candidate as agent
 
-from consul_agents._models import AgentInfo, AgentStatus
+from consul_agents._models import AgentInfo
 from consul_agents._selection import SelectionState, select
-
-
-def agent(agent_id: str, weight: int = 1, health: float = 1.0) -> AgentInfo:
-    status = AgentStatus.PASSING if health == 1.0 else AgentStatus.WARNING
-    return AgentInfo(
-        agent_id=agent_id,
-        agent_type="t",
-        capabilities=["c"],
-        status=status,
-        endpoint="http://h:1",
-        health_score=health,
-        current_load=0.0,
-        last_heartbeat=None,
-        weight=weight,
-    )
 
 
 def picks(
@@ -72,19 +58,7 @@ def test_newcomer_joins_without_a_backlog() -> None:
 
 def test_all_zero_weights_fall_back_to_uniform() -> None:
     """When every weight x health is zero (all critical), picks are uniform among the candidates."""
-    fleet = [
-        AgentInfo(
-            agent_id=f"c{i}",
-            agent_type="t",
-            capabilities=["c"],
-            status=AgentStatus.CRITICAL,
-            endpoint="http://h:1",
-            health_score=0.0,
-            current_load=0.0,
-            last_heartbeat=None,
-        )
-        for i in range(3)
-    ]
+    fleet = [agent(f"c{i}", health=0.0) for i in range(3)]
     counts = picks(fleet, 3_000)
     assert set(counts) == {"c0", "c1", "c2"}
     assert all(800 < c < 1200 for c in counts.values())
