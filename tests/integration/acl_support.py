@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import support
 from support import consul_get
 
 from consul_agents import AgentRegistration, ConsulSettings
@@ -60,14 +61,7 @@ async def provision_tokens(addr: str, master: str, *specs: dict[str, Any]) -> di
 
 def registration(agent_type: str, agent_id: str, **fields: Any) -> AgentRegistration:
     """A registration whose TTL outlasts the test, so its check cannot change while a test compares state."""
-    defaults: dict[str, Any] = {
-        "agent_type": agent_type,
-        "agent_id": agent_id,
-        "capabilities": ["plan"],
-        "endpoint": "http://127.0.0.1:9000",
-        "ttl": timedelta(hours=1),
-    }
-    return AgentRegistration(**{**defaults, **fields})
+    return support.registration(agent_type, **{"agent_id": agent_id, "ttl": timedelta(hours=1), **fields})
 
 
 async def consul_state(addr: str, master: str) -> dict[str, Any]:

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 from conftest import EXTERNAL_ADDR_VAR, MakeConsul, _external_addr
-from support import consul_get_text, consul_put, eventually
+from support import consul_get_text, consul_put, eventually, registration
 
 from consul_agents import (
-    AgentRegistration,
     AgentRegistry,
     AgentStatus,
     DiscoveryRequest,
@@ -22,16 +21,6 @@ from consul_agents import (
 )
 from consul_agents import _wire as wire
 from consul_agents.dev import ConsulDevServer
-
-
-def registration(agent_type: str, capabilities: list[str], **overrides: Any) -> AgentRegistration:
-    fields: dict[str, Any] = {
-        "agent_type": agent_type,
-        "capabilities": capabilities,
-        "endpoint": "http://127.0.0.1:9000",
-    }
-    fields.update(overrides)
-    return AgentRegistration(**fields)
 
 
 @pytest.fixture
@@ -57,7 +46,7 @@ async def test_cached_reader_sees_changes_made_elsewhere(
     reader through its watch."""
     request = DiscoveryRequest(agent_type=unique)
     assert await cached.discover_agents(request) == []
-    agent_id = await direct.register_agent(registration(unique, ["plan"]))
+    agent_id = await direct.register_agent(registration(unique))
 
     async def ids(req: DiscoveryRequest = request) -> list[str]:
         return [a.agent_id for a in await cached.discover_agents(req)]
@@ -89,7 +78,7 @@ async def test_own_writes_are_read_back_at_once(cached: AgentRegistry, unique: s
     request = DiscoveryRequest(agent_type=unique)
     assert await cached.discover_agents(request) == []
     for _ in range(5):
-        agent_id = await cached.register_agent(registration(unique, ["plan"]))
+        agent_id = await cached.register_agent(registration(unique))
         assert [a.agent_id for a in await cached.discover_agents(request)] == [agent_id]
         await cached.deregister_agent(agent_id)
         assert await cached.discover_agents(request) == []
@@ -98,7 +87,7 @@ async def test_own_writes_are_read_back_at_once(cached: AgentRegistry, unique: s
 async def test_steady_heartbeats_keep_answers_cached(cached: AgentRegistry, unique: str) -> None:
     """Heartbeats that write nothing to Consul leave the service cached; a real load change marks it."""
     request = DiscoveryRequest(agent_type=unique)
-    agent_id = await cached.register_agent(registration(unique, ["plan"], load=0.3))
+    agent_id = await cached.register_agent(registration(unique, load=0.3))
     await cached.heartbeat(agent_id, load=0.3)
     await cached.discover(request)
 
@@ -151,7 +140,7 @@ async def test_cached_answers_equal_direct_queries(
         agent_id = await direct.register_agent(
             registration(
                 rng.choice(types),
-                rng.sample(caps, rng.randint(1, 3)),
+                capabilities=rng.sample(caps, rng.randint(1, 3)),
                 agent_id=f"{unique}-{i}",
                 load=rng.choice([0.0, 0.2, 0.5, 0.9]),
                 tags={"tier": rng.choice(["gold", "silver"])},
@@ -194,10 +183,7 @@ async def test_unchanged_entries_are_not_converted_again(server_mode_addr: str, 
         AgentRegistry(server_mode_addr) as cached,
         AgentRegistry(server_mode_addr, cache=False) as writer,
     ):
-        ids = [
-            await writer.register_agent(registration(unique, ["plan"], agent_id=f"{unique}-{i}"))
-            for i in range(5)
-        ]
+        ids = [await writer.register_agent(registration(unique, agent_id=f"{unique}-{i}")) for i in range(5)]
 
         async def converged() -> bool:
             return await cached.discover_agents(request) == await writer.discover_agents(request)
@@ -228,7 +214,7 @@ async def test_an_entry_forging_a_boundary_does_not_fool_the_cache(
         AgentRegistry(server_mode_addr) as cached,
         AgentRegistry(server_mode_addr, cache=False) as direct,
     ):
-        await direct.register_agent(registration(unique, ["plan"], agent_id=f"{unique}-a"))
+        await direct.register_agent(registration(unique, agent_id=f"{unique}-a"))
         assert [a.agent_id for a in await cached.discover_agents(request)] == [f"{unique}-a"]
         consul_put(
             server_mode_addr,
@@ -241,7 +227,7 @@ async def test_an_entry_forging_a_boundary_does_not_fool_the_cache(
                 "Proxy": {"DestinationServiceName": "x", "Config": {"list": [{"a": 1}, ghost]}},
             },
         )
-        await direct.register_agent(registration(unique, ["plan"], agent_id=f"{unique}-z"))
+        await direct.register_agent(registration(unique, agent_id=f"{unique}-z"))
         text, _ = consul_get_text(server_mode_addr, f"/v1/health/service/{service}")
         assert len(json.loads(text)) == 3
         pieces = wire.split_health_entries(text)
@@ -258,8 +244,8 @@ async def test_an_entry_forging_a_boundary_does_not_fool_the_cache(
 async def test_one_watch_per_service(cached: AgentRegistry, unique: str) -> None:
     """Many concurrent readers of two types share one watch per service, plus one catalog watch for a
     question that names no type."""
-    await cached.register_agent(registration(f"{unique}a", [f"{unique}-x"]))
-    await cached.register_agent(registration(f"{unique}b", [f"{unique}-x"]))
+    await cached.register_agent(registration(f"{unique}a", capabilities=[f"{unique}-x"]))
+    await cached.register_agent(registration(f"{unique}b", capabilities=[f"{unique}-x"]))
     before = set(watch_names(cached))
     await asyncio.gather(
         *(cached.discover_agents(DiscoveryRequest(agent_type=f"{unique}{k}")) for k in "ab" * 20)
@@ -277,7 +263,7 @@ async def test_one_watch_per_service(cached: AgentRegistry, unique: str) -> None
 async def test_idle_watches_stop_and_close_stops_all(consul_addr: str, unique: str) -> None:
     """Watches unused for cache_idle stop and start again on use; closing the registry stops every one."""
     async with AgentRegistry(consul_addr, cache_idle=0.3) as reg:
-        await reg.register_agent(registration(unique, ["plan"]))
+        await reg.register_agent(registration(unique))
         assert len(await reg.discover_agents(DiscoveryRequest(agent_type=unique))) == 1
         assert f"local/agent-{unique}" in watch_names(reg)
 
@@ -295,7 +281,7 @@ async def test_idle_watches_stop_and_close_stops_all(consul_addr: str, unique: s
 async def test_large_metadata_is_read_into_the_cache(cached: AgentRegistry, unique: str) -> None:
     """Metadata kept in KV (too large for Meta) is part of the cached AgentInfo too."""
     metadata = {"prompt": "x" * 2000}
-    await cached.register_agent(registration(unique, ["plan"], metadata=metadata))
+    await cached.register_agent(registration(unique, metadata=metadata))
     found = await cached.discover_agents(DiscoveryRequest(agent_type=unique))
     assert [a.metadata for a in found] == [metadata]
 
@@ -305,7 +291,7 @@ async def test_fail_static_then_unavailable(make_consul: MakeConsul, unique: str
     seconds; then RegistryUnavailableError. A direct query fails at once."""
     server = await asyncio.to_thread(make_consul)
     async with AgentRegistry(server.http_addr, max_stale=2.0, timeout=2.0) as reg:
-        ids = [await reg.register_agent(registration(unique, ["plan"])) for _ in range(3)]
+        ids = [await reg.register_agent(registration(unique)) for _ in range(3)]
         request = DiscoveryRequest(agent_type=unique)
         fresh = await reg.discover(request)
         assert sorted(a.agent_id for a in fresh.agents) == sorted(ids) and fresh.staleness == 0
@@ -346,7 +332,7 @@ async def test_watches_are_capped(cached: AgentRegistry, direct: AgentRegistry, 
     cached.discovery.cache.max_watches = 3
     types = [f"{unique}{k}" for k in "abcde"]
     for agent_type in types:
-        await direct.register_agent(registration(agent_type, [f"{unique}-x"]))
+        await direct.register_agent(registration(agent_type, capabilities=[f"{unique}-x"]))
     for agent_type in types:
         assert len(await cached.discover_agents(DiscoveryRequest(agent_type=agent_type))) == 1
         assert len(watch_names(cached)) <= 3
@@ -364,7 +350,7 @@ async def test_views_share_one_watch_budget(consul_addr: str, direct: AgentRegis
     by Consul directly."""
     types = [f"{unique}{k}" for k in "abc"]
     for agent_type in types:
-        await direct.register_agent(registration(agent_type, ["plan"]))
+        await direct.register_agent(registration(agent_type))
     async with AgentRegistry(consul_addr) as parent:
         parent._watch_budget.limit = 2
         one, two = parent.with_token(None), parent.with_token(None)

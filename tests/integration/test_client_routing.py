@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from support import registration
 
-from consul_agents import AgentRegistration, AgentRegistry, DiscoveryRequest, SelectionCriteria
+from consul_agents import AgentRegistry, DiscoveryRequest, SelectionCriteria
 from consul_agents.dev import ConsulDevServer
 
 pytestmark = pytest.mark.parametrize("cached", [True, False], ids=["cached", "direct"])
@@ -30,19 +31,13 @@ async def clients(
         yield in_east, in_west
 
 
-def registration(agent_type: str, agent_id: str) -> AgentRegistration:
-    return AgentRegistration(
-        agent_type=agent_type, capabilities=["plan"], endpoint="http://127.0.0.1:9000", agent_id=agent_id
-    )
-
-
 async def test_region_asks_that_datacenter(
     clients: tuple[AgentRegistry, AgentRegistry], unique: str, cached: bool
 ) -> None:
     """region="west" returns west's agents, labelled with their datacenter, even from an east client."""
     east, west = clients
-    await east.register_agent(registration(unique, f"{unique}-e"))
-    await west.register_agent(registration(unique, f"{unique}-w"))
+    await east.register_agent(registration(unique, agent_id=f"{unique}-e"))
+    await west.register_agent(registration(unique, agent_id=f"{unique}-w"))
     result = await east.discover(DiscoveryRequest(agent_type=unique, region="west"), cached=cached)
     assert [(a.agent_id, a.datacenter) for a in result.agents] == [(f"{unique}-w", "west")]
     assert result.datacenter == "west" and result.datacenters_tried == ("west",)
@@ -57,7 +52,7 @@ async def test_failover_when_local_has_no_match(
     """With no matching agent in the local datacenter, discovery and selection fail over to the other,
     and say so."""
     east, west = clients
-    await west.register_agent(registration(unique, f"{unique}-w"))
+    await west.register_agent(registration(unique, agent_id=f"{unique}-w"))
     result = await east.discover(DiscoveryRequest(agent_type=unique), cached=cached)
     assert [a.agent_id for a in result.agents] == [f"{unique}-w"]
     assert result.datacenter == "west" and result.datacenters_tried == ("east", "west")
@@ -70,8 +65,8 @@ async def test_exclude_fails_over_across_datacenters(
 ) -> None:
     """When the only local agent is excluded (it just failed), selection moves on to the next datacenter."""
     east, west = clients
-    await east.register_agent(registration(unique, f"{unique}-e"))
-    await west.register_agent(registration(unique, f"{unique}-w"))
+    await east.register_agent(registration(unique, agent_id=f"{unique}-e"))
+    await west.register_agent(registration(unique, agent_id=f"{unique}-w"))
     criteria = SelectionCriteria(agent_type=unique, exclude=[f"{unique}-e"])
     chosen = await east.select_agent(criteria, cached=cached)
     assert chosen is not None and (chosen.agent_id, chosen.datacenter) == (f"{unique}-w", "west")
@@ -89,7 +84,7 @@ async def test_failover_is_bounded_and_configurable(
         AgentRegistry(east.http_addr, max_failover=0) as local_only,
         AgentRegistry(east.http_addr, failover_datacenters=["gone", "west"]) as configured,
     ):
-        await in_west.register_agent(registration(unique, f"{unique}-w"))
+        await in_west.register_agent(registration(unique, agent_id=f"{unique}-w"))
         request = DiscoveryRequest(agent_type=unique)
         none = await local_only.discover(request, cached=cached)
         assert none.agents == [] and none.datacenters_tried == ("east",)

@@ -8,9 +8,9 @@ import math
 from collections.abc import AsyncIterator
 
 import pytest
+from support import registration
 
 from consul_agents import (
-    AgentRegistration,
     AgentRegistry,
     DiscoveryRequest,
     InvalidAgentError,
@@ -34,12 +34,7 @@ async def registry(consul_addr: str) -> AsyncIterator[AgentRegistry]:
 async def fleet(registry: AgentRegistry, agent_type: str, count: int) -> list[str]:
     return [
         await registry.register_agent(
-            AgentRegistration(
-                agent_type=agent_type,
-                capabilities=["plan"],
-                endpoint=f"http://127.0.0.1:{9000 + i}",
-                agent_id=f"{agent_type}-{i}",
-            )
+            registration(agent_type, endpoint=f"http://127.0.0.1:{9000 + i}", agent_id=f"{agent_type}-{i}")
         )
         for i in range(count)
     ]

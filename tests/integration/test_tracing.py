@@ -9,10 +9,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support import registration
 
 from consul_agents import (
     AgentNotFoundError,
-    AgentRegistration,
     AgentRegistry,
     DiscoveryRequest,
     SelectionCriteria,
@@ -45,19 +45,13 @@ def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [span for span in exporter.get_finished_spans() if span.name == name]
 
 
-def registration(agent_type: str, agent_id: str, load: float) -> AgentRegistration:
-    return AgentRegistration(
-        agent_type=agent_type, agent_id=agent_id, capabilities=["plan"], endpoint="http://h:1", load=load
-    )
-
-
 async def test_every_operation_has_a_span_with_what_was_asked_and_found(
     consul_addr: str, unique: str, spans: InMemorySpanExporter
 ) -> None:
     """register, heartbeat, discover, select, get and deregister each leave a span with their attributes."""
     async with AgentRegistry(consul_addr) as registry:
-        await registry.register_agent(registration(unique, f"{unique}-a", 0.6))
-        await registry.register_agent(registration(unique, f"{unique}-b", 0.2))
+        await registry.register_agent(registration(unique, agent_id=f"{unique}-a", load=0.6))
+        await registry.register_agent(registration(unique, agent_id=f"{unique}-b", load=0.2))
         await registry.heartbeat(f"{unique}-a", 0.7)
         found = await registry.discover_agents(DiscoveryRequest(agent_type=unique, capabilities=["plan"]))
         chosen = await registry.select_agent(SelectionCriteria(agent_type=unique, strategy="least_loaded"))
@@ -103,7 +97,7 @@ async def test_failed_operation_span_is_an_error_and_never_holds_the_token(
     secret = f"secret-{unique}-token"
     async with AgentRegistry(f"http://127.0.0.1:{unused_tcp_port}", secret, timeout=1) as registry:
         with pytest.raises(Exception, match="unreachable"):
-            await registry.register_agent(registration(unique, f"{unique}-x", 0.1))
+            await registry.register_agent(registration(unique, agent_id=f"{unique}-x", load=0.1))
     (span,) = named(spans, "consul_agents.register")
     assert span.status.status_code is trace.StatusCode.ERROR
     assert dict(span.attributes or {})["outcome"] == "unavailable"
