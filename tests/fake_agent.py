@@ -9,10 +9,10 @@ Run ``python fake_agent.py``; it binds a free loopback port and prints ``PORT <n
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 
 from aiohttp import web
+from processes import serve_until_signalled
 
 STATE = {"mode": "ok", "load": 0.25}
 
@@ -44,13 +44,7 @@ async def main() -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = runner.addresses[0][1]
-    print(f"PORT {port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await serve_until_signalled(runner.addresses[0][1])
     await runner.cleanup()
 
 

@@ -8,12 +8,12 @@ in flight.
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 import sys
 
 from aiohttp import web
 from consul_agents_aiohttp import setup_agent
+from processes import serve_until_signalled
 
 from consul_agents import AgentRegistration
 
@@ -49,12 +49,7 @@ async def main(agent_type: str, capacity: int) -> None:
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
     await web.SockSite(runner, sock).start()
-    print(f"PORT {port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await serve_until_signalled(port)
     app[RELEASE].set()
     await runner.cleanup()
 

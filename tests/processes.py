@@ -1,7 +1,12 @@
-"""Child processes for the sidecar, DNS and plugin tests: fake agents and sidecars, always reaped."""
+"""Child processes for the tests: the consul-agents command, fake agents and sidecars, always reaped.
+
+The child side is here too: a child script prints ``PORT <n>`` once it listens (:func:`serve_until_signalled`)
+and the test reads it (:func:`read_port`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,9 +19,38 @@ from typing import Any
 
 import yaml
 
-__all__ = ["FakeAgent", "SidecarProcess", "read_port", "write_sidecar_file"]
+__all__ = [
+    "CLI",
+    "TESTS",
+    "FakeAgent",
+    "SidecarProcess",
+    "cli_env",
+    "read_port",
+    "reap",
+    "serve_until_signalled",
+    "write_sidecar_file",
+]
 
 TESTS = Path(__file__).parent
+
+#: The consul-agents command, run by this interpreter.
+CLI = [sys.executable, "-m", "consul_agents.cli"]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """This process's environment without CONSUL_HTTP_* variables (so a child uses only what the test
+    passes), plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}, **extra}
+
+
+async def serve_until_signalled(port: int) -> None:
+    """In a child script: report ``PORT <port>`` to the test, then return on SIGINT or SIGTERM."""
+    print(f"PORT {port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 def read_port(proc: subprocess.Popen[str], timeout: float = 15.0) -> int:
@@ -30,6 +64,15 @@ def read_port(proc: subprocess.Popen[str], timeout: float = 15.0) -> int:
         if not line and proc.poll() is not None:
             raise RuntimeError(f"child exited with {proc.returncode} before listening")
     raise RuntimeError("child did not report its port in time")
+
+
+def reap(proc: subprocess.Popen[Any]) -> None:
+    """Kill the child if it still runs, wait for it and close its stdout pipe."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 class FakeAgent:
@@ -55,11 +98,7 @@ class FakeAgent:
             json.loads(response.read())
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        reap(self.proc)
 
 
 def write_sidecar_file(path: Path, agents: list[dict[str, Any]]) -> Path:
@@ -73,12 +112,11 @@ class SidecarProcess:
     def __init__(self, config: Path, consul_addr: str, log: Path) -> None:
         self.log = log
         self._log_handle = log.open("w")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consul_agents.cli", "sidecar", str(config), "-http-addr", consul_addr],
+            [*CLI, "sidecar", str(config), "-http-addr", consul_addr],
             stdout=subprocess.DEVNULL,
             stderr=self._log_handle,
-            env=env,
+            env=cli_env(),
         )
 
     def signal(self, sig: signal.Signals) -> None:
@@ -91,7 +129,5 @@ class SidecarProcess:
         return self.log.read_text()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+        reap(self.proc)
         self._log_handle.close()

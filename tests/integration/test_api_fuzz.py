@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 from conftest import MakeConsul
+from processes import CLI
 
 
 @pytest.fixture
 def served_api(make_consul: MakeConsul, tmp_path: Path) -> Iterator[str]:
     """`consul-agents serve` as a real subprocess on a free port, on its own Consul (fuzzing writes junk)."""
     server = make_consul()
-    command = [sys.executable, "-m", "consul_agents.cli", "serve", "--listen", "127.0.0.1:0"]
+    command = [*CLI, "serve", "--listen", "127.0.0.1:0"]
     log = tmp_path / "serve.log"
     with (
         log.open("w") as stderr,

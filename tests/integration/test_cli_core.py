@@ -6,12 +6,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from typing import Any
 
 import pytest
-
-CLI = [sys.executable, "-m", "consul_agents.cli"]
+from processes import CLI
 
 
 def cli(*args: str, addr: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

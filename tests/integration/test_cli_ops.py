@@ -6,17 +6,16 @@ import argparse
 import asyncio
 import json
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from processes import CLI
 from support import eventually
 
 from consul_agents import AgentRegistration, AgentRegistry, AgentStatus
 from consul_agents.cli import build_parser
 
-CLI = [sys.executable, "-m", "consul_agents.cli"]
 REPO = Path(__file__).resolve().parents[2]
 
 

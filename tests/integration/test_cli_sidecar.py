@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from processes import CLI
 from support import consul_get
 
 from consul_agents import _wire as wire
@@ -49,7 +49,7 @@ def test_sidecar_bad_file_exits_2_naming_file_and_field(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("agents:\n  - agent_type: planner\n    capabilities: [plan]\n    endpoint: nowhere\n")
     result = subprocess.run(
-        [sys.executable, "-m", "consul_agents.cli", "sidecar", str(path), "-http-addr", "http://127.0.0.1:1"],
+        [*CLI, "sidecar", str(path), "-http-addr", "http://127.0.0.1:1"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -5,23 +5,19 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import json
-import os
 import signal
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from consul_agents_agent import RegisteredAgent
-from processes import read_port
+from processes import TESTS, cli_env, read_port, reap
 from support import consul_get, eventually
 
 from consul_agents import AgentRegistration, AgentStatus
-
-TESTS = Path(__file__).parents[1]
 
 
 def services(addr: str, agent_type: str) -> dict[str, dict[str, Any]]:
@@ -38,22 +34,16 @@ def services(addr: str, agent_type: str) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 def plugin_agent(consul_addr: str, unique: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    env = dict(os.environ, CONSUL_HTTP_ADDR=consul_addr)
-    env.pop("CONSUL_HTTP_TOKEN", None)
     proc = subprocess.Popen(
         [sys.executable, str(TESTS / "plugin_agent.py"), unique, "4"],
         stdout=subprocess.PIPE,
         text=True,
-        env=env,
+        env=cli_env(CONSUL_HTTP_ADDR=consul_addr),
     )
     try:
         yield proc, read_port(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+        reap(proc)
 
 
 def get(url: str) -> Any:
