@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import stat
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ import dns.asyncresolver
 import dns.resolver
 import pytest
 from acl_support import (
+    CONFIG_DIR,
     acl_consul,
     acl_consul_kwargs,
     consul_state,
@@ -28,6 +26,8 @@ from acl_support import (
     provision_tokens,
     registration,
 )
+from processes import CLI, cli_env
+from support import eventually
 
 from consul_agents import (
     AgentNotFoundError,
@@ -48,6 +48,7 @@ SPECS = (
     {"name": "fleet-discoverer", "kind": "discoverer"},
     {"name": "operator", "kind": "operator"},
 )
+ACL_FILE = CONFIG_DIR / "acl.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,11 @@ async def acl_indexes(server: ConsulDevServer) -> tuple[int, int]:
         policies = await gw.get("list", "/v1/acl/policies")
         tokens = await gw.get("list", "/v1/acl/tokens")
     return policies.meta.index, tokens.meta.index
+
+
+def acl_setup(acl_file: Path, server: ConsulDevServer, *args: str) -> list[str]:
+    """The ``consul-agents acl setup`` command line for ``acl_file`` against ``server``."""
+    return [*CLI, "acl", "setup", str(acl_file), "-http-addr", server.http_addr, *args]
 
 
 async def test_provisioning_twice_changes_nothing(
@@ -107,21 +113,8 @@ def test_cli_setup_writes_tokens_to_an_owner_only_file(server: ConsulDevServer, 
     token_file = tmp_path / "management.token"
     token_file.write_text(master_token(server))
     output = tmp_path / "tokens.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
-    command = [
-        sys.executable,
-        "-m",
-        "consul_agents.cli",
-        "acl",
-        "setup",
-        str(Path(__file__).parents[2] / "config/acl.yaml"),
-        "-http-addr",
-        server.http_addr,
-        "-token-file",
-        str(token_file),
-        "--output",
-        str(output),
-    ]
+    env = cli_env()
+    command = acl_setup(ACL_FILE, server, "-token-file", str(token_file), "--output", str(output))
     runs = [
         subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
         for _ in range(2)
@@ -146,10 +139,9 @@ def test_cli_setup_refuses_an_unwritable_output_before_provisioning(
     token_file = tmp_path / "management.token"
     token_file.write_text(master_token(server))
     (tmp_path / "acl.yaml").write_text(f"tokens:\n  - {{name: never-{unique}, kind: dns}}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
-    command = [sys.executable, "-m", "consul_agents.cli", "acl", "setup", str(tmp_path / "acl.yaml"),
-               "-http-addr", server.http_addr, "-token-file", str(token_file),
-               "--output", str(tmp_path / "missing" / "tokens.json")]  # fmt: skip
+    env = cli_env()
+    missing = str(tmp_path / "missing" / "tokens.json")
+    command = acl_setup(tmp_path / "acl.yaml", server, "-token-file", str(token_file), "--output", missing)
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
     assert result.returncode == 2 and "not a writable folder" in result.stderr
     listed = asyncio.run(acl_descriptions(server))
@@ -165,24 +157,9 @@ def test_cli_setup_with_a_discovery_token_is_denied(
     server: ConsulDevServer, tokens: dict[str, ProvisionedToken]
 ) -> None:
     """Provisioning with a token that may not write ACLs exits 4 (denied) and prints no secret."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
-    env["CONSUL_HTTP_TOKEN"] = tokens["fleet-discoverer"].secret_id
+    env = cli_env(CONSUL_HTTP_TOKEN=tokens["fleet-discoverer"].secret_id)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "consul_agents.cli",
-            "acl",
-            "setup",
-            str(Path(__file__).parents[2] / "config/acl.yaml"),
-            "-http-addr",
-            server.http_addr,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
+        acl_setup(ACL_FILE, server), capture_output=True, text=True, env=env, timeout=60, check=False
     )
     assert result.returncode == 4
     assert "permission denied" in result.stderr
@@ -264,18 +241,21 @@ async def test_revoked_token_is_reported_as_denied(server: ConsulDevServer, uniq
         await reader.discover_agents()
         async with gateway(server.http_addr, master) as gw:
             await gw.delete("revoke", f"/v1/acl/token/{made.accessor_id}")
-        deadline = time.monotonic() + 35  # token_ttl (30 s) plus a margin
-        while True:
+        denials: list[PermissionDeniedError] = []
+
+        async def denied() -> bool:
             try:
                 await reader.discover_agents()
             except PermissionDeniedError as exc:
-                denied = exc
-                break
+                denials.append(exc)
+                return True
             except RegistryUnavailableError:  # pragma: no cover - the failure this test exists to catch
                 pytest.fail("a revoked token was reported as Consul being unavailable")
-            assert time.monotonic() < deadline, "revoked token still accepted after the ACL TTL"
-            await asyncio.sleep(0.2)
-    assert "revoked" in str(denied) and made.secret_id not in str(denied)
+            return False
+
+        # token_ttl (30 s) plus a margin
+        await eventually(denied, 35, "revoked token still accepted after the ACL TTL")
+    assert "revoked" in str(denials[0]) and made.secret_id not in str(denials[0])
     with pytest.raises(PermissionDeniedError, match="revoked"):
         async with registry(server, made.secret_id) as again:
             await again.register_agent(registration("alpha", unique))
@@ -301,15 +281,18 @@ async def test_revoked_token_stops_working_on_a_client_agent_within_the_acl_ttl(
         await reg.heartbeat(agent_id)
         async with gateway(server.http_addr, master) as gw:
             await gw.delete("revoke", f"/v1/acl/token/{made.accessor_id}")
-        revoked_at = time.monotonic()
-        while True:
+        denials: list[PermissionDeniedError] = []
+
+        async def denied() -> bool:
             try:
                 await reg.heartbeat(agent_id)
             except PermissionDeniedError as exc:
-                assert "revoked" in str(exc)
-                break
-            assert time.monotonic() - revoked_at < ttl + 5, "the client agent still honours a revoked token"
-            await asyncio.sleep(0.1)
+                denials.append(exc)
+                return True
+            return False
+
+        await eventually(denied, ttl + 5, "the client agent still honours a revoked token")
+        assert "revoked" in str(denials[0])
 
 
 async def resolve_srv(server: ConsulDevServer, name: str) -> list[str]:
