@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Consul for the tests that need one, and unique names so tests stay apart.
+"""Shared fixtures: a real Consul for the tests that need one, clients of it, and unique names so tests
+stay apart.
 
 A Consul agent starts only when a test asks for ``consul_server``/``consul_addr`` (so unit tests never
 start one), once per session. Set ``CONSUL_AGENTS_TEST_ADDR=http://host:port`` to run against an existing
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from aiohttp import test_utils
 
+from consul_agents import AgentRegistry
+from consul_agents.api import create_app
 from consul_agents.dev import ConsulDevServer
 
 EXTERNAL_ADDR_VAR = "CONSUL_AGENTS_TEST_ADDR"
@@ -24,11 +28,17 @@ def _external_addr() -> str | None:
     return os.environ.get(EXTERNAL_ADDR_VAR) or None
 
 
+def skip_if_external() -> None:
+    """Skip the calling test or fixture, which starts or controls Consul processes, when the tests use an
+    existing Consul."""
+    if _external_addr():
+        pytest.skip(f"{EXTERNAL_ADDR_VAR} is set: tests that start or control Consul processes are skipped")
+
+
 @pytest.fixture(scope="session")
 def consul_server() -> Iterator[ConsulDevServer]:
     """A started dev-mode Consul agent on free loopback ports, shared by the whole session."""
-    if _external_addr():
-        pytest.skip(f"{EXTERNAL_ADDR_VAR} is set: tests use that Consul, not one they start")
+    skip_if_external()
     with ConsulDevServer(datacenter="dc1") as server:
         yield server
 
@@ -44,6 +54,20 @@ def consul_addr(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+async def registry(consul_addr: str) -> AsyncIterator[AgentRegistry]:
+    """An ``AgentRegistry`` with default settings on the tests' Consul."""
+    async with AgentRegistry(consul_addr) as reg:
+        yield reg
+
+
+@pytest.fixture
+async def api(consul_addr: str) -> AsyncIterator[test_utils.TestClient[Any, Any]]:
+    """A client of the REST API (``create_app``) served on a free port, in front of the tests' Consul."""
+    async with test_utils.TestClient(test_utils.TestServer(create_app(consul_addr))) as client:
+        yield client
+
+
+@pytest.fixture
 def unique() -> str:
     """A short, unique, lowercase, DNS-safe name for this test (``t`` + 8 hex digits)."""
     return "t" + uuid.uuid4().hex[:8]
@@ -56,8 +80,7 @@ MakeConsul = Callable[..., ConsulDevServer]
 def make_consul() -> Iterator[MakeConsul]:
     """A factory of fresh started agents (keyword arguments go to ``ConsulDevServer``), all closed after
     the test: for tests that stop, restart, kill or join agents."""
-    if _external_addr():
-        pytest.skip(f"{EXTERNAL_ADDR_VAR} is set: tests that control Consul processes are skipped")
+    skip_if_external()
     servers: list[ConsulDevServer] = []
 
     def make(**kwargs: Any) -> ConsulDevServer:

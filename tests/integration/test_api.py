@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,12 +25,6 @@ def body(agent_type: str, **overrides: Any) -> dict[str, Any]:
     }
     fields.update(overrides)
     return fields
-
-
-@pytest.fixture
-async def api(consul_addr: str) -> AsyncIterator[test_utils.TestClient[Any, Any]]:
-    async with test_utils.TestClient(test_utils.TestServer(create_app(consul_addr))) as client:
-        yield client
 
 
 async def test_register_discover_heartbeat_select_deregister(

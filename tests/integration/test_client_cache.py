@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from conftest import EXTERNAL_ADDR_VAR, MakeConsul, _external_addr
+from conftest import MakeConsul, skip_if_external
 from support import consul_get_text, consul_put, eventually, registration
 
 from consul_agents import (
@@ -111,8 +111,7 @@ async def test_steady_heartbeats_keep_answers_cached(cached: AgentRegistry, uniq
 def server_mode_addr() -> Iterator[str]:
     """A Consul started as deployed (``server: true``, not ``-dev``): it writes its answers compact, while
     a ``-dev`` agent indents every answer. The cache reads both layouts."""
-    if _external_addr():
-        pytest.skip(f"{EXTERNAL_ADDR_VAR} is set: tests that start Consul processes are skipped")
+    skip_if_external()
     with ConsulDevServer(dev_mode=False) as server:
         yield server.http_addr
 

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 
 from consul_agents import AgentInfo, AgentRegistration, AgentRegistry, DiscoveryRequest
 
 TASKS = 100
 PER_TASK = 3
-
-
-@pytest.fixture
-async def registry(consul_addr: str) -> AsyncIterator[AgentRegistry]:
-    async with AgentRegistry(consul_url=consul_addr) as reg:
-        yield reg
 
 
 def task_registration(agent_type: str, task: int, n: int, *, with_id: bool) -> AgentRegistration:

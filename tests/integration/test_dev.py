@@ -8,15 +8,13 @@ import os
 import socket
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MakeConsul
 
 from consul_agents.dev import ConsulBinaryError, ConsulDevServer, ConsulDevServerError, run_dev_server
-
-MakeConsul = Callable[..., ConsulDevServer]
 
 
 def get_json(url: str, method: str = "GET", body: bytes | None = None) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.asyncquery
@@ -64,12 +64,6 @@ def reg(agent_type: str, port: int, capabilities: list[str], host: str = "127.0.
         endpoint=f"http://{host}:{port}",
         agent_id=f"{agent_type}-{port}",
     )
-
-
-@pytest.fixture
-async def registry(consul_addr: str) -> AsyncIterator[AgentRegistry]:
-    async with AgentRegistry(consul_addr) as registry:
-        yield registry
 
 
 async def test_srv_by_type_and_capability(

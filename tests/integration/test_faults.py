@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 
 import pytest
-from conftest import MakeConsul
+from conftest import MakeConsul, skip_if_external
 from support import consul_get, eventually
 
 from benchmarks._leader_loss import fleet_sessions, run_leader_loss
@@ -24,8 +23,7 @@ WRITE_BOUND_S = 10.0 + 1.0
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ConsulCluster]:
     """One 3-server cluster with a client agent for this module; each test leaves every server running."""
-    if os.environ.get("CONSUL_AGENTS_TEST_ADDR"):
-        pytest.skip("CONSUL_AGENTS_TEST_ADDR is set: tests that control Consul processes are skipped")
+    skip_if_external()
     with ConsulCluster() as started:
         yield started
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,19 +14,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consul_agents import AgentNotFoundError, AgentRegistration, AgentRegistry, AgentStatus, DiscoveryRequest
 from consul_agents._metrics import observe_watch_lag, record_cache
-from consul_agents.api import create_app
 
 PROMTOOL = shutil.which("promtool")
 
 
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-@pytest.fixture
-async def api(consul_addr: str) -> AsyncIterator[test_utils.TestClient[Any, Any]]:
-    async with test_utils.TestClient(test_utils.TestServer(create_app(consul_addr))) as client:
-        yield client
 
 
 async def test_operations_record_latency_and_outcome(consul_addr: str, unique: str) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -38,12 +38,6 @@ def registration(agent_type: str, **overrides: Any) -> AgentRegistration:
     }
     fields.update(overrides)
     return AgentRegistration(**fields)
-
-
-@pytest.fixture
-async def registry(consul_addr: str) -> AsyncIterator[AgentRegistry]:
-    async with AgentRegistry(consul_url=consul_addr) as reg:
-        yield reg
 
 
 @pytest.fixture(scope="module")
