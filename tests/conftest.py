@@ -16,6 +16,10 @@ from typing import Any
 
 import pytest
 from aiohttp import test_utils
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consul_agents import AgentRegistry
 from consul_agents.api import create_app
@@ -65,6 +69,28 @@ async def api(consul_addr: str) -> AsyncIterator[test_utils.TestClient[Any, Any]
     """A client of the REST API (``create_app``) served on a free port, in front of the tests' Consul."""
     async with test_utils.TestClient(test_utils.TestServer(create_app(consul_addr))) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def _span_exporter() -> Iterator[InMemorySpanExporter]:
+    """An in-memory exporter on the process's SDK tracer provider (OpenTelemetry allows setting the global
+    provider once); shut down after the module so later modules' spans are not kept."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield exporter
+    exporter.shutdown()
+
+
+@pytest.fixture
+def spans(_span_exporter: InMemorySpanExporter) -> Iterator[InMemorySpanExporter]:
+    """The OpenTelemetry spans the library records during this test."""
+    _span_exporter.clear()
+    yield _span_exporter
+    _span_exporter.clear()
 
 
 @pytest.fixture

@@ -20,9 +20,6 @@ import prometheus_client
 import pytest
 from acl_support import acl_consul, gateway, master_token, provision_tokens, registration
 from aiohttp import web
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consul_agents import AgentRegistry, AgentStatus, ConsulAgentsError, DiscoveryRequest, SelectionCriteria
@@ -101,19 +98,6 @@ def everything_logged() -> Iterator[list[logging.LogRecord]]:
     yield records
     root.removeHandler(handler)
     root.setLevel(saved)
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Every OpenTelemetry span the library records (the process has one SDK provider at most)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    exporter.shutdown()
 
 
 @asynccontextmanager
