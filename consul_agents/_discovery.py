@@ -12,11 +12,11 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from consul_agents import _wire as wire
-from consul_agents._cache import DiscoveryCache, TooManyServices, WatchBudget
+from consul_agents._cache import CacheClosed, DiscoveryCache, TooManyServices, WatchBudget
 from consul_agents._errors import ConsulAgentsError, PermissionDeniedError, RegistryUnavailableError
 from consul_agents._gateway import ConsulGateway, QueryMeta
 from consul_agents._metrics import record_cache
@@ -31,8 +31,6 @@ log = logging.getLogger("consul_agents.discovery")
 #: How long the list of datacenters (and so their nearest-first order) is reused.
 DATACENTERS_TTL = 30.0
 
-#: Health entries to AgentInfos (agent services only), reading KV metadata in the datacenter given.
-ToInfos = Callable[[Sequence[Mapping[str, Any]], str | None], Awaitable[list[AgentInfo]]]
 Accept = Callable[[list[AgentInfo]], bool]
 
 
@@ -42,7 +40,6 @@ class Discoverer:
     def __init__(
         self,
         gateway: ConsulGateway,
-        to_infos: ToInfos,
         *,
         cache: bool = True,
         max_stale: float = 60.0,
@@ -60,11 +57,9 @@ class Discoverer:
         self.max_failover = max_failover
         #: Consistency of direct queries ("stale" or None); the watches always read stale.
         self.consistency = consistency
-        self._to_infos = to_infos
         self._clock = clock
         self.cache = DiscoveryCache(
             gateway,
-            to_infos=to_infos,
             max_stale=max_stale,
             idle_timeout=cache_idle,
             budget=watch_budget,
@@ -76,6 +71,32 @@ class Discoverer:
 
     async def close(self) -> None:
         await self.cache.close()
+
+    def release(self) -> asyncio.Task[None] | None:
+        """Release the cache once no query holds it (a view's owner let go of the view); the closing
+        task when it closes now."""
+        return self.cache.retire()
+
+    async def infos(self, entries: Sequence[Mapping[str, Any]], datacenter: str | None) -> list[AgentInfo]:
+        """Health entries read directly as AgentInfos (agent services only), with the metadata kept in KV
+        read, in ``datacenter`` (None: the local one), for those whose metadata is too large for Meta."""
+        wanted = wire.kv_metadata_wanted(entries)
+        kv: dict[str, str] = {}
+        if wanted:
+            values = await asyncio.gather(*(self._kv_metadata(t, a, datacenter) for t, a in wanted))
+            kv = {a: value for (_, a), value in zip(wanted, values, strict=True) if value is not None}
+        return wire.entries_to_infos(entries, kv_metadata=kv)
+
+    async def _kv_metadata(self, agent_type: str, agent_id: str, datacenter: str | None) -> str | None:
+        response = await self.gateway.get(
+            f"read metadata of agent {agent_id!r}",
+            f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}",
+            params={"raw": ""},
+            datacenter=datacenter,
+            consistency=self.consistency,
+            allow_404=True,
+        )
+        return wire.kv_metadata_text(response.body)
 
     async def local_datacenter(self) -> str:
         """The datacenter of the Consul agent this client talks to (asked once).
@@ -172,7 +193,7 @@ class Discoverer:
             key = "" if datacenter == self._local else datacenter
             try:
                 answer = await self.cache.query(request, key)
-            except TooManyServices:
+            except (TooManyServices, CacheClosed):
                 return await self._ask(request, datacenter, use_cache=False)
             record_cache(answer.hit)
             return DiscoveryResult(
@@ -214,7 +235,7 @@ class Discoverer:
         )
         found: list[AgentInfo] = []
         for response in responses:
-            infos = await self._to_infos(response.body or [], dc)
+            infos = await self.infos(response.body or [], dc)
             found.extend(info for info in infos if wire.matches(request, info))
         found.sort(key=lambda info: (info.agent_type, info.agent_id))
         known_leader = all(r.meta.known_leader for r in responses)

@@ -14,11 +14,12 @@ the local TTL resets.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,7 +29,7 @@ from typing import Any, Self
 from cachetools import LRUCache
 
 from consul_agents import _wire as wire
-from consul_agents._cache import WatchBudget, request_key
+from consul_agents._cache import WatchBudget
 from consul_agents._discovery import Discoverer
 from consul_agents._errors import (
     AgentNotFoundError,
@@ -50,7 +51,7 @@ from consul_agents._models import (
     SelectionCriteria,
     utcnow,
 )
-from consul_agents._selection import SelectionState, select
+from consul_agents._selection import SelectionState, select, selection_key
 from consul_agents._settings import ConsulSettings
 from consul_agents._tracing import annotate
 from consul_agents._watch import WatchPolicy
@@ -138,10 +139,7 @@ class AgentRegistry:
         # Discovery from any server's local copy keeps answering while the cluster elects a leader.
         self._discovery_consistency = "stale" if stale_reads else None
         self._gateway = ConsulGateway(self.settings)
-        self._registered: dict[str, _Registered] = {}
-        self._service_names: LRUCache[str, str] = LRUCache(maxsize=10_000)
         self._rng = rng or random.Random()
-        self._selection = SelectionState()
         if math.isnan(max_stale) or max_stale < 0:
             raise InvalidAgentError(f"max_stale {max_stale!r} must be a number >= 0", field="max_stale")
         if max_failover < 0:
@@ -156,17 +154,23 @@ class AgentRegistry:
             "outlier_policy": outlier_policy,
             "stale_reads": stale_reads,
         }
-        #: Shared with with_token() views, which share this registry's connection pool.
+        #: The registry that owns the connection pool and every watch; None for the owner itself.
+        self._parent: AgentRegistry | None = None
+        #: Owns every watch of this registry and of its with_token() views (one connection pool).
         self._watch_budget = WatchBudget()
-        self._discovery = self._new_discovery()
-        self.outliers = OutlierDetector(outlier_policy)
+        self._init_client_state()
 
-    def _new_discovery(self) -> Discoverer:
+    def _init_client_state(self) -> None:
+        """What each client keeps for itself (a registry, and each of its with_token() views): its
+        registrations, selection state, outlier records and discovery cache."""
+        self._registered: dict[str, _Registered] = {}
+        self._service_names: LRUCache[str, str] = LRUCache(maxsize=10_000)
+        self._selection = SelectionState()
+        self.outliers = OutlierDetector(self._client_options["outlier_policy"])
         skip = ("outlier_policy", "stale_reads")
         options = {k: v for k, v in self._client_options.items() if k not in skip}
-        return Discoverer(
+        self._discovery = Discoverer(
             self._gateway,
-            self._infos,
             consistency=self._discovery_consistency,
             watch_budget=self._watch_budget,
             **options,
@@ -176,14 +180,27 @@ class AgentRegistry:
         return f"AgentRegistry(address={self.settings.address!r}, datacenter={self.settings.datacenter!r})"
 
     async def __aenter__(self) -> Self:
-        await self._gateway.__aenter__()
+        if self._parent is None:
+            await self._gateway.__aenter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._parent is not None:
+            closing = self._discovery.release()
+            if closing is not None:
+                await asyncio.shield(closing)
+            return
         await self._discovery.close()
+        await self._watch_budget.close()  # the views' watches too: none may outlive the pool
         await self._gateway.close()
+
+    def release(self) -> None:
+        """For a with_token() view: its owner no longer needs it. Its cache stops its watches once no
+        call still running holds it; a later call answers from Consul directly. The connection pool
+        stays open (it is the owning registry's)."""
+        self._discovery.release()
 
     @property
     def gateway(self) -> ConsulGateway:
@@ -194,30 +211,31 @@ class AgentRegistry:
         """The read path: its ``cache`` holds the watches."""
         return self._discovery
 
-    def _wrote(self, agent_id: str) -> None:
-        """After a write by this client, the cache re-reads the agent's service once (read-your-writes)."""
-        self._discovery.cache.invalidate(self._service_names.get(agent_id))
+    def _wrote(self, agent_id: str, *, registered: bool = False) -> None:
+        """After a write by this client, the cache re-reads the agent's service once (read-your-writes);
+        after a registration, which may add an agent type or a capability, the list of services too."""
+        self._discovery.cache.invalidate(self._service_names.get(agent_id), catalog=registered)
 
     def with_token(self, token: str | None) -> AgentRegistry:
-        """A registry acting with ``token`` (None: anonymous) over this one's open connection.
+        """A view acting with ``token`` (None: anonymous) over this registry's connection pool.
 
-        The view keeps its own state (remembered registrations, any cache), so nothing Consul showed one
-        token is ever served to another: Consul's ACLs filter what each token sees. Leaving a view's
-        ``async with`` (or never entering it) leaves the shared connection open.
+        A view is a cheap handle: it shares this registry's connection pool and watch budget, and keeps
+        its own client state (remembered registrations, selection state, discovery cache), so nothing
+        Consul showed one token is ever served to another (Consul's ACLs filter what each token sees).
+        This registry owns the view's watches: closing it stops them. Leaving a view's ``async with``, or
+        :meth:`release`, lets the view's cache go once no call of the view is still running.
         """
-        view = AgentRegistry(
-            self.settings.address,
-            token or "",
-            self.settings.datacenter,
-            ca_cert=self.settings.ca_cert,
-            verify=self.settings.verify,
-            timeout=self.settings.timeout,
-            load_threshold=self.load_threshold,
-            **self._client_options,
-        )
+        view: AgentRegistry = object.__new__(AgentRegistry)
+        view.settings = dataclasses.replace(self.settings, token=token or None)
+        view.load_threshold = self.load_threshold
+        view._discovery_consistency = self._discovery_consistency
         view._gateway = self._gateway.with_token(token)
-        view._watch_budget = self._watch_budget
-        view._discovery = view._new_discovery()
+        view._rng = random.Random(self._rng.getrandbits(64))
+        view._client_options = self._client_options
+        owner = self._parent or self
+        view._parent = owner
+        view._watch_budget = owner._watch_budget
+        view._init_client_state()
         return view
 
     # -- writes -------------------------------------------------------------------------------------------
@@ -236,7 +254,7 @@ class AgentRegistry:
         await self._write_registration(agent_id, registration, registration.load, status)
         self._registered[agent_id] = _Registered(registration, registration.load)
         self._service_names[agent_id] = registration.service_name
-        self._wrote(agent_id)
+        self._wrote(agent_id, registered=True)
         return agent_id
 
     async def _write_registration(
@@ -391,9 +409,9 @@ class AgentRegistry:
                 f"agent is registered through the Consul agent of node {info.node!r}; deregister it there",
             )
         await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
-        if (local.body.get("Meta") or {}).get(wire.META_METADATA) == wire.METADATA_IN_KV:
-            agent_type = wire.agent_type_of(str(local.body.get("Service", "")))
-            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}")
+        local_key = wire.local_metadata_key(local.body)
+        if local_key is not None:
+            await self._gateway.delete(operation, f"/v1/kv/{local_key}")
         self._forget(agent_id)
         return True
 
@@ -404,35 +422,6 @@ class AgentRegistry:
 
     # -- reads --------------------------------------------------------------------------------------------
 
-    async def _infos(self, entries: Sequence[Mapping[str, Any]], region: str | None) -> list[AgentInfo]:
-        """Health entries as AgentInfos (agent services only), with the metadata kept in KV read for those
-        whose metadata is too large for Meta."""
-        wanted = [
-            (wire.agent_type_of(e["Service"]["Service"]), e["Service"]["ID"])
-            for e in entries
-            if wire.needs_kv_metadata(e)
-        ]
-        kv: dict[str, str] = {}
-        if wanted:
-            values = await asyncio.gather(*(self._kv_metadata(t, agent_id, region) for t, agent_id in wanted))
-            kv = {
-                agent_id: value
-                for (_, agent_id), value in zip(wanted, values, strict=True)
-                if value is not None
-            }
-        return wire.entries_to_infos(entries, kv_metadata=kv)
-
-    async def _kv_metadata(self, agent_type: str, agent_id: str, region: str | None) -> str | None:
-        response = await self._gateway.get(
-            f"read metadata of agent {agent_id!r}",
-            f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}",
-            params={"raw": ""},
-            datacenter=region,
-            consistency=self._discovery_consistency,
-            allow_404=True,
-        )
-        return wire.kv_metadata_text(response.body)
-
     async def _service_name_of(self, agent_id: str) -> str:
         name = self._service_names.get(agent_id)
         if name is not None:
@@ -442,12 +431,11 @@ class AgentRegistry:
             "/v1/health/state/any",
             params={"filter": f"ServiceID == {wire.quote(agent_id)}"},
         )
-        for check in response.body or []:
-            service = str(check.get("ServiceName", ""))
-            if wire.is_agent_service(service):
-                self._service_names[agent_id] = service
-                return service
-        raise AgentNotFoundError(agent_id)
+        service = wire.agent_service_of_checks(response.body)
+        if service is None:
+            raise AgentNotFoundError(agent_id)
+        self._service_names[agent_id] = service
+        return service
 
     @instrumented("get_agent")
     async def get_agent(self, agent_id: str) -> AgentInfo:
@@ -460,7 +448,7 @@ class AgentRegistry:
             params={"filter": f"Service.ID == {wire.quote(agent_id)}"},
             decode=wire.health_entries,
         )
-        infos = await self._infos(response.body or [], None)
+        infos = await self._discovery.infos(response.body or [], None)
         if not infos:
             self._service_names.pop(agent_id, None)
             raise AgentNotFoundError(agent_id)
@@ -533,7 +521,7 @@ class AgentRegistry:
             criteria.strategy,
             rng=self._rng,
             state=self._selection,
-            key=(request_key(criteria), result.datacenter),
+            key=selection_key(criteria, result.datacenter),
             exclude=self._unavailable(criteria, result.agents),
         )
 
