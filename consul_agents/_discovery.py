@@ -20,7 +20,7 @@ from consul_agents._cache import CacheClosed, DiscoveryCache, TooManyServices, W
 from consul_agents._errors import ConsulAgentsError, PermissionDeniedError, RegistryUnavailableError
 from consul_agents._gateway import ConsulGateway, QueryMeta
 from consul_agents._metrics import record_cache
-from consul_agents._models import SERVICE_PREFIX, AgentInfo, DiscoveryRequest, DiscoveryResult
+from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest, DiscoveryResult
 from consul_agents._routing import check_region, datacenter_order
 from consul_agents._watch import WatchPolicy
 
@@ -177,6 +177,36 @@ class Discoverer:
             return _with_tried(first, tried)
         assert first_error is not None
         raise first_error
+
+    async def census(self) -> list[AgentInfo]:
+        """Every agent of every status in every datacenter Consul knows, each datacenter from its own
+        answer (no failover mixes them): the local one from the cache (if enabled), the others read
+        directly, so a census never starts a watch in a remote datacenter. A remote datacenter that
+        cannot answer is left out (logged); the local one's error is raised."""
+        local = await self.local_datacenter()
+        known = await self.datacenters()
+        remote = [dc for dc in known if dc != local]
+
+        async def every_status(datacenter: str, cached: bool) -> list[AgentInfo]:
+            answers = await asyncio.gather(
+                *(self._ask(DiscoveryRequest(status=s), datacenter, cached) for s in AgentStatus)
+            )
+            return [agent for answer in answers for agent in answer.agents]
+
+        results = await asyncio.gather(
+            every_status(local, self.use_cache),
+            *(every_status(dc, False) for dc in remote),
+            return_exceptions=True,
+        )
+        found: list[AgentInfo] = []
+        for datacenter, result in zip([local, *remote], results, strict=True):
+            if isinstance(result, BaseException):
+                if datacenter == local or not isinstance(result, ConsulAgentsError):
+                    raise result
+                log.info("census: datacenter %s left out: %s", datacenter, result)
+                continue
+            found.extend(result)
+        return found
 
     async def _failover_order(self, local: str) -> list[str]:
         try:

@@ -491,6 +491,12 @@ class AgentRegistry:
         """Every live agent matching ``request`` (see :meth:`discover`)."""
         return (await self._discovery.discover(request or DiscoveryRequest(), cached=cached)).agents
 
+    async def census(self) -> list[AgentInfo]:
+        """Every agent of every status, in every datacenter, as this client's token sees them: each
+        datacenter counted from its own answer (the local one from the cache, the others read directly,
+        never watched). What ``/metrics`` counts."""
+        return await self._discovery.census()
+
     def _unavailable(self, criteria: SelectionCriteria, agents: list[AgentInfo]) -> list[str]:
         """The ids selection must skip: those the caller excluded and those ejected as outliers."""
         if not self.outliers.active:

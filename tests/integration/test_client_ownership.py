@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 from aiohttp import test_utils
+from conftest import MakeConsul
 from support import consul_put, eventually, registration
 
 from consul_agents import AgentRegistry, AgentStatus, DiscoveryRequest, SelectionCriteria
 from consul_agents import _wire as wire
 from consul_agents.api import create_app
 from consul_agents.api._keys import VIEWS
-from conftest import MakeConsul
 
 BIG = {"blob": "x" * 600}  # too large for Meta: kept in KV
 
@@ -39,9 +39,7 @@ def consul_delete(addr: str, path: str) -> None:
 def watch_tasks() -> list[asyncio.Task[Any]]:
     """The running background tasks of watches (their loops and their starts)."""
     return [
-        t
-        for t in asyncio.all_tasks()
-        if not t.done() and t.get_name().startswith(("watch:", "watch-start:"))
+        t for t in asyncio.all_tasks() if not t.done() and t.get_name().startswith(("watch:", "watch-start:"))
     ]
 
 
