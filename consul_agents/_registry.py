@@ -37,6 +37,7 @@ from consul_agents._errors import (
     ConsulRequestError,
     InvalidAgentError,
     NoAgentAvailableError,
+    RegistryUnavailableError,
 )
 from consul_agents._gateway import ConsulGateway
 from consul_agents._instrument import instrumented
@@ -164,6 +165,8 @@ class AgentRegistry:
         """What each client keeps for itself (a registry, and each of its with_token() views): its
         registrations, selection state, outlier records and discovery cache."""
         self._registered: dict[str, _Registered] = {}
+        #: Registrations whose write got no answer (Consul may have applied them), by agent id.
+        self._uncertain: dict[str, AgentRegistration] = {}
         self._service_names: LRUCache[str, str] = LRUCache(maxsize=10_000)
         self._selection = SelectionState()
         self.outliers = OutlierDetector(self._client_options["outlier_policy"])
@@ -187,6 +190,7 @@ class AgentRegistry:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self._reconcile_on_close()
         if self._parent is not None:
             closing = self._discovery.release()
             if closing is not None:
@@ -195,6 +199,16 @@ class AgentRegistry:
         await self._discovery.close()
         await self._watch_budget.close()  # the views' watches too: none may outlive the pool
         await self._gateway.close()
+
+    async def _reconcile_on_close(self) -> None:
+        if not self._uncertain:
+            return
+        try:
+            await asyncio.wait_for(self.reconcile(), self.settings.timeout)
+        except (ConsulAgentsError, TimeoutError) as exc:
+            log.warning(
+                "%d registration(s) without an answer left unreconciled: %s", len(self._uncertain), exc
+            )
 
     def release(self) -> None:
         """For a with_token() view: its owner no longer needs it. Its cache stops its watches once no
@@ -251,11 +265,61 @@ class AgentRegistry:
         if status is AgentStatus.MAINTENANCE:
             raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
         agent_id = registration.agent_id or f"{registration.agent_type}-{uuid.uuid4().hex[:12]}"
-        await self._write_registration(agent_id, registration, registration.load, status)
+        await self._settle(agent_id)
+        try:
+            await self._write_registration(agent_id, registration, registration.load, status)
+        except RegistryUnavailableError as exc:
+            # No answer: Consul may have applied the write all the same. Remember it, so that a later
+            # call of this client converges (see _settle) instead of leaving an agent nobody tracks.
+            self._uncertain[agent_id] = registration
+            exc.add_note(
+                f"agent {agent_id!r} may have been registered nonetheless: this client's next call (or "
+                "reconcile()) re-reads what Consul holds and removes it unless it is heartbeated"
+            )
+            raise
         self._registered[agent_id] = _Registered(registration, registration.load)
         self._service_names[agent_id] = registration.service_name
         self._wrote(agent_id, registered=True)
         return agent_id
+
+    async def _settle(self, agent_id: str | None) -> None:
+        """Converge the registrations whose write got no answer, before another write of this client.
+
+        The one this call names is adopted (its caller still means that agent: a heartbeat re-registers
+        it if Consul never got it); the others are reconciled.
+        """
+        if not self._uncertain:
+            return
+        registration = self._uncertain.pop(agent_id, None) if agent_id is not None else None
+        if registration is not None and agent_id not in self._registered:
+            assert agent_id is not None
+            self._registered[agent_id] = _Registered(registration, registration.load)
+            self._service_names[agent_id] = registration.service_name
+        if self._uncertain:
+            try:
+                await self.reconcile()
+            except ConsulAgentsError as exc:
+                log.warning("reconciling registrations without an answer failed (retried later): %s", exc)
+
+    async def reconcile(self) -> list[str]:
+        """Re-read what Consul holds for each registration of this client that got no answer (a timeout:
+        Consul may have applied it) and remove what is there, the agent and its KV metadata: its caller
+        was told the registration failed, so nobody would heartbeat or deregister it. Returns the ids
+        removed. Runs by itself before this client's next register, heartbeat or deregister, and on
+        close."""
+        removed = []
+        for agent_id, registration in list(self._uncertain.items()):
+            operation = f"reconcile agent {agent_id!r}"
+            local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
+            if local.status != 404:
+                await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
+                removed.append(agent_id)
+            if wire.encode_metadata(registration.metadata)[1] is not None:
+                key = wire.metadata_key(registration.agent_type, agent_id)
+                await self._gateway.delete(operation, f"/v1/kv/{key}")
+            self._uncertain.pop(agent_id, None)
+            self._wrote(agent_id)
+        return removed
 
     async def _write_registration(
         self,
@@ -303,6 +367,7 @@ class AgentRegistry:
         _check_agent_id(agent_id)
         if load is not None:
             load = _check_load(load)
+        await self._settle(agent_id)
         if status is AgentStatus.MAINTENANCE:
             raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
         operation = f"heartbeat agent {agent_id!r}"
@@ -387,6 +452,7 @@ class AgentRegistry:
         local Consul agent is asked first; for its own agents that extra round trip is skipped.
         """
         _check_agent_id(agent_id)
+        await self._settle(agent_id)
         operation = f"deregister agent {agent_id!r}"
         known = self._registered.get(agent_id)
         if known is not None:
