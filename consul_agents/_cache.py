@@ -24,7 +24,7 @@ import functools
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -289,7 +289,7 @@ class _ServiceWatch(_Watched):
         started = time.monotonic()
         text = response.body if isinstance(response.body, str) else ""
         converted, kv_entries, fresh = self._reuse(text)
-        fresh = [(key, e) for key, e in fresh if wire.is_agent_service(e["Service"]["Service"])]
+        fresh = [(key, e) for key, e in fresh if wire.is_agent_entry(e)]
         plain = []
         for key, entry in fresh:
             if wire.needs_kv_metadata(entry):
@@ -363,8 +363,7 @@ class _CatalogWatch(_Watched):
         self.services: dict[str, list[str]] = {}
 
     async def _deliver(self, response: ConsulResponse) -> None:
-        body: Mapping[str, Any] = response.body or {}
-        self.services = {name: list(tags or []) for name, tags in body.items() if wire.is_agent_service(name)}
+        self.services = wire.agent_services(response.body)
         self.dirty = False
         self.cache.changed()
 

@@ -132,7 +132,7 @@ class Discoverer:
         response = await self.gateway.get(
             "list agent types", "/v1/catalog/services", datacenter=datacenter, consistency=self.consistency
         )
-        return dict(response.body or {})
+        return wire.agent_services(response.body)
 
     async def discover(
         self, request: DiscoveryRequest, *, cached: bool | None = None, accept: Accept | None = None

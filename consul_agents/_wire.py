@@ -556,3 +556,27 @@ def agent_service_of_checks(body: Any) -> str | None:
         if isinstance(name, str) and is_agent_service(name):
             return name
     return None
+
+
+def is_agent_entry(entry: Mapping[str, Any]) -> bool:
+    """Whether a ``/v1/health/service`` entry is an agent's (not a proxy or other service of that name)."""
+    return is_agent_service(entry["Service"]["Service"])
+
+
+def agent_services(body: Any) -> dict[str, list[str]]:
+    """``/v1/catalog/services``: the agent services with their tags (anything else, or any value of
+    another shape, left out)."""
+    if not isinstance(body, dict):
+        return {}
+    return {
+        name: [tag for tag in tags if isinstance(tag, str)] if isinstance(tags, list) else []
+        for name, tags in body.items()
+        if isinstance(name, str) and is_agent_service(name)
+    }
+
+
+def acl_text(item: Any, field: str) -> str:
+    """A text field (``ID``, ``AccessorID``, ``SecretID``, ``Name``, ``Description``) of an ACL object
+    Consul returned; "" when it is missing or not text."""
+    value = item.get(field) if isinstance(item, dict) else None
+    return value if isinstance(value, str) else ""
