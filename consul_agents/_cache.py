@@ -39,8 +39,10 @@ from consul_agents._watch import Watch, WatchPolicy
 
 __all__ = [
     "CacheClosed",
+    "CacheCold",
     "CachedAnswer",
     "DiscoveryCache",
+    "NotCached",
     "ServiceView",
     "TooManyServices",
     "WatchBudget",
@@ -96,12 +98,20 @@ class WatchBudget:
         await asyncio.gather(*(cache.close() for cache in caches), *list(self._closing))
 
 
-class TooManyServices(Exception):
+class NotCached(Exception):
+    """The cache does not answer this question: ask Consul directly."""
+
+
+class TooManyServices(NotCached):
     """The question spans more services than the cache may watch at once: ask Consul directly."""
 
 
-class CacheClosed(Exception):
+class CacheClosed(NotCached):
     """The cache is closed (its view was released or its registry closed): ask Consul directly."""
+
+
+class CacheCold(NotCached):
+    """The cache starts watching only from its ``admit_after``-th question: ask Consul directly."""
 
 
 RequestKey = tuple[Any, ...]
@@ -391,8 +401,11 @@ class DiscoveryCache:
         budget: WatchBudget | None = None,
         policy: WatchPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        admit_after: int = 1,
     ) -> None:
         self.gateway = gateway
+        #: Questions answered directly before the first watch starts (see CacheCold).
+        self._cold = max(admit_after, 1) - 1
         self.max_stale = max_stale
         self.idle_timeout = idle_timeout
         self.max_watches = max_watches
@@ -469,6 +482,9 @@ class DiscoveryCache:
         """The agents of ``datacenter`` matching ``request``, from the views (starting watches as needed)."""
         if self.closed:
             raise CacheClosed()
+        if self._cold:
+            self._cold -= 1
+            raise CacheCold()
         self._holders += 1
         try:
             return await self._query(request, datacenter)

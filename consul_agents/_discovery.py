@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from consul_agents import _wire as wire
-from consul_agents._cache import CacheClosed, DiscoveryCache, TooManyServices, WatchBudget
+from consul_agents._cache import DiscoveryCache, NotCached, WatchBudget
 from consul_agents._errors import ConsulAgentsError, PermissionDeniedError, RegistryUnavailableError
 from consul_agents._gateway import ConsulGateway, QueryMeta
 from consul_agents._metrics import record_cache
@@ -50,6 +50,7 @@ class Discoverer:
         consistency: str | None = None,
         watch_budget: WatchBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cache_admit_after: int = 1,
     ) -> None:
         self.gateway = gateway
         self.use_cache = cache
@@ -65,6 +66,7 @@ class Discoverer:
             budget=watch_budget,
             policy=watch_policy,
             clock=clock,
+            admit_after=cache_admit_after,
         )
         self._local: str | None = gateway.settings.datacenter or None
         self._datacenters: tuple[float, list[str]] | None = None
@@ -223,7 +225,7 @@ class Discoverer:
             key = "" if datacenter == self._local else datacenter
             try:
                 answer = await self.cache.query(request, key)
-            except (TooManyServices, CacheClosed):
+            except NotCached:
                 return await self._ask(request, datacenter, use_cache=False)
             record_cache(answer.hit)
             return DiscoveryResult(

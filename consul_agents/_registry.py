@@ -161,7 +161,7 @@ class AgentRegistry:
         self._watch_budget = WatchBudget()
         self._init_client_state()
 
-    def _init_client_state(self) -> None:
+    def _init_client_state(self, cache_admit_after: int = 1) -> None:
         """What each client keeps for itself (a registry, and each of its with_token() views): its
         registrations, selection state, outlier records and discovery cache."""
         self._registered: dict[str, _Registered] = {}
@@ -176,6 +176,7 @@ class AgentRegistry:
             self._gateway,
             consistency=self._discovery_consistency,
             watch_budget=self._watch_budget,
+            cache_admit_after=cache_admit_after,
             **options,
         )
 
@@ -249,7 +250,10 @@ class AgentRegistry:
         owner = self._parent or self
         view._parent = owner
         view._watch_budget = owner._watch_budget
-        view._init_client_state()
+        # A view's cache starts watching from its second discovery: a token seen once (callers cycling
+        # through more tokens than a server keeps views for) is answered directly and never starts a
+        # watch it would stop again at once (each such start and stop costs Consul a connection).
+        view._init_client_state(cache_admit_after=2)
         return view
 
     # -- writes -------------------------------------------------------------------------------------------

@@ -60,8 +60,9 @@ def stopped(pid: int) -> Iterator[None]:
 async def test_rest_api_with_more_tokens_than_views_answers_every_request(
     consul_addr: str, unique: str, datacenter: str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """60 concurrent requests with 60 distinct tokens through an API keeping 2 views all answer 200 with
-    the agents; afterwards no watch runs beyond the live views' and none outlives the app."""
+    """120 concurrent requests, two for each of 60 distinct tokens (a view's cache starts with its second
+    discovery), through an API keeping 2 views all answer 200 with the agents; afterwards no watch runs
+    beyond the live views' and none outlives the app."""
     async with AgentRegistry(consul_addr) as writer:
         await writer.register_agent(registration(unique, agent_id=f"{unique}-1"))
         app = create_app(consul_addr, datacenter, max_token_views=2)
@@ -72,8 +73,8 @@ async def test_rest_api_with_more_tokens_than_views_answers_every_request(
                 async with client.get(f"/v1/agents?type={unique}", headers=headers) as response:
                     return response.status, await response.json()
 
-            answers = await asyncio.gather(*(ask(n) for n in range(60)))
-            assert [status for status, _ in answers] == [200] * 60, [b for s, b in answers if s != 200][:2]
+            answers = await asyncio.gather(*(ask(n // 2) for n in range(120)))
+            assert [status for status, _ in answers] == [200] * 120, [b for s, b in answers if s != 200][:2]
             assert all([a["agent_id"] for a in body] == [f"{unique}-1"] for _, body in answers)
             budget = app[VIEWS].base._watch_budget
 
@@ -82,6 +83,7 @@ async def test_rest_api_with_more_tokens_than_views_answers_every_request(
 
             await eventually(settled, timeout=10, what="released views' watches stop")
             fresh = app[VIEWS].for_token(f"token-{unique}-fresh")
+            await fresh.discover(DiscoveryRequest(agent_type=unique))
             assert (await fresh.discover(DiscoveryRequest(agent_type=unique))).cached  # budget not exhausted
         assert watch_tasks() == []
         with caplog.at_level(logging.DEBUG, logger="consul_agents"):
@@ -100,7 +102,7 @@ async def test_a_released_view_keeps_answering_the_request_that_holds_it(
     async with AgentRegistry(server.http_addr, timeout=20) as owner:
         await owner.register_agent(registration(unique, agent_id=f"{unique}-1"))
         view = owner.with_token(None)
-        await view.discovery.local_datacenter()
+        await view.discover(DiscoveryRequest(agent_type=f"{unique}-other"))  # a view's first is direct
         with stopped(server.pid):
             pending = asyncio.create_task(view.discover(DiscoveryRequest(agent_type=unique)))
             await eventually(_started(view), timeout=5, what="the view's first watch is starting")
@@ -130,7 +132,8 @@ async def test_closing_the_owner_stops_every_view_watch(consul_addr: str, unique
     async with AgentRegistry(consul_addr) as owner:
         views = [owner.with_token(f"t{n}") for n in range(3)]
         for view in views:
-            await view.discover_agents(DiscoveryRequest(agent_type=unique))
+            for _ in range(2):  # a view's cache starts with its second discovery
+                await view.discover_agents(DiscoveryRequest(agent_type=unique))
         assert len(watch_tasks()) == 3
     assert watch_tasks() == []
 
