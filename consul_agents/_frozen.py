@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-__all__ = ["FrozenDict", "FrozenList", "freeze"]
+__all__ = ["FrozenDict", "FrozenList", "freeze", "freeze_flat"]
 
 
 def _refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
@@ -61,10 +61,22 @@ class FrozenDict(dict[str, Any]):
 
 def freeze(value: Any) -> Any:
     """``value`` with every list and dict in it, at any depth, replaced by a frozen one."""
-    if isinstance(value, FrozenList | FrozenDict):
+    kind = type(value)
+    if kind is dict:
+        return FrozenDict({key: freeze(item) for key, item in value.items()})
+    if kind is list:
+        return FrozenList([freeze(item) for item in value])
+    if kind is FrozenDict or kind is FrozenList:
         return value
     if isinstance(value, dict):
         return FrozenDict({key: freeze(item) for key, item in value.items()})
     if isinstance(value, list):
-        return FrozenList(freeze(item) for item in value)
+        return FrozenList([freeze(item) for item in value])
     return value
+
+
+def freeze_flat(value: Any) -> Any:
+    """A list or dict of scalars (capabilities, tags) frozen, without looking deeper."""
+    if isinstance(value, FrozenDict | FrozenList):
+        return value
+    return FrozenDict(value) if isinstance(value, dict) else FrozenList(value)

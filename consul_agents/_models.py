@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from consul_agents._errors import InvalidAgentError
-from consul_agents._frozen import FrozenDict, freeze
+from consul_agents._frozen import FrozenDict, freeze, freeze_flat
 
 __all__ = [
     "AGENT_ID_PATTERN",
@@ -247,10 +247,6 @@ class AgentRegistration(_Model):
         return SERVICE_PREFIX + self.agent_type
 
 
-def _frozen(value: Any) -> Any:
-    return freeze(value)
-
-
 class AgentInfo(BaseModel):
     """One registered agent as Consul's catalog reports it.
 
@@ -262,7 +258,7 @@ class AgentInfo(BaseModel):
 
     agent_id: str
     agent_type: str
-    capabilities: Annotated[list[str], AfterValidator(_frozen)]
+    capabilities: Annotated[list[str], AfterValidator(freeze_flat)]
     status: AgentStatus
     endpoint: str
     #: 1.0 when passing, 0.5 when warning, 0.0 when critical or in maintenance.
@@ -272,8 +268,8 @@ class AgentInfo(BaseModel):
     #: When the agent last reported a change (registration, load or status); a passing status proves a
     #: heartbeat within the TTL besides. None for services registered without this library.
     last_heartbeat: datetime | None
-    metadata: Annotated[dict[str, Any], AfterValidator(_frozen)] = Field(default_factory=FrozenDict)
-    tags: Annotated[dict[str, str], AfterValidator(_frozen)] = Field(default_factory=FrozenDict)
+    metadata: Annotated[dict[str, Any], AfterValidator(freeze)] = Field(default_factory=FrozenDict)
+    tags: Annotated[dict[str, str], AfterValidator(freeze_flat)] = Field(default_factory=FrozenDict)
     datacenter: str = ""
     weight: int = 1
     node: str = ""
