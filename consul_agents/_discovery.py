@@ -69,10 +69,19 @@ class Discoverer:
             admit_after=cache_admit_after,
         )
         self._local: str | None = gateway.settings.datacenter or None
+        #: The owning registry's Discoverer, for a view's (see share_location).
+        self._owner: Discoverer | None = None
         self._datacenters: tuple[float, list[str]] | None = None
 
     async def close(self) -> None:
         await self.cache.close()
+
+    def share_location(self, owner: Discoverer) -> None:
+        """Share the local datacenter with ``owner`` (the owning registry's discovery): whichever learns it
+        first tells the other, so a view for a new token does not ask Consul again. It does not depend on
+        the token; only how it is found does (``/v1/agent/self`` needs agent:read)."""
+        self._owner = owner
+        self._local = self._local or owner._local
 
     def release(self) -> asyncio.Task[None] | None:
         """Release the cache once no query holds it (a view's owner let go of the view); the closing
@@ -107,6 +116,8 @@ class Discoverer:
         lacks; then the first of ``/v1/catalog/datacenters`` (no ACL) stands in: Consul sorts by round-trip
         time from the answering server, and its own datacenter is at distance zero.
         """
+        if self._local is None and self._owner is not None:
+            self._local = self._owner._local
         if self._local is None:
             try:
                 response = await self.gateway.get("read local datacenter", "/v1/agent/self")
@@ -117,6 +128,8 @@ class Discoverer:
                 known = await self.datacenters()
                 local = known[0] if known else ""
             self._local = local
+            if self._owner is not None and self._owner._local is None:
+                self._owner._local = local
         return self._local
 
     async def datacenters(self) -> list[str]:

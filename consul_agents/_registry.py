@@ -254,6 +254,7 @@ class AgentRegistry:
         # through more tokens than a server keeps views for) is answered directly and never starts a
         # watch it would stop again at once (each such start and stop costs Consul a connection).
         view._init_client_state(cache_admit_after=2)
+        view._discovery.share_location(owner._discovery)
         return view
 
     # -- writes -------------------------------------------------------------------------------------------
