@@ -579,6 +579,9 @@ class DiscoveryCache:
                 await entry.refresh()
             except ConsulAgentsError as exc:
                 log.debug("refresh of %s after a write failed: %s", entry.watch.name, exc)
+            except asyncio.CancelledError:
+                entry.dirty = True  # the next reader re-reads instead
+                raise
 
     async def _start(self, key: WatchKey, make: Callable[[], _Watched]) -> Any:
         """Start the watch for ``key`` ((datacenter, "") is the catalog's), shared by concurrent first
