@@ -10,7 +10,13 @@ split into its entries without parsing it, and an entry whose text is unchanged 
 from it, so only the changed entries are parsed (see :func:`_wire.split_health_entries`).
 
 Questions that name no agent type need the list of services: one more watch, on ``/v1/catalog/services``,
-per datacenter. Watches start on first use and stop after ``idle_timeout`` without use, or on close.
+per datacenter. Metadata too large for Meta lives in KV, which the service's answer does not reflect: while
+a watched service has such agents, one more watch follows its type's KV prefix. Watches start on first use
+(several at once when a question needs several) and stop after ``idle_timeout`` without use, or on close.
+
+The cache builds AgentInfos itself, from ``_wire``; nothing above it hands it code to run. It is owned by
+one registry (or ``with_token`` view); the :class:`WatchBudget` of the connection pool they share owns
+every cache's watches, so closing the pool's registry stops them all.
 
 Fail-static: when a watch cannot reach Consul, its last snapshot keeps answering, marked with its staleness,
 for ``max_stale`` seconds; after that, :class:`RegistryUnavailableError`.
