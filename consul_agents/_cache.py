@@ -192,6 +192,10 @@ class CachedAnswer:
     hit: bool = True
 
 
+def _healthy(watch: Watch) -> bool:
+    return watch.running and (watch.error is None or isinstance(watch.error, RegistryUnavailableError))
+
+
 class _Watched:
     """One Consul endpoint in one datacenter, read by a :class:`Watch` whose answers ``_deliver`` keeps."""
 
@@ -237,6 +241,14 @@ class _Watched:
 
     def watches(self) -> list[Watch]:
         return [self.watch]
+
+    def usable(self) -> bool:
+        """Every watch running, and none whose last read ended in an answered error (denied, bad request).
+
+        Only an outage is served fail-static: when Consul answers that the token is no longer allowed,
+        the watch is replaced, so the caller gets the answer Consul gives now.
+        """
+        return all(_healthy(watch) for watch in self.watches())
 
     async def start(self) -> None:
         await self.watch.start()
@@ -295,6 +307,11 @@ class _ServiceWatch(_Watched):
 
     def watches(self) -> list[Watch]:
         return [self.watch] if self.metadata is None else [self.watch, self.metadata.watch]
+
+    def usable(self) -> bool:
+        if self.metadata is None:  # the common case, on every cached read: no list built
+            return _healthy(self.watch)
+        return _healthy(self.watch) and _healthy(self.metadata.watch)
 
     async def refresh(self) -> None:
         if self.metadata is not None:
@@ -493,47 +510,48 @@ class DiscoveryCache:
             raise CacheCold()
         self._holders += 1
         try:
-            return await self._query(request, datacenter)
+            key = request_key(request)
+            misses = self._misses
+            staleness = 0.0
+            if request.agent_type is not None:
+                names = [SERVICE_PREFIX + request.agent_type]
+            else:
+                catalog = await self._catalog(datacenter)
+                staleness = catalog.watch.staleness()
+                names = wire.service_names_for(request, catalog.services)
+                if len(names) + 1 > self.max_watches:
+                    raise TooManyServices(len(names))
+            entries = [self._services.get((datacenter, name)) for name in names]
+            ready = [entry for entry in entries if entry is not None and not entry.dirty and entry.usable()]
+            if len(ready) == len(entries):
+                now = self.clock()
+                for entry in ready:
+                    entry.last_used = now
+            else:
+                pending = [name for name, entry in zip(names, entries, strict=True) if entry not in ready]
+                if len(pending) > 1:
+                    # first use of several services: their first reads go out together, not one after another
+                    await asyncio.gather(*(self._service(datacenter, name) for name in pending))
+                ready = [await self._service(datacenter, name) for name in names]
+            found: list[AgentInfo] = []
+            known_leader = True
+            last_contact = 0
+            for entry in ready:
+                staleness = max(staleness, self._check_fresh(entry.watch))
+                if entry.metadata is not None:
+                    staleness = max(staleness, self._check_fresh(entry.metadata.watch))
+                found.extend(entry.view.query(request, key))
+                known_leader = known_leader and entry.watch.meta.known_leader
+                last_contact = max(last_contact, entry.watch.meta.last_contact_ms)
+            if staleness > 0:
+                found = [agent.model_copy(update={"staleness": staleness}) for agent in found]
+            hit = self._misses == misses
+            return CachedAnswer(found, staleness, QueryMeta(0, known_leader, last_contact), hit)
         finally:
             self._holders -= 1
             if self._retiring and self._holders == 0 and not self.closed:
                 self.closed = True
                 self.budget.close_later(self)
-
-    async def _query(self, request: DiscoveryRequest, datacenter: str) -> CachedAnswer:
-        key = request_key(request)
-        misses = self._misses
-        staleness = 0.0
-        if request.agent_type is not None:
-            names = [SERVICE_PREFIX + request.agent_type]
-        else:
-            catalog = await self._catalog(datacenter)
-            staleness = catalog.watch.staleness()
-            names = wire.service_names_for(request, catalog.services)
-            if len(names) + 1 > self.max_watches:
-                raise TooManyServices(len(names))
-        pending = [name for name in names if self._needs_read(datacenter, name)]
-        if len(pending) > 1:
-            # first use of several services: their first reads go out together, not one after another
-            await asyncio.gather(*(self._service(datacenter, name) for name in pending))
-        found: list[AgentInfo] = []
-        known_leader = True
-        last_contact = 0
-        for name in names:
-            entry = await self._service(datacenter, name)
-            for watch in entry.watches():
-                staleness = max(staleness, self._check_fresh(watch))
-            found.extend(entry.view.query(request, key))
-            known_leader = known_leader and entry.watch.meta.known_leader
-            last_contact = max(last_contact, entry.watch.meta.last_contact_ms)
-        if staleness > 0:
-            found = [agent.model_copy(update={"staleness": staleness}) for agent in found]
-        hit = self._misses == misses
-        return CachedAnswer(found, staleness, QueryMeta(0, known_leader, last_contact), hit)
-
-    def _needs_read(self, datacenter: str, service: str) -> bool:
-        entry = self._services.get((datacenter, service))
-        return entry is None or entry.dirty or not self._usable(entry)
 
     def _check_fresh(self, watch: Watch) -> float:
         staleness = watch.staleness()
@@ -545,21 +563,9 @@ class DiscoveryCache:
             )
         return staleness
 
-    @staticmethod
-    def _usable(entry: _Watched) -> bool:
-        """A running watch whose last read did not end in an answered error (denied, bad request).
-
-        Only an outage is served fail-static: when Consul answers that the token is no longer allowed,
-        the watch is replaced, so the caller gets the answer Consul gives now.
-        """
-        return all(
-            watch.running and (watch.error is None or isinstance(watch.error, RegistryUnavailableError))
-            for watch in entry.watches()
-        )
-
     async def _catalog(self, datacenter: str) -> _CatalogWatch:
         entry = self._catalogs.get(datacenter)
-        if entry is None or not self._usable(entry):
+        if entry is None or not entry.usable():
             if entry is not None:
                 await self._catalogs.pop(datacenter).stop()
             entry = await self._start((datacenter, ""), lambda: _CatalogWatch(self, datacenter))
@@ -569,7 +575,7 @@ class DiscoveryCache:
 
     async def _service(self, datacenter: str, service: str) -> _ServiceWatch:
         entry = self._services.get((datacenter, service))
-        if entry is None or not self._usable(entry):
+        if entry is None or not entry.usable():
             if entry is not None:
                 await self._services.pop((datacenter, service)).stop()
             entry = await self._start((datacenter, service), lambda: _ServiceWatch(self, datacenter, service))
