@@ -204,9 +204,17 @@ async def test_an_entry_forging_a_boundary_does_not_fool_the_cache(
     object shaped like an entry that Consul writes right after a comma, as it writes entries. Splitting
     the answer there must not invent that agent: the cache notices and decodes the answer whole."""
     service = f"agent-{unique}"
+    # The bearer carries what an agent of this library carries (a check service:<id>, its Meta, a
+    # capability), so it is an agent. The ghost cannot carry Checks: Go writes a map's keys sorted, so an
+    # object starting with "Node" has no "Checks"; the untrusted-entry rules would skip it (no_check).
+    meta = {
+        "agent-endpoint": "http://10.0.0.1:1",
+        "agent-load": "0",
+        "agent-heartbeat": "2026-01-01T00:00:00+00:00",
+    }
     ghost = {
         "Node": {"Node": "n", "Address": "10.0.0.1"},
-        "Service": {"ID": f"{unique}-ghost", "Service": service, "Port": 1},
+        "Service": {"ID": f"{unique}-ghost", "Service": service, "Port": 1, "Tags": ["plan"], "Meta": meta},
     }
     request = DiscoveryRequest(agent_type=unique)
     async with (
@@ -223,7 +231,10 @@ async def test_an_entry_forging_a_boundary_does_not_fool_the_cache(
                 "Name": service,
                 "Kind": "connect-proxy",
                 "Port": 9999,
+                "Tags": ["plan"],
+                "Meta": meta,
                 "Proxy": {"DestinationServiceName": "x", "Config": {"list": [{"a": 1}, ghost]}},
+                "Check": {"CheckID": f"service:{unique}-bearer", "TTL": "1h", "Status": "passing"},
             },
         )
         await direct.register_agent(registration(unique, agent_id=f"{unique}-z"))
