@@ -7,14 +7,20 @@ never be deregistered over HTTP, and must not reach the other modules' agents.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import string
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiohttp import test_utils
 from conftest import skip_if_external
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from support import consul_put, eventually, registration
 
@@ -277,3 +283,106 @@ async def test_checks_not_registered_by_this_library_can_only_lower_the_status(
     assert await all_answers(cached, direct, DiscoveryRequest(agent_type=unique)) == ([], [])
     for registry in both:
         assert await registry.select_agent(SelectionCriteria(agent_type=unique)) is None
+
+
+# --- property: any mix of agents and hostile entries -------------------------------------------------------
+
+_LETTERS = string.ascii_letters + " "
+
+
+@dataclass(frozen=True)
+class Planted:
+    """One entry to put into Consul: an agent (``good``) or a hostile entry of some kind."""
+
+    kind: str
+    value: Any = None
+    status: AgentStatus = AgentStatus.PASSING
+    load: float = 0.0
+
+    @property
+    def good(self) -> bool:
+        return self.kind == "agent"
+
+
+planted = st.one_of(
+    st.builds(
+        Planted,
+        st.just("agent"),
+        status=st.sampled_from([AgentStatus.PASSING, AgentStatus.WARNING, AgentStatus.CRITICAL]),
+        load=st.sampled_from([0.0, 0.3, 0.9]),
+    ),
+    st.builds(Planted, st.sampled_from(["no_check", "catalog_only", "slash_id", "dot_id"])),
+    st.builds(Planted, st.just("load"), st.text(_LETTERS, min_size=1, max_size=12)),
+    st.builds(Planted, st.just("endpoint"), st.text(_LETTERS, max_size=30)),
+    st.builds(Planted, st.just("heartbeat"), st.text(_LETTERS, min_size=1, max_size=20)),
+    st.builds(Planted, st.just("capability"), st.text(string.ascii_uppercase, min_size=1, max_size=10)),
+    st.builds(Planted, st.just("meta_metadata"), st.sampled_from(["[1]", "{", "null", '"x"', "[" * 100])),
+    st.builds(
+        Planted,
+        st.just("kv_metadata"),
+        st.sampled_from([b"[]", b'"s"', b"[" * 70, b"[" * 100_000])
+        | st.binary(max_size=30).map(b"\xff".__add__),
+    ),
+)
+
+
+async def _plant(addr: str, registry: AgentRegistry, agent_type: str, position: int, entry: Planted) -> str:
+    """Put ``entry`` into Consul; returns its id."""
+    agent_id = f"{agent_type}-{position}"
+    if entry.good:
+        reg = registration(agent_type, agent_id=agent_id, capabilities=["plan"], load=entry.load, ttl=3600)
+        await registry.register_agent(reg)
+        if entry.status is not AgentStatus.PASSING:
+            await registry.heartbeat(agent_id, status=entry.status)
+        return agent_id
+    meta: dict[str, str | None] = {}
+    if entry.kind == "catalog_only":
+        catalog_only(addr, agent_type, agent_id, node=f"node-{agent_type}")
+        return agent_id
+    if entry.kind in ("slash_id", "dot_id"):
+        agent_id = (
+            f"{agent_type}/{position}" if entry.kind == "slash_id" else f"x/../../{agent_type}/{position}"
+        )
+        meta["agent-metadata"] = "kv"
+    tags = [entry.value] if entry.kind == "capability" else None
+    if entry.kind in ("load", "endpoint", "heartbeat"):
+        meta[f"agent-{entry.kind}"] = entry.value
+    if entry.kind == "meta_metadata":
+        meta["agent-metadata"] = entry.value
+    if entry.kind == "kv_metadata":
+        meta["agent-metadata"] = "kv"
+        kv_put_bytes(addr, f"consul-agents/metadata/{agent_type}/{agent_id}", entry.value)
+    raw_agent(addr, agent_type, agent_id, tags=tags, meta=meta, check=entry.kind != "no_check")
+    return agent_id
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleet=st.lists(planted, min_size=1, max_size=6))
+def test_any_mix_of_hostile_entries_answers_exactly_the_agents(addr: str, fleet: list[Planted]) -> None:
+    """For any mix of agents and hostile entries of one type, cached and direct discovery answer exactly
+    the agents, with the status each was given, select picks only among them, and nothing raises."""
+    agent_type = "h" + uuid.uuid4().hex[:8]
+
+    async def check() -> None:
+        async with AgentRegistry(addr, cache=True) as cached, AgentRegistry(addr, cache=False) as direct:
+            ids = [await _plant(addr, direct, agent_type, i, entry) for i, entry in enumerate(fleet)]
+            expected = {
+                status: sorted(i for i, e in zip(ids, fleet, strict=True) if e.good and e.status is status)
+                for status in (AgentStatus.PASSING, AgentStatus.WARNING, AgentStatus.CRITICAL)
+            }
+            live = sorted(expected[AgentStatus.PASSING] + expected[AgentStatus.WARNING])
+            critical, warning = AgentStatus.CRITICAL, AgentStatus.WARNING
+            requests = [(DiscoveryRequest(agent_type=agent_type), live)] + [
+                (DiscoveryRequest(agent_type=agent_type, status=s), expected[s]) for s in (critical, warning)
+            ]
+            for request, wanted in requests:
+
+                async def agreed(r: DiscoveryRequest = request, w: list[str] = wanted) -> bool:
+                    return await all_answers(cached, direct, r) == (w, w)
+
+                await eventually(agreed, 5, f"{request} answers exactly {wanted}")
+            for registry in (cached, direct):
+                chosen = await registry.select_agent(SelectionCriteria(agent_type=agent_type))
+                assert (chosen.agent_id in live) if chosen is not None else not live
+
+    asyncio.run(check())
