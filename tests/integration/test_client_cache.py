@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import MakeConsul, skip_if_external
-from support import consul_get_text, consul_put, eventually, registration
+from support import consul_get_text, consul_put, eventually, raw_agent, registration
 
 from consul_agents import (
     AgentRegistry,
@@ -129,8 +129,9 @@ async def both_layouts(
 async def test_cached_answers_equal_direct_queries(
     both_layouts: tuple[AgentRegistry, AgentRegistry], unique: str
 ) -> None:
-    """Over a random fleet (types, capabilities, tags, loads, every status) and 80 random requests, the
-    cached answer equals the direct Consul query."""
+    """Over a random fleet (types, capabilities, tags, loads, every status, and entries this library could
+    not have written) and 80 random requests, the cached answer equals the direct Consul query, and holds
+    no hostile entry."""
     cached, direct = both_layouts
     rng = random.Random(unique)
     types = [f"{unique}{k}" for k in "abc"]
@@ -152,6 +153,26 @@ async def test_cached_answers_equal_direct_queries(
             await direct.heartbeat(agent_id, status=AgentStatus.WARNING)
         elif roll < 0.4:
             await direct.set_maintenance(agent_id, True, "test")
+    # Entries this library could not have written, among them: both paths must skip them alike.
+    hostile: list[dict[str, Any]] = [
+        {"check": False},
+        {"meta": {"agent-load": "junk"}},
+        {"meta": {"agent-endpoint": "nowhere"}},
+        {"meta": {"agent-heartbeat": "never"}},
+        {"meta": {"agent-metadata": "[1]"}},
+        {"tags": ["Not-A-Label"]},
+    ]
+    addr = direct.discovery.gateway.address
+    for i, fields in enumerate(hostile * 2):
+        tags = fields.get("tags", rng.sample(caps, rng.randint(1, 3)))
+        raw_agent(
+            addr,
+            rng.choice(types),
+            f"{unique}-h{i}",
+            tags=tags,
+            meta=fields.get("meta"),
+            check=fields.get("check", True),
+        )
 
     def random_request() -> DiscoveryRequest:
         return DiscoveryRequest(
@@ -171,7 +192,9 @@ async def test_cached_answers_equal_direct_queries(
         await eventually(lambda r=request: agree(r), 5, f"cache converged for {request}")  # type: ignore[misc]
     for _ in range(80):
         request = random_request()
-        assert await cached.discover_agents(request) == await direct.discover_agents(request), request
+        answer = await cached.discover_agents(request)
+        assert answer == await direct.discover_agents(request), request
+        assert not [a.agent_id for a in answer if a.agent_id.startswith(f"{unique}-h")], request
 
 
 async def test_unchanged_entries_are_not_converted_again(server_mode_addr: str, unique: str) -> None:

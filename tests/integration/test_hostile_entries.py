@@ -22,18 +22,11 @@ from conftest import skip_if_external
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
-from support import consul_put, eventually, registration
+from support import GOOD_META, consul_put, eventually, raw_agent, registration
 
 from consul_agents import AgentRegistry, AgentStatus, DiscoveryRequest, SelectionCriteria
 from consul_agents.api import create_app
 from consul_agents.dev import ConsulDevServer
-
-GOOD_META = {
-    "agent-endpoint": "http://127.0.0.1:9001",
-    "agent-load": "0",
-    "agent-heartbeat": "2026-01-01T00:00:00.000+00:00",
-    "agent-ttl": "3600s",
-}
 
 
 @pytest.fixture(scope="module")
@@ -49,32 +42,6 @@ async def both(addr: str) -> AsyncIterator[tuple[AgentRegistry, AgentRegistry]]:
     """A cached and a direct registry on the module's Consul."""
     async with AgentRegistry(addr, cache=True) as cached, AgentRegistry(addr, cache=False) as direct:
         yield cached, direct
-
-
-def raw_agent(
-    addr: str,
-    agent_type: str,
-    agent_id: str,
-    *,
-    tags: list[str] | None = None,
-    meta: dict[str, str | None] | None = None,
-    check: bool = True,
-) -> None:
-    """Register through Consul's agent API, as anyone holding ``service:write`` on ``agent-<type>`` can:
-    by default an entry exactly like this library's (load 0, so the most attractive), except for
-    ``meta`` overrides (None removes a key), ``tags`` and ``check``."""
-    merged = {k: v for k, v in {**GOOD_META, **(meta or {})}.items() if v is not None}
-    body: dict[str, Any] = {
-        "ID": agent_id,
-        "Name": f"agent-{agent_type}",
-        "Tags": tags if tags is not None else ["plan"],
-        "Address": "127.0.0.1",
-        "Port": 9001,
-        "Meta": merged,
-    }
-    if check:
-        body["Check"] = {"CheckID": f"service:{agent_id}", "TTL": "3600s", "Status": "passing"}
-    consul_put(addr, "/v1/agent/service/register", body)
 
 
 def catalog_only(addr: str, agent_type: str, agent_id: str, node: str) -> None:
