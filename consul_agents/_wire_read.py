@@ -37,6 +37,7 @@ the answer agrees with Consul DNS, which counts every check too.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -50,9 +51,7 @@ from pydantic import ValidationError
 
 from consul_agents._models import (
     AGENT_ID_PATTERN,
-    MAX_META_VALUE,
     MAX_METADATA_BYTES,
-    MAX_TAGS,
     RESERVED_META_KEYS,
     RESERVED_META_PREFIX,
     SERVICE_PREFIX,
@@ -100,6 +99,7 @@ MAX_METADATA_DEPTH = 64
 _OWN_META = frozenset(RESERVED_META_KEYS)
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _META_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_RESERVED = (RESERVED_META_PREFIX, "consul-")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
 _SHOWN = 80
@@ -152,6 +152,10 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: json.loads with keyword arguments builds a decoder per call; this one is built once.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def decode_metadata(raw: str | bytes) -> dict[str, Any]:
     """Metadata JSON as read from Meta or KV; ValueError naming the problem when it is not metadata this
     library could have written (not UTF-8, too large, too deep, not a JSON object, NaN or Infinity)."""
@@ -165,7 +169,7 @@ def decode_metadata(raw: str | bytes) -> dict[str, Any]:
     if _nesting(raw) > MAX_METADATA_DEPTH:
         raise ValueError(f"nested deeper than {MAX_METADATA_DEPTH}")
     try:
-        decoded = json.loads(raw, parse_constant=_no_constant)
+        decoded = _DECODER.decode(raw)
     except (ValueError, RecursionError) as exc:
         raise ValueError(f"not JSON: {_shown(str(exc))}") from exc
     if not isinstance(decoded, dict):
@@ -173,31 +177,34 @@ def decode_metadata(raw: str | bytes) -> dict[str, Any]:
     return decoded
 
 
-def _meta(service: Mapping[str, Any]) -> Mapping[str, str]:
+def _meta(service: dict[str, Any]) -> dict[str, str]:
     meta = service.get("Meta") or {}
-    if not isinstance(meta, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
-    ):
-        raise _Refused("malformed", "Meta is not a map of strings")
+    if not isinstance(meta, dict):
+        raise _Refused("malformed", "Meta is not a map")
     return meta
 
 
-def _endpoint(meta: Mapping[str, str]) -> str:
-    value = meta.get(META_ENDPOINT)
-    if not value:
-        raise _Refused("bad_endpoint", f"no Meta {META_ENDPOINT}")
+@functools.lru_cache(maxsize=4096)
+def _is_endpoint(value: str) -> bool:
+    """Whether the model would accept ``value`` as an endpoint (a URL with scheme, host and port)."""
     try:
         parts = urlsplit(value)
         port = parts.port
     except ValueError:
-        port = None
-        parts = None
-    if parts is None or not parts.scheme or "://" not in value or not parts.hostname or port is None:
+        return False
+    return bool(parts.scheme) and "://" in value and bool(parts.hostname) and port is not None
+
+
+def _endpoint(meta: dict[str, str]) -> str:
+    value = meta.get(META_ENDPOINT)
+    if not value:
+        raise _Refused("bad_endpoint", f"no Meta {META_ENDPOINT}")
+    if not _is_endpoint(value):
         raise _Refused("bad_endpoint", f"{_shown(value)} is not a URL with scheme, host and port")
     return value
 
 
-def _load(meta: Mapping[str, str]) -> float:
+def _load(meta: dict[str, str]) -> float:
     text = meta.get(META_LOAD)
     try:
         load = float(text) if text is not None else math.nan
@@ -208,7 +215,7 @@ def _load(meta: Mapping[str, str]) -> float:
     return load
 
 
-def _heartbeat(meta: Mapping[str, str]) -> datetime:
+def _heartbeat(meta: dict[str, str]) -> datetime:
     text = meta.get(META_HEARTBEAT)
     try:
         parsed = datetime.fromisoformat(text) if text else None
@@ -219,7 +226,7 @@ def _heartbeat(meta: Mapping[str, str]) -> datetime:
     return parsed
 
 
-def _capabilities(service: Mapping[str, Any]) -> list[str]:
+def _capabilities(service: dict[str, Any]) -> list[str]:
     tags = service.get("Tags") or []
     if not isinstance(tags, list) or not tags:
         raise _Refused("bad_capabilities", "no capabilities")
@@ -231,27 +238,24 @@ def _capabilities(service: Mapping[str, Any]) -> list[str]:
     return tags
 
 
-def _tags(meta: Mapping[str, str]) -> dict[str, str]:
+def _tags(meta: dict[str, str]) -> dict[str, str]:
+    # Consul itself limits Meta to 64 keys of [A-Za-z0-9_-] (128 at most) with values of 512 characters.
     tags = {k: v for k, v in meta.items() if k not in _OWN_META}
-    if len(tags) > MAX_TAGS:
-        raise _Refused("bad_tags", f"{len(tags)} tags, more than {MAX_TAGS}")
-    for key, value in tags.items():
-        if not _META_KEY.fullmatch(key) or key.lower().startswith((RESERVED_META_PREFIX, "consul-")):
+    for key in tags:
+        if key.lower().startswith(_RESERVED) or not _META_KEY.fullmatch(key):
             raise _Refused("bad_tags", f"Meta key {_shown(key)} is not a tag this library writes")
-        if len(value.encode("utf-8", "surrogatepass")) > MAX_META_VALUE:
-            raise _Refused("bad_tags", f"tag {_shown(key)} is longer than {MAX_META_VALUE} bytes")
     return tags
 
 
-def _weight(service: Mapping[str, Any]) -> int:
+def _weight(service: dict[str, Any]) -> int:
     weights = service.get("Weights") or {}
-    weight = weights.get("Passing", 1) if isinstance(weights, Mapping) else None
+    weight = weights.get("Passing", 1) if isinstance(weights, dict) else None
     if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 65535:
         raise _Refused("bad_weight", f"Weights.Passing {_shown(weight)} is not an integer from 1 to 65535")
     return weight
 
 
-def _metadata(meta: Mapping[str, str], kv_metadata: str | bytes | None) -> dict[str, Any]:
+def _metadata(meta: dict[str, str], kv_metadata: str | bytes | None) -> dict[str, Any]:
     value = meta.get(META_METADATA)
     raw = kv_metadata if value == METADATA_IN_KV else value
     if raw is None:
@@ -263,10 +267,10 @@ def _metadata(meta: Mapping[str, str], kv_metadata: str | bytes | None) -> dict[
         raise _Refused("bad_metadata", f"{where} is {exc}") from exc
 
 
-def _service_of(entry: Any) -> tuple[Mapping[str, Any], str, str] | None:
+def _service_of(entry: Any) -> tuple[dict[str, Any], str, str] | None:
     """(Service, its name, its ID) of an entry; None when the entry has no such fields."""
-    service = entry.get("Service") if isinstance(entry, Mapping) else None
-    if not isinstance(service, Mapping):
+    service = entry.get("Service") if isinstance(entry, dict) else None
+    if not isinstance(service, dict):
         return None
     name, agent_id = service.get("Service"), service.get("ID")
     if not isinstance(name, str) or not isinstance(agent_id, str):
@@ -282,11 +286,16 @@ def kv_metadata_wanted(entry: Any) -> tuple[str, str] | None:
         return None
     service, name, agent_id = found
     meta = service.get("Meta")
-    if not is_agent_service(name) or not isinstance(meta, Mapping):
+    if not is_agent_service(name) or not isinstance(meta, dict):
         return None
     if meta.get(META_METADATA) != METADATA_IN_KV or not AGENT_ID_PATTERN.fullmatch(agent_id):
         return None
     return name.removeprefix(SERVICE_PREFIX), agent_id
+
+
+def _has_own_check(checks: list[Any], agent_id: str) -> bool:
+    own = check_id(agent_id)
+    return any(check.get("CheckID") == own for check in checks)
 
 
 def read_entry(
@@ -305,13 +314,10 @@ def read_entry(
             raise _Refused("bad_id", "not an agent id this library registers")
         node = entry.get("Node") or {}
         checks = entry.get("Checks") or []
-        if not isinstance(node, Mapping) or not isinstance(checks, list):
+        if not isinstance(node, dict) or not isinstance(checks, list):
             raise _Refused("malformed", "Node or Checks of the wrong type")
-        if not all(isinstance(check, Mapping) for check in checks):
-            raise _Refused("malformed", "a check is not an object")
-        own = check_id(agent_id)
-        if not any(check.get("CheckID") == own for check in checks):
-            raise _Refused("no_check", f"no check {own!r}: nothing proves it alive")
+        if not _has_own_check(checks, agent_id):
+            raise _Refused("no_check", f"no check {check_id(agent_id)!r}: nothing proves it alive")
         meta = _meta(service)
         status = aggregate_status(checks)
         return AgentInfo(
@@ -332,8 +338,9 @@ def read_entry(
         )
     except _Refused as exc:
         return Skipped(exc.reason, name, agent_id, exc.detail)
-    except ValidationError as exc:
-        return Skipped("malformed", name, agent_id, _shown(str(exc)))
+    except (ValidationError, TypeError, AttributeError) as exc:
+        # A value of the wrong JSON type somewhere (Consul never writes one; another answer might).
+        return Skipped("malformed", name, agent_id, _shown(f"{type(exc).__name__}: {exc}"))
 
 
 def read_entries(
@@ -343,11 +350,12 @@ def read_entries(
     staleness: float = 0.0,
 ) -> list[AgentInfo | Skipped | None]:
     """:func:`read_entry` of each entry, in order, with the KV metadata of each agent id given."""
-    kv = kv_metadata or {}
+    if not kv_metadata:
+        return [read_entry(entry, staleness=staleness) for entry in entries]
     results: list[AgentInfo | Skipped | None] = []
     for entry in entries:
         found = _service_of(entry)
-        value = kv.get(found[2]) if found is not None else None
+        value = kv_metadata.get(found[2]) if found is not None else None
         results.append(read_entry(entry, kv_metadata=value, staleness=staleness))
     return results
 

@@ -43,6 +43,9 @@ def good_entry(agent_id: str = "a-1", **service: Any) -> dict[str, Any]:
     }
 
 
+GOOD_META = good_entry()["Service"]["Meta"]
+
+
 def with_meta(**meta: str | None) -> dict[str, Any]:
     entry = good_entry()
     merged = {**entry["Service"]["Meta"], **meta}
@@ -110,7 +113,8 @@ def no_checks_at_all() -> dict[str, Any]:
         (with_meta(**{"agent-metadata": "{"}), "bad_metadata"),
         (with_meta(**{"agent-metadata": '{"a": NaN}'}), "bad_metadata"),
         (with_meta(**{"agent-metadata": "[" * 400}), "bad_metadata"),
-        (good_entry(Meta={"agent-load": 1}), "malformed"),
+        (good_entry(Meta={**GOOD_META, "agent-endpoint": 5}), "malformed"),
+        (good_entry(Meta={**GOOD_META, "agent-heartbeat": 5}), "malformed"),
         (good_entry(Meta=["x"]), "malformed"),
         (good_entry(Tags="plan"), "bad_capabilities"),
         ({"Service": {"ID": "a-1", "Service": "agent-p"}, "Checks": "x"}, "malformed"),
