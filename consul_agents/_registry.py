@@ -465,10 +465,13 @@ class AgentRegistry:
             params={"filter": f"Service.ID == {wire.quote(agent_id)}"},
             decode=wire.health_entries,
         )
-        infos = [info for info in await self._infos(response.body or [], None) if info is not None]
+        entries = response.body or []
+        infos = [info for info in await self._infos(entries, None) if info is not None]
         if not infos:
             self._service_names.pop(agent_id, None)
-            raise AgentNotFoundError(agent_id)
+            # An entry Consul holds but that is skipped as untrusted input is not an agent either.
+            detail = "its entry in Consul is not one this library could have written" if entries else ""
+            raise AgentNotFoundError(agent_id, detail)
         return infos[0]
 
     async def get_agent_status(self, agent_id: str) -> AgentStatus:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from support import GOOD_META, consul_put, eventually, raw_agent, registration
 
-from consul_agents import AgentRegistry, AgentStatus, DiscoveryRequest, SelectionCriteria
+from consul_agents import AgentNotFoundError, AgentRegistry, AgentStatus, DiscoveryRequest, SelectionCriteria
 from consul_agents.api import create_app
 from consul_agents.dev import ConsulDevServer
 
@@ -353,3 +353,15 @@ def test_any_mix_of_hostile_entries_answers_exactly_the_agents(addr: str, fleet:
                 assert (chosen.agent_id in live) if chosen is not None else not live
 
     asyncio.run(check())
+
+
+async def test_get_agent_of_a_skipped_entry_says_why_it_is_not_found(addr: str, unique: str) -> None:
+    """get_agent of an id whose entry is skipped (here: load not a number) raises AgentNotFoundError saying
+    the entry is not one this library could have written; the REST API answers 404."""
+    raw_agent(addr, unique, f"{unique}-x", meta={"agent-load": "junk"})
+    async with AgentRegistry(addr, cache=False) as registry:
+        with pytest.raises(AgentNotFoundError, match="not one this library could have written"):
+            await registry.get_agent(f"{unique}-x")
+    async with test_utils.TestClient(test_utils.TestServer(create_app(addr))) as client:
+        response = await client.get(f"/v1/agents/{unique}-x")
+        assert response.status == 404, await response.text()
