@@ -384,10 +384,17 @@ def health_entries(text: str | bytes) -> Any:
     try:
         return _HEALTH_ENTRIES.validate_json(text)
     except ValidationError:
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
+        pass
+    try:
+        return json.loads(text)
+    except RecursionError:
+        # An entry nests deeper than Python's parser goes (a Connect proxy's Config holds any JSON its
+        # registrar sends, and Consul accepts thousands of levels): decode entry by entry instead; the entry
+        # that does not decode is None (read as malformed), and the others stand.
+        pieces = split_health_entries(text) if isinstance(text, str) else None
+        return text if pieces is None else [health_entry(piece) for piece in pieces]
+    except ValueError:
+        return text
 
 
 def split_health_entries(text: str) -> list[str] | None:

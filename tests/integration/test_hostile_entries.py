@@ -65,10 +65,16 @@ def catalog_only(addr: str, agent_type: str, agent_id: str, node: str) -> None:
     )
 
 
-def kv_put_bytes(addr: str, key: str, value: bytes) -> None:
-    request = urllib.request.Request(f"{addr}/v1/kv/{key}", data=value, method="PUT")
+def put_bytes(addr: str, path: str, data: bytes) -> bytes:
+    """A plain HTTP PUT of ``data`` exactly as given (no JSON encoding); Consul's answer."""
+    request = urllib.request.Request(f"{addr}{path}", data=data, method="PUT")
     with urllib.request.urlopen(request, timeout=5) as response:
-        assert response.read().strip() == b"true"
+        answer: bytes = response.read()
+        return answer
+
+
+def kv_put_bytes(addr: str, key: str, value: bytes) -> None:
+    assert put_bytes(addr, f"/v1/kv/{key}", value).strip() == b"true"
 
 
 def skipped_count(reason: str) -> float:
@@ -365,3 +371,26 @@ async def test_get_agent_of_a_skipped_entry_says_why_it_is_not_found(addr: str, 
     async with test_utils.TestClient(test_utils.TestServer(create_app(addr))) as client:
         response = await client.get(f"/v1/agents/{unique}-x")
         assert response.status == 404, await response.text()
+
+
+async def test_an_entry_nested_deeper_than_python_parses_spoils_only_itself(
+    addr: str, both: tuple[AgentRegistry, AgentRegistry], unique: str
+) -> None:
+    """A Connect proxy registered under an agent type with a Config nested 3,000 deep (Consul accepts it;
+    Python's JSON parser stops near 1,000) is skipped as malformed; the type's agents are still answered,
+    cached and direct, also by a search across types."""
+    cached, direct = both
+    cap = f"{unique}-cap"
+    good = await direct.register_agent(registration(unique, agent_id=f"{unique}-ok", capabilities=[cap]))
+    config = "1"
+    for _ in range(3000):
+        config = '{"a":' + config + "}"
+    body = (
+        f'{{"ID":"{unique}-deep","Name":"agent-{unique}","Kind":"connect-proxy","Port":1,"Tags":["{cap}"],'
+        f'"Proxy":{{"DestinationServiceName":"x","Config":{config}}}}}'
+    )
+    put_bytes(addr, "/v1/agent/service/register", body.encode())
+    before = skipped_count("malformed")
+    for request_ in (DiscoveryRequest(agent_type=unique), DiscoveryRequest(capabilities=[cap])):
+        assert await all_answers(cached, direct, request_) == ([good], [good])
+    assert skipped_count("malformed") == before + 1
