@@ -394,3 +394,32 @@ async def test_an_entry_nested_deeper_than_python_parses_spoils_only_itself(
     for request_ in (DiscoveryRequest(agent_type=unique), DiscoveryRequest(capabilities=[cap])):
         assert await all_answers(cached, direct, request_) == ([good], [good])
     assert skipped_count("malformed") == before + 1
+
+
+async def test_a_service_name_that_is_not_an_agent_type_breaks_no_reader(
+    addr: str, both: tuple[AgentRegistry, AgentRegistry], unique: str
+) -> None:
+    """Services named agent-<something that is not an agent type> (dot segments, '/', capitals, spaces),
+    which an operator token or a Consul without ACLs can register, are not agent services: a search across
+    types answers the real agents, cached and direct, and agent_types() does not list them."""
+    cap = f"{unique}-cap"
+    cached, direct = both
+    good = await direct.register_agent(registration(unique, agent_id=f"{unique}-ok", capabilities=[cap]))
+    names = [f"agent-{unique}/../x", f"agent-{unique}/x", f"agent-{unique}_X", f"agent-{unique} x"]
+    for i, name in enumerate(names):
+        agent_id = f"{unique}-n{i}"
+        consul_put(
+            addr,
+            "/v1/agent/service/register",
+            {
+                "ID": agent_id,
+                "Name": name,
+                "Tags": [cap],
+                "Port": 1,
+                "Meta": GOOD_META,
+                "Check": {"CheckID": f"service:{agent_id}", "TTL": "3600s", "Status": "passing"},
+            },
+        )
+    assert await all_answers(cached, direct, DiscoveryRequest(capabilities=[cap])) == ([good], [good])
+    types = await direct.agent_types()
+    assert unique in types and not [t for t in types if t.startswith(unique) and t != unique]

@@ -262,3 +262,17 @@ def test_reading_any_entry_never_raises(entry: Any, kv: bytes | str | None) -> N
         assert 0.0 <= result.current_load <= 1.0
         assert result.last_heartbeat is not None and result.last_heartbeat.tzinfo is not None
         assert result.capabilities and "://" in result.endpoint
+
+
+def test_an_answer_too_deep_for_python_is_decoded_entry_by_entry() -> None:
+    """An answer holding an entry nested deeper than Python's JSON parser goes decodes entry by entry: that
+    entry is None (read as malformed), the others are decoded, and nothing raises."""
+    entries = [good_entry("a-1"), good_entry("a-2"), good_entry("a-3")]
+    entries[1]["Service"]["Proxy"] = {"Config": "DEEP"}
+    text = json.dumps(entries, separators=(",", ":"))
+    text = text.replace('"DEEP"', '{"a":' * 3000 + "1" + "}" * 3000)  # json.dumps cannot write it
+    decoded = wire.health_entries(text)
+    assert isinstance(decoded, list) and decoded[1] is None
+    results = wire_read.read_entries(decoded)
+    assert [r.agent_id if isinstance(r, AgentInfo) else None for r in results] == ["a-1", None, "a-3"]
+    assert isinstance(results[1], wire_read.Skipped) and results[1].reason == "malformed"
