@@ -75,6 +75,7 @@ __all__ = [
     "Skipped",
     "decode_metadata",
     "entry_to_info",
+    "infos_only",
     "kv_metadata_wanted",
     "read_entries",
     "read_entry",
@@ -100,8 +101,8 @@ _OWN_META = frozenset(RESERVED_META_KEYS)
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _META_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _RESERVED = (RESERVED_META_PREFIX, "consul-")
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
+#: What the depth scan looks at: brackets, quotes and backslashes (one linear pass, no backtracking).
+_SPECIAL = re.compile(r'[\[\]{}"\\]')
 _SHOWN = 80
 
 
@@ -134,18 +135,32 @@ class _Refused(Exception):
         self.detail = detail
 
 
-def _nesting(text: str) -> int:
-    """How deep the JSON ``text`` nests, counted without parsing it (brackets inside strings ignored)."""
+def _too_deep(text: str) -> bool:
+    """Whether the JSON ``text`` nests deeper than MAX_METADATA_DEPTH, found without parsing it, in one pass
+    over its brackets, quotes and backslashes (brackets inside strings do not count)."""
     if text.count("[") + text.count("{") <= MAX_METADATA_DEPTH:
-        return 0  # cannot be too deep: skip the scan
-    depth = deepest = 0
-    for bracket in _BRACKET.findall(_JSON_STRING.sub("", text)):
-        if bracket in "[{":
+        return False  # cannot be too deep: skip the scan
+    depth = 0
+    in_string = False
+    escaped_at = -1
+    for match in _SPECIAL.finditer(text):
+        char, position = match.group(), match.start()
+        if in_string:
+            if position == escaped_at:
+                continue
+            if char == "\\":
+                escaped_at = position + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
             depth += 1
-            deepest = max(deepest, depth)
-        else:
+            if depth > MAX_METADATA_DEPTH:
+                return True
+        elif char in "]}":
             depth -= 1
-    return deepest
+    return False
 
 
 def _no_constant(name: str) -> Any:
@@ -166,7 +181,7 @@ def decode_metadata(raw: str | bytes) -> dict[str, Any]:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from exc
-    if _nesting(raw) > MAX_METADATA_DEPTH:
+    if _too_deep(raw):
         raise ValueError(f"nested deeper than {MAX_METADATA_DEPTH}")
     try:
         decoded = _DECODER.decode(raw)

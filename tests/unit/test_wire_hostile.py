@@ -150,6 +150,8 @@ def test_services_that_are_not_agent_services_are_not_agents(name: str) -> None:
     [
         (b"[" * 100_000, "more than"),
         ("[" * 60_000, "deeper than"),
+        ("[" * 65 + '"\\"' * 20_000, "deeper than"),  # a quadratic scan of its strings took 40 s
+        ("{" * 65 + '"\\' * 20_000, "deeper than"),
         ('{"a":' * 65 + "1" + "}" * 65, "deeper than"),
         (b"\xff\xfe", "not UTF-8"),
         (b'{"a": "\xc3"}', "not UTF-8"),
