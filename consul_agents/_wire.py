@@ -61,6 +61,8 @@ __all__ = [
     "aggregate_status",
     "check_id",
     "datacenters",
+    "entries_to_infos",
+    "entry_to_info",
     "filter_expression",
     "format_duration",
     "health_entries",
@@ -250,6 +252,31 @@ def kv_metadata_text(value: Any) -> str | None:
     if value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def entry_to_info(entry: Any, *, kv_metadata: str | bytes | None = None, staleness: float = 0.0) -> AgentInfo:
+    """One health entry as an AgentInfo (ValueError when it is not an agent): see :mod:`._wire_read`."""
+    from consul_agents import _wire_read  # the read side imports this module
+
+    return _wire_read.entry_to_info(entry, kv_metadata=kv_metadata, staleness=staleness)
+
+
+def entries_to_infos(
+    entries: Iterable[Any], *, kv_metadata: Mapping[str, str | bytes] | None = None, staleness: float = 0.0
+) -> list[AgentInfo]:
+    """The agents among health entries, entries that are not agents left out: see :mod:`._wire_read`."""
+    from consul_agents import _wire_read
+
+    return _wire_read.infos_only(
+        _wire_read.read_entries(entries, kv_metadata=kv_metadata, staleness=staleness)
+    )
+
+
+def needs_kv_metadata(entry: Any) -> bool:
+    """Whether an agent entry's metadata is in KV, under a key safe to read (see :mod:`._wire_read`)."""
+    from consul_agents import _wire_read
+
+    return _wire_read.kv_metadata_wanted(entry) is not None
 
 
 def quote(value: str) -> str:
