@@ -105,6 +105,7 @@ def raw_agent(
     tags: list[str] | None = None,
     meta: dict[str, str | None] | None = None,
     check: bool = True,
+    token: str | None = None,
 ) -> None:
     """Register through Consul's agent API, as anyone holding ``service:write`` on ``agent-<type>`` can:
     by default an entry exactly like this library's (capability "plan", load 0), except for ``meta``
@@ -120,4 +121,4 @@ def raw_agent(
     }
     if check:
         body["Check"] = {"CheckID": f"service:{agent_id}", "TTL": "3600s", "Status": "passing"}
-    consul_put(addr, "/v1/agent/service/register", body)
+    consul_put(addr, "/v1/agent/service/register", body, token=token)
