@@ -23,7 +23,7 @@ caller, see :func:`consul_agents._metrics.record_skipped`); it is never shown wi
 ``bad_weight``        ``Weights.Passing`` not an integer from 1 to 65535
 ``bad_metadata``      the metadata (Meta or KV) is not a JSON object, or is not UTF-8, larger than
                       :data:`~consul_agents._models.MAX_METADATA_BYTES` or nested deeper than
-                      :data:`MAX_METADATA_DEPTH`
+                      :data:`MAX_READ_DEPTH`
 
 Metadata that Meta says lives in KV but that KV does not hold (yet) reads as ``{}``: registration writes
 KV before the service, so this is the short window of a deregistration, or a sidecar file whose
@@ -70,7 +70,7 @@ from consul_agents._wire import (
 )
 
 __all__ = [
-    "MAX_METADATA_DEPTH",
+    "MAX_READ_DEPTH",
     "SKIP_REASONS",
     "Skipped",
     "decode_metadata",
@@ -95,7 +95,8 @@ SKIP_REASONS = (
 )
 #: Metadata read back may nest at most this deep (the object itself is depth 1; each object or array inside
 #: adds one). Deeper JSON is refused before it is parsed, so no reader can hit Python's recursion limit.
-MAX_METADATA_DEPTH = 64
+#: Above what a registration may hold, so that everything once accepted is read back.
+MAX_READ_DEPTH = 64
 
 _OWN_META = frozenset(RESERVED_META_KEYS)
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -136,9 +137,9 @@ class _Refused(Exception):
 
 
 def _too_deep(text: str) -> bool:
-    """Whether the JSON ``text`` nests deeper than MAX_METADATA_DEPTH, found without parsing it, in one pass
+    """Whether the JSON ``text`` nests deeper than MAX_READ_DEPTH, found without parsing it, in one pass
     over its brackets, quotes and backslashes (brackets inside strings do not count)."""
-    if text.count("[") + text.count("{") <= MAX_METADATA_DEPTH:
+    if text.count("[") + text.count("{") <= MAX_READ_DEPTH:
         return False  # cannot be too deep: skip the scan
     depth = 0
     in_string = False
@@ -156,7 +157,7 @@ def _too_deep(text: str) -> bool:
             in_string = True
         elif char in "[{":
             depth += 1
-            if depth > MAX_METADATA_DEPTH:
+            if depth > MAX_READ_DEPTH:
                 return True
         elif char in "]}":
             depth -= 1
@@ -182,7 +183,7 @@ def decode_metadata(raw: str | bytes) -> dict[str, Any]:
         except UnicodeDecodeError as exc:
             raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     if _too_deep(raw):
-        raise ValueError(f"nested deeper than {MAX_METADATA_DEPTH}")
+        raise ValueError(f"nested deeper than {MAX_READ_DEPTH}")
     try:
         decoded = _DECODER.decode(raw)
     except (ValueError, RecursionError) as exc:

@@ -174,7 +174,7 @@ def test_metadata_this_library_could_not_have_written_is_refused(value: str | by
 def test_metadata_up_to_the_depth_bound_is_read() -> None:
     """Metadata nested exactly to the bound, brackets in strings aside, reads back whole."""
     deep: dict[str, Any] = {"leaf": "[[[{{{" * 40}
-    for _ in range(wire_read.MAX_METADATA_DEPTH - 1):
+    for _ in range(wire_read.MAX_READ_DEPTH - 1):
         deep = {"a": deep}
     text = json.dumps(deep)
     assert wire_read.decode_metadata(text) == deep
