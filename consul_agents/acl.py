@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from consul_agents import _acl_rules as rules
 from consul_agents._acl_rules import AclConfig, TokenKind, TokenSpec
 from consul_agents._errors import ConsulRequestError, InvalidAgentError
 from consul_agents._gateway import ConsulGateway
+from consul_agents._yaml import load_yaml
 
 __all__ = [
     "AclConfig",
@@ -56,23 +55,21 @@ class ProvisionedToken:
 
 
 def load_config(path: str | Path) -> AclConfig:
-    """Read and validate an ACL file; raises InvalidAgentError naming the file and the faulty field."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InvalidAgentError(
-            f"cannot read ACL config {str(path)!r}: {exc.strerror}", field="path"
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise InvalidAgentError(f"ACL config {str(path)!r} is not valid YAML: {exc}", field="path") from exc
+    """Read and validate an ACL file; raises InvalidAgentError naming the file, the faulty field and its line.
+
+    The file is read by the project's bounded YAML loader (:mod:`consul_agents._yaml`).
+    """
+    document = load_yaml(path)
+    raw = document.data
     if not isinstance(raw, Mapping):
         raise InvalidAgentError(
             f"ACL config {str(path)!r} must be a mapping with a 'tokens' list", field="path"
         )
     try:
-        return AclConfig(**raw)
+        return AclConfig(**{str(key): value for key, value in raw.items()})
     except InvalidAgentError as exc:
-        raise InvalidAgentError(f"ACL config {str(path)!r}: {exc}", field=exc.field) from exc
+        located = document.locate(exc)
+        raise InvalidAgentError(f"ACL config {str(path)!r}: {located}", field=exc.field) from exc
 
 
 async def _list(gateway: ConsulGateway, what: str, path: str) -> list[dict[str, Any]]:
