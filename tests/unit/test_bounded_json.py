@@ -1,4 +1,4 @@
-"""The REST API's pre-parse nesting measure (pure): it agrees with the parsed JSON's real depth."""
+"""The pre-parse JSON nesting measure (pure): it agrees with the parsed JSON's real depth."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consul_agents.api._body import json_nesting
+from consul_agents._bounded_json import json_nesting
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(alphabet=st.sampled_from('[]{}"\\ax,:')),
