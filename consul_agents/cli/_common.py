@@ -19,6 +19,7 @@ from consul_agents._errors import (
 )
 from consul_agents._models import AgentInfo, AgentStatus
 from consul_agents._registry import AgentRegistry
+from consul_agents._settings import check_token, read_token_file
 
 __all__ = [
     "EXIT_DENIED",
@@ -137,15 +138,9 @@ def filter_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_registry(args: argparse.Namespace, **kwargs: Any) -> AgentRegistry:
-    token = args.token
+    token = check_token(args.token, "-token") if args.token is not None else None
     if token is None and args.token_file:
-        try:
-            with open(args.token_file) as handle:
-                token = handle.read().strip()
-        except OSError as exc:
-            raise InvalidAgentError(
-                f"cannot read token file {args.token_file!r}: {exc.strerror}", field="token_file"
-            ) from exc
+        token = read_token_file(args.token_file, f"token file {args.token_file!r}") or ""
     return AgentRegistry(args.http_addr, token, args.datacenter, ca_cert=args.ca_file, **kwargs)
 
 
