@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import sys
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -28,6 +30,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
+    "PrintableFormatter",
     "add_connection_flags",
     "add_filter_flags",
     "add_output_flags",
@@ -37,6 +40,7 @@ __all__ = [
     "print_agents",
     "print_json",
     "print_table",
+    "printable",
     "run_handler",
     "split_csv",
     "stop_on_signals",
@@ -163,8 +167,43 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+#: Unicode categories never printed raw: control characters (ESC starts terminal sequences that retitle
+#: windows or clear screens), format characters (bidirectional overrides that reorder what is shown),
+#: surrogates and line or paragraph separators.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _escape(character: str) -> str:
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: object, *, keep_newlines: bool = False) -> str:
+    """``text`` safe for a terminal: every control or format character as a visible escape (``\\x1b``).
+
+    Everything the CLI prints that came from Consul (ids, endpoints, tags, capabilities, Consul's own error
+    text) goes through here, since anyone who can write one agent type can write those strings.
+    """
+    value = str(text)
+    if value.isprintable():  # the common case, in C
+        return value
+    return "".join(
+        character
+        if (keep_newlines and character == "\n") or unicodedata.category(character) not in _UNPRINTABLE
+        else _escape(character)
+        for character in value
+    )
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines (which quote agents' answers and Consul's errors) with control characters escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), keep_newlines=True)
+
+
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    text_rows = [[str(cell) for cell in row] for row in rows]
+    text_rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in text_rows]) for i, h in enumerate(headers)]
     for row in [list(headers), *text_rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -214,7 +253,7 @@ def run_handler(args: argparse.Namespace) -> int:
     try:
         return handler(args)
     except ConsulAgentsError as exc:
-        print(f"consul-agents: {exc}", file=sys.stderr)
+        print(f"consul-agents: {printable(exc)}", file=sys.stderr)
         return exit_code_for(exc)
     except KeyboardInterrupt:
         return 130

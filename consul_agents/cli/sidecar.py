@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from consul_agents import _wire as wire
-from consul_agents.cli._common import EXIT_ERROR, EXIT_OK, add_connection_flags, make_registry
+from consul_agents.cli._common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    PrintableFormatter,
+    add_connection_flags,
+    make_registry,
+)
 from consul_agents.sidecar.config import load_config
 from consul_agents.sidecar.render import render
 from consul_agents.sidecar.runner import run_sidecar
@@ -19,11 +25,9 @@ __all__ = ["register"]
 
 
 def _sidecar(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler])
     config = load_config(args.file)
     registry = make_registry(args)
     clean = asyncio.run(run_sidecar(config, registry))

@@ -24,6 +24,7 @@ from consul_agents.cli._common import (
     add_output_flags,
     filter_fields,
     print_agents,
+    printable,
     with_registry,
 )
 
@@ -108,7 +109,7 @@ async def _watch(args: argparse.Namespace, registry: AgentRegistry, request: Dis
             if args.json:
                 print(json.dumps(change.to_json()), flush=True)
             else:
-                print(f"{datetime.now():%H:%M:%S} {change.to_line()}", flush=True)
+                print(f"{datetime.now():%H:%M:%S} {printable(change.to_line())}", flush=True)
             reported += 1
             if args.count is not None and reported >= args.count:
                 return
