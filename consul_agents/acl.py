@@ -12,9 +12,11 @@ points at a file (created 0600) or stdout. They are never logged, never in a rep
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,15 +188,22 @@ def tokens_json(tokens: Sequence[ProvisionedToken]) -> str:
 
 
 def write_tokens(tokens: Sequence[ProvisionedToken], path: str | Path) -> None:
-    """Write :func:`tokens_json` to ``path``, readable by its owner only (0600), replacing it atomically."""
+    """Write :func:`tokens_json` to ``path``, readable by its owner only (0600), replacing it atomically.
+
+    The secrets go first to a temporary file that :func:`tempfile.mkstemp` creates in the target's folder
+    (an unpredictable name, ``O_CREAT | O_EXCL | O_NOFOLLOW``, mode 0600 from the start), which is then
+    renamed over ``path``: another local user who can write the folder can neither pre-create nor link the
+    file the secrets are written to, and a link planted at ``path`` is replaced, never written through.
+    """
     target = Path(path)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o600)
             handle.write(tokens_json(tokens) + "\n")
-        partial.replace(target)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
         raise
