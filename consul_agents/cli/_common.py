@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import signal
 import sys
 import unicodedata
@@ -37,6 +38,8 @@ __all__ = [
     "filter_fields",
     "key_values",
     "make_registry",
+    "positive_int",
+    "positive_number",
     "print_agents",
     "print_json",
     "print_table",
@@ -95,6 +98,24 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+
+
+def positive_number(value: str) -> float:
+    """An argparse type: a finite number above 0 (seconds, for example)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number above 0")
+    return number
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return int(value)
 
 
 def split_csv(value: str | None) -> list[str]:

@@ -136,3 +136,35 @@ def test_error_messages_are_escaped(consul_addr: str) -> None:
     done = run("status", f"nobody{CLEAR}", "-http-addr", consul_addr)
     assert done.returncode in (2, 3), done.stderr
     assert_escaped(done.stderr)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("register", "--type", "t", "-c", "a", "--endpoint", "http://h:1", "--metadata", "{"), "--metadata"),
+        (
+            ("register", "--type", "t", "-c", "a", "--endpoint", "http://h:1", "--metadata", "[" * 5000),
+            "levels deep",
+        ),
+        (("watch", "--interval", "-1"), "--interval"),
+        (("watch", "--interval", "nan"), "--interval"),
+        (("watch", "--count", "0"), "--count"),
+        (("watch", "--timeout", "-5"), "--timeout"),
+    ],
+    ids=[
+        "metadata-not-json",
+        "metadata-5000-deep",
+        "interval-negative",
+        "interval-nan",
+        "count-0",
+        "timeout-neg",
+    ],
+)
+def test_bad_arguments_are_exit_2_not_a_traceback_or_a_spin(
+    consul_addr: str, args: tuple[str, ...], words: str
+) -> None:
+    """Metadata that is not JSON (or nested 5,000 deep) and non-positive watch bounds are exit 2 naming the
+    flag; they used to be a traceback, or a watch spinning a core forever."""
+    done = run(*args, "-http-addr", consul_addr, timeout=30)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert words in done.stderr and "Traceback" not in done.stderr
