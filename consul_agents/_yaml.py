@@ -140,11 +140,33 @@ class YamlDocument:
         return line
 
     def locate(self, error: InvalidAgentError) -> InvalidAgentError:
-        """``error`` with `` (line N)`` added when the file shows where its field was written."""
+        """``error`` in a YAML author's words, with `` (line N)`` when the file shows where its field is."""
+        message = str(error)
+        for technical, words in _WORDS:
+            message = message.replace(technical, words)
         line = self.line_of(error.field)
-        if line is None:
-            return error
-        return InvalidAgentError(f"{error} (line {line})", field=error.field)
+        if line is not None:
+            message += f" (line {line})"
+        return InvalidAgentError(message, field=error.field)
+
+    def field_error(self, error: InvalidAgentError) -> InvalidAgentError:
+        """A model's ``invalid a.0.b: message`` as ``<file>: a[0].b: message (line N)``."""
+        field = _DOTTED_INDEX.sub(r"[\1]", error.field or "")
+        message = str(error).removeprefix(f"invalid {error.field}: ")
+        return self.locate(InvalidAgentError(f"{self.path}: {field}: {message}", field=error.field))
+
+
+#: pydantic's phrases, as someone editing YAML says them.
+_WORDS = (
+    ("Extra inputs are not permitted", "unknown field (check its spelling and indentation)"),
+    ("Input should be a valid dictionary", "expected a mapping (key: value lines, or {key: value})"),
+    ("Input should be a valid list", "expected a list ([a, b], or one '- item' per line)"),
+    ("Input should be a valid string", "expected text"),
+    ("Input should be a valid integer, unable to parse string as an integer", "expected a whole number"),
+    ("Input should be a valid number, unable to parse string as a number", "expected a number"),
+    ("Field required", "missing (this field is required)"),
+)
+_DOTTED_INDEX = re.compile(r"\.(\d+)(?=\.|$)")
 
 
 def load_yaml(path: Path | str) -> YamlDocument:

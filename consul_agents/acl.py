@@ -64,14 +64,11 @@ def load_config(path: str | Path) -> AclConfig:
     document = load_yaml(path)
     raw = document.data
     if not isinstance(raw, Mapping):
-        raise InvalidAgentError(
-            f"ACL config {str(path)!r} must be a mapping with a 'tokens' list", field="path"
-        )
+        raise InvalidAgentError(f"{path}: expected a mapping with a 'tokens' list", field="path")
     try:
         return AclConfig(**{str(key): value for key, value in raw.items()})
     except InvalidAgentError as exc:
-        located = document.locate(exc)
-        raise InvalidAgentError(f"ACL config {str(path)!r}: {located}", field=exc.field) from exc
+        raise document.field_error(exc) from exc
 
 
 async def _list(gateway: ConsulGateway, what: str, path: str) -> list[dict[str, Any]]:

@@ -149,8 +149,27 @@ def test_acl_file_errors_name_the_line(tmp_path: Path) -> None:
     path.write_text("tokens:\n  - name: r\n    kind: registrar\n    agent_types: [Bad_Type]\n")
     done = run_cli(["acl", "setup", str(path), "-http-addr", NOWHERE])
     assert done.returncode == 2
-    assert str(path) in done.stderr and "tokens.0.agent_types.0" in done.stderr
+    assert f"{path}: tokens[0].agent_types[0]: agent type 'Bad_Type' is not a DNS label" in done.stderr
     assert "(line 4)" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("    agent_typo: x", "agents[0].agent_typo: unknown field (check its spelling and indentation)"),
+        ("    weight: heavy", "agents[0].weight: expected a whole number"),
+        ("    metadata: [1]", "agents[0].metadata: expected a mapping"),
+        ("    health: {intervall: 5}", "agents[0].health.intervall: unknown field"),
+    ],
+)
+def test_field_errors_use_a_yaml_authors_words(tmp_path: Path, line: str, words: str) -> None:
+    """Misspelt fields and wrong kinds of value are said in YAML terms (unknown field, expected a mapping),
+    not pydantic's ("Extra inputs are not permitted"), with the line."""
+    path = tmp_path / "agents.yaml"
+    path.write_text(f"agents:\n  - agent_type: p\n    capabilities: [a]\n    endpoint: http://h:1\n{line}\n")
+    done = run_cli(["render", str(path)])
+    assert done.returncode == 2
+    assert f"{path}: {words}" in done.stderr and "(line 5)" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize(("name", "argv"), READERS, ids=READER_IDS)
