@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from consul_agents import _wire as wire
+from consul_agents._errors import ConsulAgentsError
 from consul_agents.cli._common import (
     EXIT_ERROR,
     EXIT_OK,
     PrintableFormatter,
     add_connection_flags,
     make_registry,
+    printable,
 )
 from consul_agents.sidecar.config import load_config
 from consul_agents.sidecar.render import render
@@ -30,7 +32,14 @@ def _sidecar(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler])
     config = load_config(args.file)
     registry = make_registry(args)
-    clean = asyncio.run(run_sidecar(config, registry))
+    try:
+        clean = asyncio.run(run_sidecar(config, registry))
+    except ConsulAgentsError:
+        raise  # the CLI's one line and exit code (denied 4, invalid 2, ...)
+    except Exception as exc:
+        # Logged with its traceback where it happened; the agents were deregistered before this.
+        print(f"consul-agents: sidecar stopped after an unexpected error: {printable(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK if clean else EXIT_ERROR
 
 
