@@ -88,7 +88,7 @@ def test_bad_token_file_is_exit_2_with_a_clear_error(
 def test_bad_token_through_environment_and_sidecar_is_exit_2(
     server: ConsulDevServer, tokens: dict[str, ProvisionedToken], tmp_path: Path, kind: str
 ) -> None:
-    """CONSUL_HTTP_TOKEN_FILE, CONSUL_HTTP_TOKEN and the sidecar's -token-file refuse the same way."""
+    """CONSUL_HTTP_TOKEN_FILE, CONSUL_HTTP_TOKEN, -token and the sidecar's -token-file refuse the same way."""
     path = bad_file(tmp_path, kind, tokens)
     secrets = [t.secret_id for t in tokens.values()]
     words = BAD_FILES[kind][1]
@@ -98,6 +98,9 @@ def test_bad_token_through_environment_and_sidecar_is_exit_2(
     done = run(["types", "-http-addr", server.http_addr], CONSUL_HTTP_TOKEN=path.read_text())
     assert_clear_error(done, words, secrets)
     assert "CONSUL_HTTP_TOKEN" in done.stderr
+    done = run(["types", "-token", path.read_text(), "-http-addr", server.http_addr])
+    assert_clear_error(done, words, secrets)
+    assert "-token " in done.stderr
     agents = tmp_path / "agents.yaml"
     agents.write_text("agents:\n  - {agent_type: tf, capabilities: [a], endpoint: 'http://127.0.0.1:9'}\n")
     done = run(["sidecar", str(agents), "-token-file", str(path), "-http-addr", server.http_addr])
