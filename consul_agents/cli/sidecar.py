@@ -52,7 +52,7 @@ def _render(args: argparse.Namespace) -> int:
             print(
                 f"consul-agents: note: metadata of {spec.agent_id!r} is too large for Meta; store it with\n"
                 f"  consul kv put {wire.metadata_key(spec.registration.agent_type, spec.agent_id)} "
-                f"'{kv_value}'",
+                f"'{printable(kv_value)}'",
                 file=sys.stderr,
             )
     return EXIT_OK
