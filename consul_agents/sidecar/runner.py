@@ -61,13 +61,13 @@ class Sidecar:
             finally:
                 # Whatever ended the wait (stop, an agent's task failing, run() being cancelled), every
                 # task is stopped and every agent deregistered before anything is raised.
+                ended = [task.done() for task in tasks]  # before the stop: those failed on their own
                 for task in [waiter, *tasks]:
                     task.cancel()
                 outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-                waiter.cancel()
-                for spec, outcome in zip(self.config.agents, outcomes, strict=True):
+                for spec, outcome, on_its_own in zip(self.config.agents, outcomes, ended, strict=True):
                     if isinstance(outcome, Exception):
-                        failure = failure or outcome
+                        failure = failure or (outcome if on_its_own else None)
                         if not isinstance(outcome, ConsulAgentsError):
                             log.error("agent %s: looking after it failed", spec.agent_id, exc_info=outcome)
                 clean = await self._deregister_all()
