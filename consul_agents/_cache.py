@@ -30,16 +30,17 @@ import functools
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cachetools import LRUCache
 
 from consul_agents import _wire as wire
+from consul_agents import _wire_read as wire_read
 from consul_agents._errors import ConsulAgentsError, ConsulRequestError, RegistryUnavailableError
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
-from consul_agents._metrics import observe_watch_lag
+from consul_agents._metrics import observe_watch_lag, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
 from consul_agents._watch import Watch, WatchPolicy
 
@@ -282,7 +283,7 @@ class _MetadataWatch(_Watched):
         )
         self._owner = owner
         self._agent_type = agent_type
-        self.values: dict[str, str] = {}
+        self.values: dict[str, bytes] = {}
 
     async def _deliver(self, response: ConsulResponse) -> None:
         self.values = wire.kv_metadata_values(response.body, self._agent_type)
@@ -299,8 +300,9 @@ class _ServiceWatch(_Watched):
         super().__init__(cache, datacenter, service, operation, f"/v1/health/service/{service}", decode=str)
         self.service = service
         self.view = ServiceView(())
-        #: The AgentInfo built from each entry of the last answer, keyed by the entry's text.
-        self._converted: dict[str, AgentInfo] = {}
+        #: The AgentInfo built from each entry of the last answer, keyed by the entry's text (None for an
+        #: entry that is not an agent, so it is not judged again while its text stays the same).
+        self._converted: dict[str, AgentInfo | None] = {}
         #: The entries whose metadata is in KV, keyed by their text: converted again when the KV changes.
         self._kv_entries: dict[str, Any] = {}
         self.metadata: _MetadataWatch | None = None
@@ -322,16 +324,15 @@ class _ServiceWatch(_Watched):
         started = time.monotonic()
         text = response.body if isinstance(response.body, str) else ""
         converted, kv_entries, fresh = self._reuse(text)
-        fresh = [(key, e) for key, e in fresh if wire.is_agent_entry(e)]
         plain = []
         for key, entry in fresh:
-            if wire.needs_kv_metadata(entry):
+            if wire_read.kv_metadata_wanted(entry) is not None:
                 kv_entries[key] = entry
             else:
                 plain.append((key, entry))
         if plain:
-            infos = wire.entries_to_infos([e for _, e in plain])
-            converted.update(zip((key for key, _ in plain), infos, strict=True))
+            results = self._read([e for _, e in plain])
+            converted.update(zip((key for key, _ in plain), results, strict=True))
         self._converted = converted
         self._kv_entries = kv_entries
         if kv_entries and self.metadata is None:
@@ -348,29 +349,37 @@ class _ServiceWatch(_Watched):
         if self._kv_entries:
             self._rebuild()
 
+    def _read(self, entries: list[Any], kv: Mapping[str, bytes] | None = None) -> list[AgentInfo | None]:
+        """Entries as AgentInfos, position for position (None: not an agent, or skipped as untrusted input,
+        counted and logged once)."""
+        results = wire_read.read_entries(entries, kv_metadata=kv)
+        for result in results:
+            if isinstance(result, wire_read.Skipped):
+                record_skipped(result, self.datacenter)
+        return [result if isinstance(result, AgentInfo) else None for result in results]
+
     def _rebuild(self) -> None:
-        infos = list(self._converted.values())
+        infos = [info for info in self._converted.values() if info is not None]
         if self._kv_entries:
             values = self.metadata.values if self.metadata is not None else {}
-            infos += wire.entries_to_infos(self._kv_entries.values(), kv_metadata=values)
+            infos += [info for info in self._read(list(self._kv_entries.values()), values) if info]
         self.view = ServiceView(infos)
         self.dirty = False
         self.cache.changed()
 
-    def _reuse(self, text: str) -> tuple[dict[str, AgentInfo], dict[str, Any], list[tuple[str, Any]]]:
-        """What the last answer's unchanged entries gave, keyed by their text (the AgentInfos, and the
-        entries whose metadata is in KV), and the changed entries decoded, with their keys; all decoded
-        afresh when the answer cannot be split (each then keyed by its position, a key no piece of text
-        can equal)."""
+    def _reuse(self, text: str) -> tuple[dict[str, AgentInfo | None], dict[str, Any], list[tuple[str, Any]]]:
+        """What the last answer's unchanged entries gave, keyed by their text (the AgentInfos, None for
+        those that are not agents, and the entries whose metadata is in KV), and the changed entries
+        decoded, with their keys; all decoded afresh when the answer cannot be split (each then keyed by
+        its position, a key no piece of text can equal)."""
         pieces = wire.split_health_entries(text)
         if pieces is not None:
-            reused: dict[str, AgentInfo] = {}
+            reused: dict[str, AgentInfo | None] = {}
             kept: dict[str, Any] = {}
             fresh: list[tuple[str, Any]] = []
             for piece in pieces:
-                info = self._converted.get(piece)
-                if info is not None:
-                    reused[piece] = info
+                if piece in self._converted:
+                    reused[piece] = self._converted[piece]
                     continue
                 entry = self._kv_entries.get(piece)
                 if entry is not None:

@@ -12,14 +12,20 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from consul_agents import _wire as wire
+from consul_agents import _wire_read as wire_read
 from consul_agents._cache import DiscoveryCache, NotCached, WatchBudget
-from consul_agents._errors import ConsulAgentsError, PermissionDeniedError, RegistryUnavailableError
+from consul_agents._errors import (
+    ConsulAgentsError,
+    ConsulRequestError,
+    PermissionDeniedError,
+    RegistryUnavailableError,
+)
 from consul_agents._gateway import ConsulGateway, QueryMeta
-from consul_agents._metrics import record_cache
+from consul_agents._metrics import record_cache, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest, DiscoveryResult
 from consul_agents._routing import check_region, datacenter_order
 from consul_agents._watch import WatchPolicy
@@ -88,17 +94,26 @@ class Discoverer:
         task when it closes now."""
         return self.cache.retire()
 
-    async def infos(self, entries: Sequence[Mapping[str, Any]], datacenter: str | None) -> list[AgentInfo]:
-        """Health entries read directly as AgentInfos (agent services only), with the metadata kept in KV
-        read, in ``datacenter`` (None: the local one), for those whose metadata is too large for Meta."""
-        wanted = wire.kv_metadata_wanted(entries)
-        kv: dict[str, str] = {}
+    async def infos(self, entries: Any, datacenter: str | None) -> list[AgentInfo]:
+        """Health entries read directly as AgentInfos: the agents among them, with the metadata kept in KV
+        read, in ``datacenter`` (None: the local one), for those whose metadata is too large for Meta.
+        Entries skipped as untrusted input are counted and logged once (see ``_wire_read``)."""
+        if not isinstance(entries, list):
+            raise ConsulRequestError("read agents", 200, "the answer is not a list of entries")
+        wanted = {key for key in map(wire_read.kv_metadata_wanted, entries) if key is not None}
+        kv: dict[str, bytes] = {}
         if wanted:
-            values = await asyncio.gather(*(self._kv_metadata(t, a, datacenter) for t, a in wanted))
-            kv = {a: value for (_, a), value in zip(wanted, values, strict=True) if value is not None}
-        return wire.entries_to_infos(entries, kv_metadata=kv)
+            pairs = sorted(wanted)
+            values = await asyncio.gather(*(self._kv_metadata(t, a, datacenter) for t, a in pairs))
+            kv = {a: value for (_, a), value in zip(pairs, values, strict=True) if value is not None}
+        results = wire_read.read_entries(entries, kv_metadata=kv)
+        for result in results:
+            if isinstance(result, wire_read.Skipped):
+                record_skipped(result, datacenter or "")
+        return wire_read.infos_only(results)
 
-    async def _kv_metadata(self, agent_type: str, agent_id: str, datacenter: str | None) -> str | None:
+    async def _kv_metadata(self, agent_type: str, agent_id: str, datacenter: str | None) -> bytes | None:
+        """The KV value as bytes: KV holds any bytes, and its metadata is checked when it is read."""
         response = await self.gateway.get(
             f"read metadata of agent {agent_id!r}",
             f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}",
@@ -106,8 +121,10 @@ class Discoverer:
             datacenter=datacenter,
             consistency=self.consistency,
             allow_404=True,
+            raw=True,
+            decode=bytes,
         )
-        return wire.kv_metadata_text(response.body)
+        return response.body if isinstance(response.body, bytes) else None
 
     async def local_datacenter(self) -> str:
         """The datacenter of the Consul agent this client talks to (asked once).

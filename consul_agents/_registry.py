@@ -519,10 +519,13 @@ class AgentRegistry:
             params={"filter": f"Service.ID == {wire.quote(agent_id)}"},
             decode=wire.health_entries,
         )
-        infos = await self._discovery.infos(response.body or [], None)
+        entries = response.body or []
+        infos = await self._discovery.infos(entries, None)
         if not infos:
             self._service_names.pop(agent_id, None)
-            raise AgentNotFoundError(agent_id)
+            # An entry Consul holds but that is skipped as untrusted input is not an agent either.
+            detail = "its entry in Consul is not one this library could have written" if entries else ""
+            raise AgentNotFoundError(agent_id, detail)
         return infos[0]
 
     async def get_agent_status(self, agent_id: str) -> AgentStatus:

@@ -155,7 +155,8 @@ def _kv(key: str, value: bytes | None) -> dict[str, Any]:
 
 
 def test_kv_metadata_values_keeps_only_well_formed_entries() -> None:
-    """Only UTF-8 values directly under the type's prefix are read; the rest is left out."""
+    """Only base64 values directly under the type's prefix are read, as bytes (their text is checked when
+    the agent is read); the rest is left out."""
     prefix = wire.metadata_prefix("planner")
     body = [
         _kv(prefix + "a", b'{"x":1}'),
@@ -167,7 +168,7 @@ def test_kv_metadata_values_keeps_only_well_formed_entries() -> None:
         "junk",
         {"Key": 5, "Value": "e30="},
     ]
-    assert wire.kv_metadata_values(body, "planner") == {"a": '{"x":1}'}
+    assert wire.kv_metadata_values(body, "planner") == {"a": b'{"x":1}', "e": b"\xff\xfe"}
     assert wire.kv_metadata_values(None, "planner") == {}
     assert wire.kv_metadata_values({"Key": prefix + "a"}, "planner") == {}
 
