@@ -6,70 +6,16 @@ every request to Consul but drops Consul's answers, so a write is applied and it
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import pytest
+from relay import AnswerDroppingRelay
 from support import consul_get, registration
 
 from consul_agents import AgentRegistry, RegistryTimeoutError
 from consul_agents import _wire as wire
 
 BIG = {"blob": "x" * 600}  # too large for Meta: written to KV before the service
-
-
-class AnswerDroppingRelay:
-    """Relays TCP to Consul; while ``mute`` is True the requests go through and the answers are dropped."""
-
-    def __init__(self, target: str) -> None:
-        parts = urlsplit(target)
-        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 8500
-        self.mute = False
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def address(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def __aenter__(self) -> AnswerDroppingRelay:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(self._host, self._port)
-        pumps = [
-            asyncio.create_task(self._pump(reader, upstream_writer, answers=False)),
-            asyncio.create_task(self._pump(upstream_reader, writer, answers=True)),
-        ]
-        self._tasks.update(pumps)
-        try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in pumps:
-                task.cancel()
-                self._tasks.discard(task)
-            for w in (writer, upstream_writer):
-                with contextlib.suppress(Exception):
-                    w.close()
-
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, answers: bool) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await source.read(65536):
-                if answers and self.mute:
-                    continue
-                sink.write(data)
-                await sink.drain()
 
 
 @pytest.fixture

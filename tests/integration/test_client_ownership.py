@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiohttp import test_utils
 from conftest import MakeConsul
+from relay import AnswerDroppingRelay
 from support import consul_put, eventually, registration
 
 from consul_agents import AgentRegistry, AgentStatus, DiscoveryRequest, SelectionCriteria
@@ -41,16 +39,6 @@ def watch_tasks() -> list[asyncio.Task[Any]]:
     return [
         t for t in asyncio.all_tasks() if not t.done() and t.get_name().startswith(("watch:", "watch-start:"))
     ]
-
-
-@contextlib.contextmanager
-def stopped(pid: int) -> Iterator[None]:
-    """Consul frozen (SIGSTOP) for the block: it accepts connections and never answers."""
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 # -- ownership: views, the REST API's token LRU ---------------------------------------------------------
@@ -92,21 +80,21 @@ async def test_rest_api_with_more_tokens_than_views_answers_every_request(
 
 
 async def test_a_released_view_keeps_answering_the_request_that_holds_it(
-    make_consul: MakeConsul, unique: str
+    consul_addr: str, unique: str
 ) -> None:
-    """A view released while its query waits for a watch to start (Consul hangs) answers that query from
-    the cache, and a later call of the released view is answered by Consul directly; its watches then
-    stop."""
-    server = make_consul(datacenter="dc1")
-    assert server.pid is not None
-    async with AgentRegistry(server.http_addr, timeout=20) as owner:
+    """A view released while its query waits for a watch to start (Consul's answers held back) answers
+    that query from the cache, and a later call of the released view is answered by Consul directly; its
+    watches then stop."""
+    async with AnswerDroppingRelay(consul_addr) as relay, AgentRegistry(relay.address, timeout=20) as owner:
         await owner.register_agent(registration(unique, agent_id=f"{unique}-1"))
         view = owner.with_token(None)
         await view.discover(DiscoveryRequest(agent_type=f"{unique}-other"))  # a view's first is direct
-        with stopped(server.pid):
-            pending = asyncio.create_task(view.discover(DiscoveryRequest(agent_type=unique)))
-            await eventually(_started(view), timeout=5, what="the view's first watch is starting")
-            view.release()
+        relay.mute = True
+        pending = asyncio.create_task(view.discover(DiscoveryRequest(agent_type=unique)))
+        await eventually(_started(view), timeout=5, what="the view's first watch is starting")
+        view.release()
+        relay.mute = False
+        relay.reset()  # the held-back read fails and is retried on a new connection
         result = await asyncio.wait_for(pending, 30)
         assert [a.agent_id for a in result.agents] == [f"{unique}-1"] and result.cached
         later = await view.discover(DiscoveryRequest(agent_type=unique))
@@ -142,24 +130,27 @@ async def test_closing_the_owner_stops_every_view_watch(consul_addr: str, unique
 
 
 async def test_cancelling_one_caller_does_not_cancel_others_waiting_on_the_same_watch_start(
-    make_consul: MakeConsul, unique: str
+    consul_addr: str, unique: str
 ) -> None:
-    """Two callers wait for the same watch to start while Consul hangs; cancelling the first leaves the
-    second to get the answer once Consul answers again."""
-    server = make_consul(datacenter="dc1")
-    async with AgentRegistry(server.http_addr, timeout=20) as registry:
+    """Two callers wait for the same watch to start while Consul's answers are held back; cancelling the
+    first leaves the second to get the answer once Consul answers again."""
+    async with (
+        AnswerDroppingRelay(consul_addr) as relay,
+        AgentRegistry(relay.address, timeout=20) as registry,
+    ):
         await registry.register_agent(registration(unique, agent_id=f"{unique}-1"))
         request = DiscoveryRequest(agent_type=unique)
         await registry.discovery.local_datacenter()
-        assert server.pid is not None
-        with stopped(server.pid):
-            first = asyncio.create_task(registry.discover_agents(request))
-            second = asyncio.create_task(registry.discover_agents(request))
-            await eventually(_started(registry), timeout=5, what="the watch start is under way")
-            first.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await first
-            assert not second.done()
+        relay.mute = True
+        first = asyncio.create_task(registry.discover_agents(request))
+        second = asyncio.create_task(registry.discover_agents(request))
+        await eventually(_started(registry), timeout=5, what="the watch start is under way")
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert not second.done()
+        relay.mute = False
+        relay.reset()  # the held-back read fails and is retried on a new connection
         found = await asyncio.wait_for(second, 30)
         assert [a.agent_id for a in found] == [f"{unique}-1"]
         assert (await registry.discover(request)).cached
