@@ -200,3 +200,21 @@ def test_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
 def test_bounds_are_documented_constants() -> None:
     """The bounds are sane: deep enough for any config, far below what would hurt."""
     assert 32 <= MAX_DEPTH <= 128 and 10_000 <= MAX_VALUES <= 1_000_000 and MAX_BYTES >= 256 * 1024
+
+
+@pytest.mark.parametrize(("name", "argv"), READERS, ids=READER_IDS)
+def test_a_key_given_twice_is_an_error_naming_both_lines(
+    tmp_path: Path, name: str, argv: Callable[[Path], list[str]]
+) -> None:
+    """A key written twice in one mapping (PyYAML silently keeps the last) is exit 2 naming both lines."""
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "agents:\n  - agent_type: p\n    capabilities: [a]\n    endpoint: http://h:1\n"
+        "    ttl: 15\n    ttl: 20\n"
+    )
+    done = run_cli(argv(path))
+    assert done.returncode == 2
+    assert (
+        f"{path}: not valid YAML at line 6, column 5: the key 'ttl' is given twice (first at line 5"
+        in done.stderr
+    )
