@@ -218,3 +218,20 @@ def test_a_key_given_twice_is_an_error_naming_both_lines(
         f"{path}: not valid YAML at line 6, column 5: the key 'ttl' is given twice (first at line 5"
         in done.stderr
     )
+
+
+@pytest.mark.parametrize(
+    "path_value", ['"/health\\e]0;x\\a"', '"/' + "x" * 2000 + '"'], ids=["escape", "long"]
+)
+def test_health_path_with_control_characters_or_absurd_length_is_refused(
+    tmp_path: Path, path_value: str
+) -> None:
+    """A probe path holding terminal escapes or thousands of characters is exit 2 naming the field."""
+    path = tmp_path / "agents.yaml"
+    path.write_text(
+        "agents:\n  - agent_type: p\n    capabilities: [a]\n    endpoint: http://h:1\n"
+        f"    health: {{path: {path_value}}}\n"
+    )
+    done = run_cli(["render", str(path)])
+    assert done.returncode == 2, done.stderr
+    assert f"{path}: agents[0].health.path:" in done.stderr and "\x1b" not in done.stderr
