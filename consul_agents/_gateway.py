@@ -16,6 +16,8 @@ import dataclasses
 import json
 import logging
 import ssl
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -32,6 +34,7 @@ from consul_agents._errors import (
     RegistryTimeoutError,
     RegistryUnavailableError,
 )
+from consul_agents._lingering import LINGERING, lingers_until
 from consul_agents._settings import ConsulSettings
 
 __all__ = ["ConsulGateway", "ConsulResponse", "QueryMeta"]
@@ -159,6 +162,9 @@ class ConsulGateway:
         self._http: _HTTPClient | None = None
         #: Set on views made by with_token(): they send through the parent's session and never close it.
         self._parent: ConsulGateway | None = None
+        #: The owner's requests in flight, and those waiting for one (see _admit).
+        self._in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     def __repr__(self) -> str:
         return f"ConsulGateway(address={self.settings.address!r}, datacenter={self.settings.datacenter!r})"
@@ -286,7 +292,9 @@ class ConsulGateway:
         attempt = 0
         while True:
             try:
-                response = await self._send(operation, method, path, query, body, timeout, raw)
+                response = await self._send_admitted(
+                    operation, method, path, query, body, timeout, raw, blocking=index is not None, wait=wait
+                )
                 if response.code == 404 and allow_404:
                     return ConsulResponse(404, None, _meta_from(response.headers))
                 if response.code >= 400:
@@ -308,6 +316,87 @@ class ConsulGateway:
                 log.debug("retrying %s after: %s", operation, exc)
                 await asyncio.sleep(delays[attempt])
                 attempt += 1
+
+    async def _send_admitted(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        params: list[tuple[str, Any]],
+        body: Any,
+        timeout: float,
+        raw: bool,
+        *,
+        blocking: bool,
+        wait: float | None,
+    ) -> consul.base.Response:
+        """_send, once the pool may open one more connection; a request given up on before Consul answered
+        is recorded as lingering (Consul keeps counting its connection until it would have answered)."""
+        owner = self._parent or self
+        started = time.monotonic()
+        try:
+            await owner._admit(started + timeout)
+        except TimeoutError as exc:
+            raise RegistryTimeoutError(
+                f"no connection to Consul at {self.address} became free for {operation} within {timeout:g}s "
+                f"({LINGERING.count(self.address)} closed ones still counted by Consul)",
+                address=self.address,
+            ) from exc
+        sent = time.monotonic()
+        # The wait for a place counts in the call's timeout; not for a blocking read, whose timeout must
+        # stay longer than Consul's wait + jitter.
+        remaining = timeout if blocking else max(started + timeout - sent, 0.001)
+        try:
+            return await self._send(operation, method, path, params, body, remaining, raw)
+        except (asyncio.CancelledError, RegistryTimeoutError):
+            # Given up on before Consul answered: it may keep the connection open until it would have.
+            LINGERING.add(self.address, lingers_until(sent, blocking=blocking, wait=wait))
+            raise
+        finally:
+            owner._in_flight -= 1
+            owner._wake()
+
+    def _has_room(self) -> bool:
+        return self._in_flight + LINGERING.count(self.address) < MAX_CONNECTIONS
+
+    async def _admit(self, deadline: float) -> None:
+        """Take a place among the pool's MAX_CONNECTIONS, counting the connections Consul still holds
+        open for this process (see _lingering); first come, first served. TimeoutError at ``deadline``."""
+        if not self._waiters and self._has_room():
+            self._in_flight += 1
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            now = time.monotonic()
+            end = LINGERING.next_end(self.address)
+            delay = deadline - now if end is None else min(deadline, end) - now
+            try:
+                await asyncio.wait_for(waiter, max(delay, 0.0))
+            except TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # the place this waiter was woken for goes to the next one
+                raise
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            if self._has_room():
+                self._in_flight += 1
+                if self._has_room():
+                    self._wake()  # room for more than this one (a closed connection ended on Consul's side)
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def get(self, operation: str, path: str, **kwargs: Any) -> ConsulResponse:
         return await self.request(operation, "GET", path, **kwargs)
