@@ -46,6 +46,10 @@ log = logging.getLogger("consul_agents.gateway")
 #: rest at once, so a burst of 250 writes from one registry lost 50 of them with a larger pool. 128 leaves
 #: the other 72 to other processes on the same host (sidecars, the CLI); watches count against the 128.
 MAX_CONNECTIONS = 128
+#: Connections Consul still counts after this process gave up on them (see _lingering) take places among
+#: the 128; when they fill them, this many may still open (out of the 72 left to others) instead of every
+#: call stalling until they end.
+MIN_CONNECTIONS = 16
 
 #: Back-off before each retry of a read that found Consul unavailable.
 _READ_RETRY_DELAYS = (0.05, 0.25)
@@ -357,7 +361,7 @@ class ConsulGateway:
             owner._wake()
 
     def _has_room(self) -> bool:
-        return self._in_flight + LINGERING.count(self.address) < MAX_CONNECTIONS
+        return self._in_flight < max(MAX_CONNECTIONS - LINGERING.count(self.address), MIN_CONNECTIONS)
 
     async def _admit(self, deadline: float) -> None:
         """Take a place among the pool's MAX_CONNECTIONS, counting the connections Consul still holds

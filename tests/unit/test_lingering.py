@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from consul_agents._lingering import LingeringConnections, lingers_until
+from consul_agents._gateway import MAX_CONNECTIONS, MIN_CONNECTIONS, ConsulGateway
+from consul_agents._lingering import LINGERING, LingeringConnections, lingers_until
+from consul_agents._settings import ConsulSettings
 
 
 class Clock:
@@ -61,3 +65,21 @@ def test_an_entry_already_ended_is_not_counted() -> None:
     ledger = LingeringConnections(clock)
     ledger.add("a", 99.0)
     assert ledger.count("a") == 0
+
+
+def test_gateway_counts_lingering_connections_against_its_pool_down_to_a_floor() -> None:
+    """A gateway's places are 128 minus the connections lingering at its Consul, never fewer than 16."""
+    address = "http://10.9.9.9:8500"
+    gateway = ConsulGateway(ConsulSettings.resolve(address, env={}))
+    for _ in range(40):
+        LINGERING.add(address, time.monotonic() + 600)
+    gateway._in_flight = MAX_CONNECTIONS - 41
+    assert gateway._has_room()
+    gateway._in_flight += 1
+    assert not gateway._has_room()
+    for _ in range(200):
+        LINGERING.add(address, time.monotonic() + 600)
+    gateway._in_flight = MIN_CONNECTIONS - 1
+    assert gateway._has_room()
+    gateway._in_flight = MIN_CONNECTIONS
+    assert not gateway._has_room()
