@@ -37,6 +37,7 @@ from consul_agents import (
     RegistryUnavailableError,
 )
 from consul_agents._acl_rules import AclConfig
+from consul_agents._watch import WatchPolicy
 from consul_agents.acl import ProvisionedToken, provision
 from consul_agents.dev import ConsulDevServer
 from consul_agents.dns import setup_prepared_query
@@ -237,7 +238,9 @@ async def test_revoked_token_is_reported_as_denied(server: ConsulDevServer, uniq
     master = master_token(server)
     name = f"revoke-{unique}"
     made = (await provision_tokens(server.http_addr, master, {"name": name, "kind": "discoverer"}))[name]
-    async with registry(server, made.secret_id) as reader:
+    # The cache's watch sees the revocation when its next blocking read starts: a 1 s wait instead of the
+    # default 10 s lets it start soon (what is checked, cached discovery denied, is the same).
+    async with AgentRegistry(server.http_addr, made.secret_id, watch_policy=WatchPolicy(wait=1.0)) as reader:
         await reader.discover_agents()
         async with gateway(server.http_addr, master) as gw:
             await gw.delete("revoke", f"/v1/acl/token/{made.accessor_id}")
