@@ -70,7 +70,9 @@ async def proxy(server: ConsulDevServer) -> AsyncIterator[tuple[str, Recorder]]:
     recorder = Recorder(server.http_addr)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", recorder.handle)
-    runner = web.AppRunner(app)
+    # A client that hangs up (a watch's blocking read, stopped at close) ends its forwarded request too:
+    # the cleanup no longer waits about 10 s for Consul to answer it.
+    runner = web.AppRunner(app, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
