@@ -117,4 +117,6 @@ def make_consul() -> Iterator[MakeConsul]:
 
     yield make
     for server in servers:
+        # Thrown away: no graceful leave (a client agent whose server is gone spent ~5 s trying to leave).
+        server.kill()
         server.close()
