@@ -93,6 +93,8 @@ for _reason in SKIP_REASONS:
     ENTRIES_SKIPPED.labels(_reason)
 
 _cache_counts = {"hit": 0, "miss": 0}
+#: The two label children, looked up once: ``labels()`` validates and locks on every call.
+_CACHE_RESULTS = {result: CACHE_REQUESTS.labels(result) for result in _cache_counts}
 
 
 def _hit_ratio() -> float:
@@ -134,7 +136,7 @@ def record_cache(hit: bool) -> None:
     annotate({"cache.hit": hit})
     result = "hit" if hit else "miss"
     _cache_counts[result] += 1
-    CACHE_REQUESTS.labels(result).inc()
+    _CACHE_RESULTS[result].inc()
 
 
 def observe_watch_lag(seconds: float) -> None:

@@ -594,7 +594,8 @@ class AgentRegistry:
             skipped = set(self._unavailable(criteria, agents))
             return any(a.agent_id not in skipped for a in agents)
 
-        result = await self.discover(criteria, cached=cached, accept=available)
+        # the discovery is part of this operation: its span and metrics are the select's own
+        result = await self._discovery.discover(criteria, cached=cached, accept=available)
         annotate({"selection.candidates": len(result.agents)})
         return select(
             result.agents,
