@@ -14,6 +14,8 @@ with the machine's load average recorded before and after each section:
   most 3x), with no tracer provider installed and nobody scraping the metrics.
 * the same cached hit and a select with a tracer provider installed (OpenTelemetry SDK, every span
   sampled, no exporter): what instrumentation costs per call when somebody listens.
+* selection evenness (pure, benchmarks/client.py's closed loop): must stay max/mean 1.000 for round_robin,
+  weighted_random and least_loaded, capacity shares within 10% for the load-aware strategies.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import aiohttp
 from cachetools import TTLCache
 
 from benchmarks._stats import benchmark_parser, consul_address, write_report
-from benchmarks.client import _timed, _us
+from benchmarks.client import _evenness, _timed, _us
 from benchmarks.core import _fill
 from consul_agents import AgentRegistry, DiscoveryRequest, SelectionCriteria
 from consul_agents._selection import STRATEGIES
@@ -144,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with consul_address(args.consul_addr, dev_mode=False) as addr:
         results = asyncio.run(run(addr))
+    results["evenness"] = _evenness()
     off = results["tracing_off"]
     met = {
         **{

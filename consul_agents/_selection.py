@@ -39,7 +39,15 @@ from cachetools import LRUCache
 
 from consul_agents._models import AgentInfo, SelectionCriteria, Strategy
 
-__all__ = ["MAX_SELECTION_KEYS", "STRATEGIES", "SelectionState", "effective_load", "select", "selection_key"]
+__all__ = [
+    "MAX_PREPARED_AGENTS",
+    "MAX_SELECTION_KEYS",
+    "STRATEGIES",
+    "SelectionState",
+    "effective_load",
+    "select",
+    "selection_key",
+]
 
 _BY_ID = attrgetter("agent_id")
 STRATEGIES: tuple[Strategy, ...] = ("round_robin", "weighted_random", "least_loaded", "power_of_two")
@@ -50,7 +58,11 @@ STRATEGIES: tuple[Strategy, ...] = ("round_robin", "weighted_random", "least_loa
 #: name new pools at will, so this bounds what they cost: about 1 KB per key and 100 agents.
 MAX_SELECTION_KEYS = 1024
 #: Pools prepared without some excluded agents, kept per prepared list (each exclusion set is one).
-_MAX_EXCLUSION_SETS = 8
+_MAX_EXCLUSION_SETS = 4
+#: How many agents the prepared candidate lists of one client may hold in all, counting each list as if
+#: its exclusion sets were full (about 150 bytes an agent each: some 15 MB at most). A list too large for
+#: it is prepared for each pick and not kept.
+MAX_PREPARED_AGENTS = 500_000
 
 
 def selection_key(criteria: SelectionCriteria, datacenter: str) -> tuple[Any, ...]:
@@ -79,6 +91,7 @@ class _Pool:
         "agents",
         "equal_weights",
         "excluding",
+        "held",
         "index",
         "lightest",
         "positive",
@@ -108,6 +121,8 @@ class _Pool:
         heaviest = max((agent.weight for agent in tied), default=0)
         self.lightest = [agent for agent in tied if agent.weight == heaviest]
         self.excluding: LRUCache[frozenset[str], _Pool] = LRUCache(maxsize=_MAX_EXCLUSION_SETS)
+        #: What keeping it costs, in agents: its own and room for its exclusion sets.
+        self.held = len(self.agents) * (1 + _MAX_EXCLUSION_SETS)
 
     def without(self, excluded: frozenset[str]) -> _Pool:
         """This pool less ``excluded`` (ids of this pool), prepared once per exclusion set."""
@@ -165,16 +180,22 @@ class SelectionState:
     """What a client remembers between picks: round-robin cursors and requests in flight per agent.
 
     Cursors, weighted schedules and prepared pools are kept for at most ``max_keys`` selection keys
-    (least recently used forgotten first); in-flight counts only exist while a lease holds them.
+    (least recently used forgotten first), the prepared pools also within ``max_agents`` agents in all;
+    in-flight counts only exist while a lease holds them.
     """
 
-    def __init__(self, max_keys: int = MAX_SELECTION_KEYS) -> None:
+    def __init__(self, max_keys: int = MAX_SELECTION_KEYS, max_agents: int = MAX_PREPARED_AGENTS) -> None:
+        self.max_agents = max_agents
         self.cursors: LRUCache[object, int] = LRUCache(maxsize=max_keys)
         self.in_flight: dict[str, int] = {}
         #: weighted_random: per request key, the stride schedule.
         self.schedules: LRUCache[object, _Schedule] = LRUCache(maxsize=max_keys)
-        #: per request key, the last candidate list prepared.
-        self.pools: LRUCache[object, _Pool] = LRUCache(maxsize=max_keys)
+        #: per request key, the last candidate list prepared: each counts as its agents (with room for
+        #: its exclusion sets) but at least a max_keys-th of the budget, so both bounds hold.
+        floor = max_agents // max_keys
+        self.pools: LRUCache[object, _Pool] = LRUCache(
+            maxsize=max_agents, getsizeof=lambda pool: max(pool.held, floor)
+        )
 
     def acquire(self, agent_id: str) -> None:
         self.in_flight[agent_id] = self.in_flight.get(agent_id, 0) + 1
@@ -191,8 +212,13 @@ class SelectionState:
         listed = candidates if isinstance(candidates, list) else list(candidates)
         pool = self.pools.get(key)
         # list == list compares element by element, identity first: a few microseconds for 1,000
-        if pool is None or pool.source != listed:
-            pool = self.pools[key] = _Pool(list(listed))
+        if pool is not None and pool.source == listed:
+            return pool
+        pool = _Pool(list(listed))
+        if pool.held > self.max_agents:
+            self.pools.pop(key, None)
+        else:
+            self.pools[key] = pool
         return pool
 
 

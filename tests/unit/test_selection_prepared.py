@@ -89,3 +89,15 @@ def test_weighted_schedule_stays_even_at_ten_thousand() -> None:
         assert agent is not None
         counts[agent.agent_id] = counts.get(agent.agent_id, 0) + 1
     assert set(counts.values()) == {2}
+
+
+def test_prepared_lists_are_bounded_by_agents_held() -> None:
+    """Prepared lists stay within max_agents (with room for exclusion sets); too large ones are not kept."""
+    state = SelectionState(max_keys=8, max_agents=1000)
+    fleet = [candidate(f"a{n:03}") for n in range(300)]
+    for key in range(20):
+        assert select(fleet[:100], "round_robin", rng=random.Random(key), state=state, key=key) is not None
+        assert sum(pool.held for pool in state.pools.values()) <= 1000
+    assert 1 <= len(state.pools) <= 2
+    assert select(fleet, "least_loaded", rng=random.Random(0), state=state, key="big") is not None
+    assert "big" not in state.pools
