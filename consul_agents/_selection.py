@@ -27,6 +27,7 @@ draws are the very ones the straightforward O(n log n) per-call code made, seed 
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
@@ -89,12 +90,14 @@ class _Pool:
 
     __slots__ = (
         "agents",
+        "by_load",
         "equal_weights",
         "excluding",
         "held",
         "index",
         "lightest",
         "positive",
+        "runs",
         "source",
         "sqrt_cumulative",
     )
@@ -120,6 +123,16 @@ class _Pool:
         tied = [agent for agent in self.agents if agent.current_load == lowest]
         heaviest = max((agent.weight for agent in tied), default=0)
         self.lightest = [agent for agent in tied if agent.weight == heaviest]
+        #: least_loaded with requests in flight: positions by (load, heaviest first, id), and where each
+        #: (load, weight) run of that order starts and ends.
+        self.by_load = sorted(
+            range(len(self.agents)), key=lambda p: (self.agents[p].current_load, -weights[p], p)
+        )
+        self.runs: dict[tuple[float, int], tuple[int, int]] = {}
+        for at, position in enumerate(self.by_load):
+            run = (self.agents[position].current_load, weights[position])
+            begun = self.runs.get(run, (at, at))[0]
+            self.runs[run] = (begun, at + 1)
         self.excluding: LRUCache[frozenset[str], _Pool] = LRUCache(maxsize=_MAX_EXCLUSION_SETS)
         #: What keeping it costs, in agents: its own and room for its exclusion sets.
         self.held = len(self.agents) * (1 + _MAX_EXCLUSION_SETS)
@@ -229,17 +242,46 @@ def effective_load(info: AgentInfo, in_flight: Mapping[str, int]) -> float:
 
 def _least_loaded(pool: _Pool, rng: _random.Random, in_flight: Mapping[str, int]) -> AgentInfo:
     index = pool.index
-    if not in_flight or not any(agent_id in index for agent_id in in_flight):
+    affected = {index[a]: count for a, count in in_flight.items() if a in index} if in_flight else None
+    if not affected:
         return rng.choice(pool.lightest)
-    # requests in flight to agents of this pool: their effective loads differ from the prepared ones
-    candidates = pool.agents
-    loads = [c.current_load + in_flight.get(c.agent_id, 0) / max(c.weight, 1) for c in candidates]
-    lowest = min(loads)
-    tied = [c for c, load in zip(candidates, loads, strict=True) if load == lowest]
-    if len(tied) > 1:
-        heaviest = max(c.weight for c in tied)
-        tied = [c for c in tied if c.weight == heaviest]
-    return rng.choice(tied)
+    # Requests in flight to a few agents of this pool: only their loads differ from the prepared order.
+    # The lightest of the others is the first of them in load order; the tie the old code drew from (in
+    # id order) is a run of that order less the affected agents, plus affected agents now equal to it.
+    agents, by_load = pool.agents, pool.by_load
+    first = next((p for p in by_load if p not in affected), None)
+    effective = {
+        p: agents[p].current_load + count / max(agents[p].weight, 1) for p, count in affected.items()
+    }
+    lowest = min(effective.values())
+    if first is not None:
+        lowest = min(lowest, agents[first].current_load)
+    weights = [agents[p].weight for p, load in effective.items() if load == lowest]
+    if first is not None and agents[first].current_load == lowest:
+        weights.append(agents[first].weight)
+    heaviest = max(weights)
+    extras = sorted(p for p, load in effective.items() if load == lowest and agents[p].weight == heaviest)
+    start, end = pool.runs.get((lowest, heaviest), (0, 0))
+    skipped = sorted(p for p in affected if agents[p].current_load == lowest and agents[p].weight == heaviest)
+    wanted = rng.randrange(end - start - len(skipped) + len(extras))  # what rng.choice(tied) draws
+
+    def kept(k: int) -> int:
+        """The position of the k-th agent of the run that is not skipped."""
+        at = start + k
+        for position in skipped:
+            if bisect.bisect_left(by_load, position, start, end) <= at:
+                at += 1
+            else:
+                break
+        return by_load[at]
+
+    for j, extra in enumerate(extras):
+        before = bisect.bisect_left(by_load, extra, start, end) - start - bisect.bisect_left(skipped, extra)
+        if before + j == wanted:
+            return agents[extra]
+        if before + j > wanted:
+            return agents[kept(wanted - j)]
+    return agents[kept(wanted - len(extras))]
 
 
 def _power_of_two(pool: _Pool, rng: _random.Random, in_flight: Mapping[str, int]) -> AgentInfo:

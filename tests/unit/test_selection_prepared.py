@@ -101,3 +101,33 @@ def test_prepared_lists_are_bounded_by_agents_held() -> None:
     assert 1 <= len(state.pools) <= 2
     assert select(fleet, "least_loaded", rng=random.Random(0), state=state, key="big") is not None
     assert "big" not in state.pools
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fleet=st.lists(
+        st.builds(
+            candidate,
+            st.sampled_from([f"a{n:02}" for n in range(30)]),
+            load=st.sampled_from([0.0, 0.5]),
+            weight=st.sampled_from([1, 2]),
+        ),
+        min_size=2,
+        max_size=30,
+        unique_by=lambda agent: agent.agent_id,
+    ),
+    in_flight=st.dictionaries(st.sampled_from([f"a{n:02}" for n in range(35)]), st.integers(1, 3)),
+    seed=st.integers(0, 2**32),
+)
+def test_least_loaded_with_requests_in_flight_equals_the_reference(
+    fleet: list[AgentInfo], in_flight: dict[str, int], seed: int
+) -> None:
+    """least_loaded with leases on some agents (ties everywhere) draws what the old code drew."""
+    ours, theirs = SelectionState(), reference.SelectionState()
+    ours.in_flight.update(in_flight)
+    theirs.in_flight.update(in_flight)
+    rng_ours, rng_theirs = random.Random(seed), random.Random(seed)
+    for _ in range(5):
+        mine = select(fleet, "least_loaded", rng=rng_ours, state=ours, key="k")
+        old = reference.select(fleet, "least_loaded", rng=rng_theirs, state=theirs, key="k")
+        assert mine is not None and old is not None and mine.agent_id == old.agent_id
