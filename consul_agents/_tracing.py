@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar, Token
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.util.types import AttributeValue
 
-__all__ = ["annotate", "clean", "tracer", "tracing_enabled"]
+__all__ = ["annotate", "clean", "collect_annotations", "stop_collecting", "tracer", "tracing_enabled"]
 
 tracer = trace.get_tracer("consul_agents")
 
@@ -72,12 +73,29 @@ def clean(attributes: Mapping[str, Any]) -> dict[str, AttributeValue]:
     return cleaned
 
 
+#: The attributes the running operation gathers for its span (set once when it ends), if it does.
+_gathered: ContextVar[dict[str, Any] | None] = ContextVar("consul_agents_span_attributes", default=None)
+
+
+def collect_annotations(into: dict[str, Any]) -> Token[dict[str, Any] | None]:
+    """Send :func:`annotate` calls in this context to ``into`` until :func:`stop_collecting`."""
+    return _gathered.set(into)
+
+
+def stop_collecting(token: Token[dict[str, Any] | None]) -> None:
+    _gathered.reset(token)
+
+
 def annotate(attributes: Mapping[str, Any]) -> None:
     """Add attributes to the current span (the innermost registry operation); None values are skipped.
 
     Code deep inside an operation (the cache, selection) says what it learned without holding the span.
     """
     if not tracing_enabled():
+        return
+    gathered = _gathered.get()
+    if gathered is not None:
+        gathered.update((key, value) for key, value in attributes.items() if value is not None)
         return
     span = trace.get_current_span()
     if span.is_recording():
