@@ -61,9 +61,9 @@ MAX_SELECTION_KEYS = 1024
 #: Pools prepared without some excluded agents, kept per prepared list (each exclusion set is one).
 _MAX_EXCLUSION_SETS = 4
 #: How many agents the prepared candidate lists of one client may hold in all, counting each list as if
-#: its exclusion sets were full (about 150 bytes an agent each: some 15 MB at most). A list too large for
-#: it is prepared for each pick and not kept.
-MAX_PREPARED_AGENTS = 500_000
+#: its exclusion sets were full (a few hundred bytes an agent: some 60 MB at most; four pools of 10,000
+#: agents). A list too large for it is prepared for each pick and not kept.
+MAX_PREPARED_AGENTS = 200_000
 
 
 def selection_key(criteria: SelectionCriteria, datacenter: str) -> tuple[Any, ...]:
