@@ -8,7 +8,8 @@ with the machine's load average recorded before and after each section:
 
 * select: ``select_agent`` per strategy among 1,000 cached candidates against ``discover`` of the same
   candidates from the cache (the same request, so the same cached view): the ratio of medians is what
-  choosing one agent adds to finding them all (target: at most 2).
+  choosing one agent adds to finding them all (target: at most 2). Also least_loaded while the client
+  holds ten leases on candidates (their in-flight requests count in their loads).
 * cached hit: ``discover_agents`` answered from the cache (10 agents) against a hit in a cachetools
   ``TTLCache`` holding the same answer, awaited from a coroutine as the registry call is (target: at
   most 3x), with no tracer provider installed and nobody scraping the metrics.
@@ -21,6 +22,7 @@ with the machine's load average recorded before and after each section:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -75,6 +77,14 @@ async def _select_rows(registry: AgentRegistry, agent_type: str) -> dict[str, An
         await registry.select_agent(criteria)
         await registry.discover(criteria)
         rows[strategy] = await _pair(
+            partial(registry.select_agent, criteria), partial(registry.discover, criteria), 100
+        )
+    # least_loaded while this client holds leases (requests in flight) on ten of the candidates
+    criteria = SelectionCriteria(agent_type=agent_type, strategy="least_loaded")
+    async with contextlib.AsyncExitStack() as leases:
+        for _ in range(10):
+            await leases.enter_async_context(registry.lease(criteria))
+        rows["least_loaded_10_leases_held"] = await _pair(
             partial(registry.select_agent, criteria), partial(registry.discover, criteria), 100
         )
     return rows
