@@ -27,6 +27,7 @@ from typing import Any, Self
 
 from cachetools import LRUCache
 
+from consul_agents import _integrity as integrity
 from consul_agents import _wire as wire
 from consul_agents._cache import WatchBudget, request_key
 from consul_agents._discovery import Discoverer
@@ -40,6 +41,7 @@ from consul_agents._errors import (
 from consul_agents._gateway import ConsulGateway
 from consul_agents._instrument import instrumented
 from consul_agents._lease import OutlierDetector, OutlierPolicy
+from consul_agents._metrics import record_conflict
 from consul_agents._models import (
     AGENT_ID_PATTERN,
     AgentInfo,
@@ -48,6 +50,7 @@ from consul_agents._models import (
     DiscoveryRequest,
     DiscoveryResult,
     SelectionCriteria,
+    normalise_agent_id,
     utcnow,
 )
 from consul_agents._selection import SelectionState, select
@@ -68,6 +71,12 @@ class _Registered:
     reported_load: float
     #: The status this client last sent; None until its first heartbeat (a re-registration keeps Consul's).
     sent_status: AgentStatus | None = None
+    #: Heartbeats since the catalog entry was last verified.
+    beats: int = 0
+    #: The local Consul agent's node, once known (for verifying the catalog entry).
+    node: str | None = None
+    #: What the last verification found wrong with the catalog entry; None when all was well.
+    conflict: str | None = None
 
 
 def _check_load(load: float) -> float:
@@ -76,13 +85,15 @@ def _check_load(load: float) -> float:
     return float(load)
 
 
-def _check_agent_id(agent_id: str) -> None:
-    """Refuse ids that no registration could have: they end up in URL paths ("../kv/..." would escape)."""
+def _check_agent_id(agent_id: str) -> str:
+    """The id in its one spelling (lowercase, see _models); refuses ids that no registration could have:
+    they end up in URL paths ("../kv/..." would escape)."""
     if not isinstance(agent_id, str) or not AGENT_ID_PATTERN.fullmatch(agent_id):
         raise InvalidAgentError(
             f"invalid agent_id: {agent_id!r} is not an agent id (letters, digits, '-', '_', '.', ':')",
             field="agent_id",
         )
+    return normalise_agent_id(agent_id)
 
 
 def _is_unknown_check(exc: ConsulRequestError) -> bool:
@@ -106,6 +117,10 @@ class AgentRegistry:
     (``?stale``), so discovery keeps working while the servers elect a leader, at the price of answers that
     may lag the leader by a few milliseconds (the cache's watches always read stale).
     """
+
+    #: Every this many heartbeats of an agent it registered, the client verifies that the catalog still
+    #: holds what it registered (:meth:`verify_registration`); 0 never does.
+    verify_every: int = 12
 
     def __init__(
         self,
@@ -139,6 +154,8 @@ class AgentRegistry:
         self._discovery_consistency = "stale" if stale_reads else None
         self._gateway = ConsulGateway(self.settings)
         self._registered: dict[str, _Registered] = {}
+        #: Per-agent write locks (see _agent_lock), shared with with_token views.
+        self._write_locks: dict[str, list[Any]] = {}
         self._service_names: LRUCache[str, str] = LRUCache(maxsize=10_000)
         self._rng = rng or random.Random()
         self._selection = SelectionState()
@@ -217,10 +234,30 @@ class AgentRegistry:
         )
         view._gateway = self._gateway.with_token(token)
         view._watch_budget = self._watch_budget
+        view._write_locks = self._write_locks
         view._discovery = view._new_discovery()
         return view
 
     # -- writes -------------------------------------------------------------------------------------------
+    #
+    # Every write concerning one agent holds that agent's lock (shared with with_token views): a heartbeat
+    # that re-publishes the load can never land after a deregistration of the same agent and bring it back.
+
+    @asynccontextmanager
+    async def _agent_lock(self, agent_id: str) -> AsyncIterator[None]:
+        """Serialise this process's writes to one agent; the lock lives while someone holds or awaits it."""
+        locks = self._write_locks
+        entry = locks.get(agent_id)
+        if entry is None:
+            entry = locks[agent_id] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del locks[agent_id]
 
     @instrumented("register")
     async def register_agent(
@@ -229,15 +266,39 @@ class AgentRegistry:
         """Register (or, for a known id, update) an agent; returns its id, the Consul service ID.
 
         ``status`` is the health a new agent starts with (an already registered one keeps its own).
+        An id already held by a service of another type (or, in another case, by any service) is refused
+        with InvalidAgentError naming the holder, as far as the token can see it; beyond that, Consul's ACLs
+        refuse a registrar the ids of types it cannot write.
         """
         if status is AgentStatus.MAINTENANCE:
             raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
         agent_id = registration.agent_id or f"{registration.agent_type}-{uuid.uuid4().hex[:12]}"
-        await self._write_registration(agent_id, registration, registration.load, status)
-        self._registered[agent_id] = _Registered(registration, registration.load)
-        self._service_names[agent_id] = registration.service_name
-        self._wrote(agent_id)
+        async with self._agent_lock(agent_id):
+            previous = self._registered.get(agent_id)
+            if previous is None or previous.registration.service_name != registration.service_name:
+                await self._refuse_held_id(agent_id, registration.service_name)
+            await self._write_registration(agent_id, registration, registration.load, status)
+            self._registered[agent_id] = _Registered(registration, registration.load)
+            self._service_names[agent_id] = registration.service_name
+            self._wrote(agent_id)
         return agent_id
+
+    async def _refuse_held_id(self, agent_id: str, service_name: str) -> None:
+        holder = await integrity.id_holder(self._gateway, agent_id, service_name)
+        if holder is None:
+            return
+        held_id, name = holder
+        who = (
+            f"an agent of type {wire.agent_type_of(name)!r}"
+            if wire.is_agent_service(name)
+            else f"the Consul service {name!r}"
+        )
+        spelled = "" if held_id == agent_id else f" (as {held_id!r}; Consul matches ids whatever their case)"
+        raise InvalidAgentError(
+            f"invalid agent_id: {agent_id!r} is already held by {who}{spelled}; "
+            "deregister that one first or choose another id",
+            field="agent_id",
+        )
 
     async def _write_registration(
         self,
@@ -246,6 +307,11 @@ class AgentRegistry:
         load: float,
         status: AgentStatus = AgentStatus.PASSING,
     ) -> None:
+        """KV first, then the service, so a reader never finds Meta pointing at KV with nothing there.
+
+        A failed service write leaves the KV entry: it may already serve another client's registration of
+        the same id, and the reaper removes it if no agent uses it.
+        """
         _, kv_value = wire.encode_metadata(registration.metadata)
         operation = f"register agent {agent_id!r}"
         previous = self._registered.get(agent_id)
@@ -253,20 +319,32 @@ class AgentRegistry:
         if kv_value is not None:
             await self._gateway.put(operation, kv_path, kv_value)
         body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow(), status=status)
-        try:
-            await self._gateway.put(operation, "/v1/agent/service/register", body)
-        except ConsulAgentsError:
-            if kv_value is not None and previous is None:
-                with suppress(ConsulAgentsError):
-                    await self._gateway.delete(operation, kv_path)
-            raise
+        await self._gateway.put(operation, "/v1/agent/service/register", body)
+        if kv_value is not None:
+            # A deregistration or reap elsewhere may have removed the entry between the two writes: put it
+            # back, but only if absent (cas=0), never over a newer value.
+            await self._gateway.put(operation, kv_path, kv_value, params={"cas": 0})
+        else:
+            await self._drop_unused_metadata(operation, agent_id, registration.agent_type)
+        if previous is not None and previous.registration.agent_type != registration.agent_type:
+            await self._drop_unused_metadata(operation, agent_id, previous.registration.agent_type)
+
+    async def _drop_unused_metadata(self, operation: str, agent_id: str, agent_type: str) -> None:
+        """Remove the KV metadata of ``agent_id`` under ``agent_type`` (older, larger metadata may hold
+        secrets) unless the local Consul agent's registration of that id now points at it."""
+        kv_path = f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}"
+        current = await self._gateway.get(operation, kv_path, allow_404=True)
+        index = wire.kv_modify_index(current.body)
+        if index is None:
+            return
+        local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
         if (
-            kv_value is None
-            and previous is not None
-            and wire.encode_metadata(previous.registration.metadata)[1]
+            local.status != 404
+            and wire.agent_type_of(str(local.body.get("Service", ""))) == agent_type
+            and wire.needs_kv_metadata({"Service": local.body})
         ):
-            old_key = wire.metadata_key(previous.registration.agent_type, agent_id)
-            await self._gateway.delete(operation, f"/v1/kv/{old_key}")
+            return
+        await self._gateway.delete(operation, kv_path, params={"cas": index})
 
     @instrumented("heartbeat")
     async def heartbeat(
@@ -280,13 +358,21 @@ class AgentRegistry:
         """Prove the agent alive (resets its TTL) and report its load.
 
         Re-registers the agent from its last registration if Consul lost it (agent restart, reaping).
-        Raises AgentNotFoundError if it is gone and this client never registered it.
+        Raises AgentNotFoundError if it is gone and this client never registered it, or deregistered it.
+        Every ``verify_every`` heartbeats of an agent it registered, the client checks that the catalog
+        still holds what it registered (see :meth:`registration_conflict`).
         """
-        _check_agent_id(agent_id)
+        agent_id = _check_agent_id(agent_id)
         if load is not None:
             load = _check_load(load)
         if status is AgentStatus.MAINTENANCE:
             raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
+        async with self._agent_lock(agent_id):
+            await self._heartbeat(agent_id, load, status, output)
+
+    async def _heartbeat(
+        self, agent_id: str, load: float | None, status: AgentStatus, output: str | None
+    ) -> None:
         operation = f"heartbeat agent {agent_id!r}"
         path = f"/v1/agent/check/update/{wire.check_id(agent_id)}"
         body = wire.ttl_update(status, output)
@@ -302,6 +388,7 @@ class AgentRegistry:
             reported = known.reported_load if load is None else load
             await self._write_registration(agent_id, known.registration, reported, status)
             known.reported_load = reported
+            known.node = None
             await self._gateway.put(operation, path, body)
             wrote = True
         else:
@@ -316,6 +403,10 @@ class AgentRegistry:
         else:
             wrote = wrote or known.sent_status is not status
             known.sent_status = status
+            known.beats += 1
+            if self.verify_every and known.beats >= self.verify_every:
+                known.beats = 0
+                await self._verify(agent_id)
         if wrote:
             self._wrote(agent_id)
 
@@ -342,41 +433,111 @@ class AgentRegistry:
             return False
         body = wire.with_load(response.body, load=load, heartbeat=utcnow())
         await self._gateway.put(operation, "/v1/agent/service/register", body)
+        # Another process may have deregistered the agent between the read and the write, which then
+        # re-created it without its TTL check: passing forever. Its check tells; undo the write then.
+        checks = await self._gateway.get(
+            operation,
+            "/v1/agent/checks",
+            params={"filter": f"CheckID == {wire.quote(wire.check_id(agent_id))}"},
+        )
+        if not checks.body:
+            await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
+            raise AgentNotFoundError(agent_id, "deregistered while its load was being reported")
         return True
+
+    # -- whether the catalog still holds what this client registered -------------------------------------
+
+    async def _verify(self, agent_id: str) -> None:
+        """Verify in passing: a failure to verify is not a failure of the heartbeat that triggered it."""
+        try:
+            await self.verify_registration(agent_id)
+        except ConsulAgentsError as exc:
+            log.debug("could not verify the registration of agent %s: %s", agent_id, exc)
+
+    async def verify_registration(self, agent_id: str) -> str | None:
+        """Check now that the catalog still holds the agent as this client registered it: same service name
+        (type), address and port. Returns why not (also kept for :meth:`registration_conflict`), or None.
+
+        On Consul before the 2.0 line (fixed upstream by hashicorp/consul PR 23560), a token that may write
+        one service name can overwrite any service by ID through ``PUT /v1/txn``; the owner's local Consul
+        agent keeps answering its heartbeats while the catalog serves the intruder. A conflict is logged
+        at WARNING and counted in ``consul_agents_registration_conflicts``. Costs one read-only transaction
+        (no Raft write), plus one read of the local agent's checks the first time.
+        """
+        agent_id = _check_agent_id(agent_id)
+        known = self._registered.get(agent_id)
+        if known is None:
+            raise AgentNotFoundError(agent_id, "this client did not register it")
+        if known.node is None:
+            known.node = await integrity.local_node(self._gateway, agent_id)
+            if known.node is None:
+                raise AgentNotFoundError(agent_id, "no TTL check on the local Consul agent")
+        expected = wire.service_definition(
+            known.registration, agent_id, load=known.reported_load, heartbeat=utcnow()
+        )
+        conflict = await integrity.registration_conflict(self._gateway, known.node, agent_id, expected)
+        if conflict is not None and known.conflict is None:
+            log.warning("agent %s no longer holds its registration: %s", agent_id, conflict)
+            record_conflict(known.registration.agent_type)
+        elif conflict is None and known.conflict is not None:
+            log.info("agent %s holds its registration again", agent_id)
+        known.conflict = conflict
+        return conflict
+
+    def registration_conflict(self, agent_id: str) -> str | None:
+        """What the last verification of an agent this client registered found wrong (None: nothing, or
+        not verified yet). See :meth:`verify_registration`."""
+        known = self._registered.get(normalise_agent_id(agent_id))
+        return None if known is None else known.conflict
 
     @instrumented("set_maintenance")
     async def set_maintenance(self, agent_id: str, enable: bool, reason: str = "") -> None:
-        """Put an agent in (or take it out of) maintenance: it is then never discovered unless asked for."""
-        _check_agent_id(agent_id)
+        """Put an agent in (or take it out of) maintenance: it is then never discovered unless asked for.
+
+        Raises AgentNotFoundError when the local Consul agent does not know it.
+        """
+        agent_id = _check_agent_id(agent_id)
         params: dict[str, Any] = {"enable": "true" if enable else "false"}
         if reason:
             params["reason"] = reason
-        response = await self._gateway.put(
-            f"set maintenance of agent {agent_id!r}",
-            f"/v1/agent/service/maintenance/{agent_id}",
-            params=params,
-            allow_404=True,
-        )
-        if response.status == 404:
-            raise AgentNotFoundError(agent_id, "not registered with the local Consul agent")
-        self._wrote(agent_id)
+        async with self._agent_lock(agent_id):
+            try:
+                response = await self._gateway.put(
+                    f"set maintenance of agent {agent_id!r}",
+                    f"/v1/agent/service/maintenance/{agent_id}",
+                    params=params,
+                    allow_404=True,
+                )
+            except ConsulRequestError as exc:
+                # Consul 1.8 answers 500 "Unknown service"; newer ones 404.
+                if exc.status == 500 and "Unknown service" in str(exc):
+                    raise AgentNotFoundError(agent_id, "not registered with the local Consul agent") from exc
+                raise
+            if response.status == 404:
+                raise AgentNotFoundError(agent_id, "not registered with the local Consul agent")
+            self._wrote(agent_id)
 
     @instrumented("deregister")
     async def deregister_agent(self, agent_id: str) -> bool:
-        """Remove an agent. Returns False when it was not registered (anywhere in the catalog).
+        """Remove an agent and its KV metadata. Returns False when it was not registered (anywhere in the
+        catalog). Once it returns True, no heartbeat of this process brings the agent back.
 
         Consul answers 200 to deregistering an unknown id, so for an agent this client did not register the
         local Consul agent is asked first; for its own agents that extra round trip is skipped.
         """
-        _check_agent_id(agent_id)
+        agent_id = _check_agent_id(agent_id)
+        async with self._agent_lock(agent_id):
+            return await self._deregister(agent_id)
+
+    async def _deregister(self, agent_id: str) -> bool:
         operation = f"deregister agent {agent_id!r}"
         known = self._registered.get(agent_id)
         if known is not None:
             await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
-            if wire.encode_metadata(known.registration.metadata)[1] is not None:
-                kv_key = wire.metadata_key(known.registration.agent_type, agent_id)
-                await self._gateway.delete(operation, f"/v1/kv/{kv_key}")
             self._forget(agent_id)
+            await self._gateway.delete(
+                operation, f"/v1/kv/{wire.metadata_key(known.registration.agent_type, agent_id)}"
+            )
             return True
         local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
         if local.status == 404:
@@ -391,16 +552,24 @@ class AgentRegistry:
                 f"agent is registered through the Consul agent of node {info.node!r}; deregister it there",
             )
         await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
-        if (local.body.get("Meta") or {}).get(wire.META_METADATA) == wire.METADATA_IN_KV:
-            agent_type = wire.agent_type_of(str(local.body.get("Service", "")))
-            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}")
         self._forget(agent_id)
+        service = str(local.body.get("Service", ""))
+        if wire.is_agent_service(service):
+            # Whatever its Meta says now: an earlier registration may have left larger metadata there.
+            agent_type = wire.agent_type_of(service)
+            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}")
         return True
 
     def _forget(self, agent_id: str) -> None:
         self._wrote(agent_id)
         self._registered.pop(agent_id, None)
         self._service_names.pop(agent_id, None)
+
+    async def reap_metadata(self, *, dry_run: bool = False) -> list[str]:
+        """Delete KV metadata that no registered agent uses (left by agents Consul reaped, or deregistered
+        or re-registered elsewhere); returns the keys. Needs an operator token (see
+        :func:`consul_agents._integrity.reap_metadata`)."""
+        return await integrity.reap_metadata(self._gateway, dry_run=dry_run)
 
     # -- reads --------------------------------------------------------------------------------------------
 
@@ -452,7 +621,7 @@ class AgentRegistry:
     @instrumented("get_agent")
     async def get_agent(self, agent_id: str) -> AgentInfo:
         """The agent as the catalog sees it. Raises AgentNotFoundError when it is not registered."""
-        _check_agent_id(agent_id)
+        agent_id = _check_agent_id(agent_id)
         service = await self._service_name_of(agent_id)
         response = await self._gateway.get(
             f"read agent {agent_id!r}",
@@ -612,6 +781,12 @@ class AgentSession:
     @load.setter
     def load(self, value: float) -> None:
         self._load = _check_load(value)
+
+    @property
+    def conflict(self) -> str | None:
+        """Why the catalog no longer holds this agent as registered (another service took its id), found by
+        the periodic verification; None while all is well. See AgentRegistry.verify_registration."""
+        return self.registry.registration_conflict(self.agent_id)
 
     async def beat(self) -> None:
         """Send one heartbeat now."""

@@ -59,6 +59,7 @@ __all__ = [
     "agent_type_of",
     "aggregate_status",
     "check_id",
+    "check_node",
     "datacenters",
     "entries_to_infos",
     "entry_to_info",
@@ -66,18 +67,25 @@ __all__ = [
     "format_duration",
     "health_entries",
     "health_entry",
+    "id_filter",
+    "id_holders",
+    "ids_using_kv",
     "is_agent_service",
     "kv_metadata_text",
+    "kv_modify_index",
     "local_datacenter",
     "matches",
     "metadata_key",
+    "metadata_keys",
     "metadata_prefix",
     "quote",
+    "registration_mismatch",
     "reported_load",
     "service_definition",
     "service_names_for",
     "split_health_entries",
     "ttl_update",
+    "txn_get_service",
     "with_load",
 ]
 
@@ -497,3 +505,91 @@ def local_datacenter(agent_self: Any) -> str:
     """The datacenter of the Consul agent answering ``/v1/agent/self``."""
     config = (agent_self or {}).get("Config") or {}
     return str(config.get("Datacenter", ""))
+
+
+# -- identity and integrity of this library's own writes ----------------------------------------------------
+
+
+def id_filter(agent_id: str, field: str) -> str:
+    """A filter matching ``field`` equal to ``agent_id`` whatever the case, as Consul's catalog matches IDs.
+
+    Agent ids hold only letters, digits and ``-_.:`` (see AGENT_ID_PATTERN), of which only ``.`` means
+    something in a regular expression.
+    """
+    pattern = "(?i)^" + agent_id.replace(".", "[.]") + "$"
+    return f"{field} matches {quote(pattern)}"
+
+
+def id_holders(body: Any, name_field: str, id_field: str) -> dict[str, str]:
+    """From a list (``/v1/health/state/any``) or map (``/v1/agent/services``) of Consul objects: the
+    service name holding each service ID found."""
+    items = body.values() if isinstance(body, Mapping) else body if isinstance(body, list) else []
+    holders: dict[str, str] = {}
+    for item in items:
+        if isinstance(item, Mapping) and isinstance(item.get(id_field), str) and item.get(id_field):
+            holders[item[id_field]] = str(item.get(name_field) or "")
+    return holders
+
+
+def check_node(body: Any) -> str | None:
+    """The node of the first check in a ``/v1/agent/checks`` answer (the local Consul agent's node)."""
+    for check in (body or {}).values() if isinstance(body, Mapping) else []:
+        if isinstance(check, Mapping) and isinstance(check.get("Node"), str) and check["Node"]:
+            return str(check["Node"])
+    return None
+
+
+def txn_get_service(node: str, agent_id: str) -> list[dict[str, Any]]:
+    """The body of a read-only ``PUT /v1/txn`` fetching one service of one node from the catalog.
+
+    Unlike ``/v1/catalog`` and ``/v1/health``, a transaction's read needs no ``node:read``: a registrar,
+    whose token reads only its own types, sees its agent's catalog entry this way (or nothing, when the entry
+    now belongs to a service its token cannot read).
+    """
+    return [{"Service": {"Verb": "get", "Node": node, "Service": {"ID": agent_id}}}]
+
+
+def registration_mismatch(txn_body: Any, expected: Mapping[str, Any]) -> str | None:
+    """How the catalog's entry (a :func:`txn_get_service` answer) differs from the service definition this
+    client registered; None when name, address and port all match."""
+    results = txn_body.get("Results") if isinstance(txn_body, Mapping) else None
+    service = None
+    for result in results or []:
+        if isinstance(result, Mapping) and isinstance(result.get("Service"), Mapping):
+            service = result["Service"]
+    if service is None:
+        return "its catalog entry is gone or now belongs to a service this token cannot read"
+    for field, what in (("Service", "service name"), ("Address", "address"), ("Port", "port")):
+        if service.get(field) != expected.get(field):
+            return f"its catalog entry has {what} {service.get(field)!r}, registered {expected.get(field)!r}"
+    return None
+
+
+def metadata_keys(keys: Any) -> list[tuple[str, str, str]]:
+    """(key, agent type, agent id) of each metadata entry in a ``?keys`` listing under :data:`KV_PREFIX`."""
+    found = []
+    for key in keys or []:
+        if not isinstance(key, str) or not key.startswith(KV_PREFIX):
+            continue
+        agent_type, _, agent_id = key.removeprefix(KV_PREFIX).partition("/")
+        if agent_type and agent_id and "/" not in agent_id:
+            found.append((key, agent_type, agent_id))
+    return found
+
+
+def ids_using_kv(entries: Any) -> set[str]:
+    """The service IDs of ``/v1/health/service`` entries whose metadata lives in KV."""
+    ids: set[str] = set()
+    for entry in entries or []:
+        service = entry.get("Service") if isinstance(entry, Mapping) else None
+        if isinstance(service, Mapping) and (service.get("Meta") or {}).get(META_METADATA) == METADATA_IN_KV:
+            ids.add(str(service.get("ID", "")))
+    return ids
+
+
+def kv_modify_index(body: Any) -> int | None:
+    """The ModifyIndex of a ``GET /v1/kv/:key`` answer (a list of one entry), None when absent."""
+    if isinstance(body, list) and body and isinstance(body[0], Mapping):
+        index = body[0].get("ModifyIndex")
+        return index if isinstance(index, int) else None
+    return None

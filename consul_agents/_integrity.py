@@ -1,0 +1,105 @@
+"""Checks that keep this library's writes whole: who holds an id, whether an agent's catalog entry is still
+the one its client registered, and metadata left in KV by agents that are gone.
+
+Each is a few reads through the gateway, kept off the hot path: the holder check runs once per new
+registration, the entry check every ``verify_every`` heartbeats, the reaper when called.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from consul_agents import _wire as wire
+from consul_agents._errors import PermissionDeniedError
+from consul_agents._gateway import ConsulGateway
+from consul_agents._models import SERVICE_PREFIX
+
+__all__ = ["id_holder", "local_node", "reap_metadata", "registration_conflict"]
+
+log = logging.getLogger("consul_agents.registry")
+
+
+async def id_holder(gateway: ConsulGateway, agent_id: str, service_name: str) -> tuple[str, str] | None:
+    """(id, service name) of a service other than ``service_name`` holding ``agent_id`` in any case, as far
+    as the token can see: on the local Consul agent (which also knows services without checks) and in the
+    datacenter's catalog. None when no such service is visible.
+    """
+    operation = f"check who holds agent id {agent_id!r}"
+    local = await gateway.get(
+        operation, "/v1/agent/services", params={"filter": wire.id_filter(agent_id, "ID")}
+    )
+    holders = wire.id_holders(local.body, "Service", "ID")
+    catalog = await gateway.get(
+        operation, "/v1/health/state/any", params={"filter": wire.id_filter(agent_id, "ServiceID")}
+    )
+    holders.update(wire.id_holders(catalog.body, "ServiceName", "ServiceID"))
+    for held_id, name in sorted(holders.items()):
+        if name != service_name or held_id != agent_id:
+            return held_id, name
+    return None
+
+
+async def local_node(gateway: ConsulGateway, agent_id: str) -> str | None:
+    """The node of the local Consul agent, read from the agent's own TTL check (``/v1/agent/self`` needs
+    ``agent:read``, which a registrar does not have)."""
+    response = await gateway.get(
+        f"find the node of agent {agent_id!r}",
+        "/v1/agent/checks",
+        params={"filter": f"CheckID == {wire.quote(wire.check_id(agent_id))}"},
+    )
+    return wire.check_node(response.body)
+
+
+async def registration_conflict(
+    gateway: ConsulGateway, node: str, agent_id: str, expected: Mapping[str, Any]
+) -> str | None:
+    """Why the catalog's entry of ``agent_id`` on ``node`` is no longer the ``expected`` service definition,
+    or None when it still is. One read-only transaction: no Raft write, no ``node:read`` needed."""
+    response = await gateway.put(
+        f"verify the registration of agent {agent_id!r}", "/v1/txn", wire.txn_get_service(node, agent_id)
+    )
+    return wire.registration_mismatch(response.body, expected)
+
+
+async def reap_metadata(gateway: ConsulGateway, *, dry_run: bool = False) -> list[str]:
+    """Delete the KV metadata entries no agent uses any more; returns their keys.
+
+    An entry is in use when the catalog holds an agent with that id and type whose Meta says its metadata
+    is in KV. Others are left by agents Consul reaped, deregistered by hand, or re-registered with small
+    metadata. Each deletion is a check-and-set on the entry's index, so an entry rewritten meanwhile (a
+    registration in flight) stays. Needs a token that reads nodes, agents and KV of the types reaped and
+    writes their KV (an operator token): Consul hides health entries from a token without ``node:read``,
+    which would make every entry look unused, so that is refused.
+    """
+    operation = "reap agent metadata"
+    nodes = await gateway.get(operation, "/v1/catalog/nodes")
+    if not nodes.body:
+        raise PermissionDeniedError(
+            operation,
+            "the token cannot read nodes, so it cannot tell which agents exist: use an operator token",
+        )
+    listing = await gateway.get(operation, f"/v1/kv/{wire.KV_PREFIX}", params={"keys": ""}, allow_404=True)
+    entries = wire.metadata_keys(listing.body)
+    in_use: dict[str, set[str]] = {}
+    reaped: list[str] = []
+    for key, agent_type, agent_id in entries:
+        if agent_type not in in_use:
+            health = await gateway.get(
+                operation, f"/v1/health/service/{SERVICE_PREFIX}{agent_type}", decode=wire.health_entries
+            )
+            in_use[agent_type] = wire.ids_using_kv(health.body)
+        if agent_id in in_use[agent_type]:
+            continue
+        current = await gateway.get(operation, f"/v1/kv/{key}", allow_404=True)
+        index = wire.kv_modify_index(current.body)
+        if index is None:
+            continue
+        if not dry_run:
+            deleted = await gateway.delete(operation, f"/v1/kv/{key}", params={"cas": index})
+            if deleted.body is not True:
+                continue
+        log.info("reaped metadata of agent %s (type %s): no agent uses it", agent_id, agent_type)
+        reaped.append(key)
+    return reaped
