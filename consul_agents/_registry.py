@@ -96,6 +96,11 @@ def _check_agent_id(agent_id: str) -> str:
     return normalise_agent_id(agent_id)
 
 
+def _is_unknown_service(exc: ConsulRequestError) -> bool:
+    """With ACLs on, Consul 1.8 answers 500 "Unknown service" for a service its agent does not know."""
+    return exc.status == 500 and "Unknown service" in str(exc)
+
+
 def _is_unknown_check(exc: ConsulRequestError) -> bool:
     """Consul 1.8 answers 500 "does not have associated TTL", newer ones 404 "Unknown check ID"."""
     return exc.status in (404, 500) and ("associated TTL" in str(exc) or "nknown check" in str(exc))
@@ -510,7 +515,7 @@ class AgentRegistry:
                 )
             except ConsulRequestError as exc:
                 # Consul 1.8 answers 500 "Unknown service"; newer ones 404.
-                if exc.status == 500 and "Unknown service" in str(exc):
+                if _is_unknown_service(exc):
                     raise AgentNotFoundError(agent_id, "not registered with the local Consul agent") from exc
                 raise
             if response.status == 404:
@@ -533,12 +538,20 @@ class AgentRegistry:
         operation = f"deregister agent {agent_id!r}"
         known = self._registered.get(agent_id)
         if known is not None:
-            await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
+            try:
+                await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
+            except ConsulRequestError as exc:
+                # Already gone (reaped, or removed by another client): without ACLs Consul answers 200.
+                if not _is_unknown_service(exc):
+                    raise
+                removed = False
+            else:
+                removed = True
             self._forget(agent_id)
             await self._gateway.delete(
                 operation, f"/v1/kv/{wire.metadata_key(known.registration.agent_type, agent_id)}"
             )
-            return True
+            return removed
         local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
         if local.status == 404:
             self._forget(agent_id)

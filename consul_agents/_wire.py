@@ -559,9 +559,14 @@ def registration_mismatch(txn_body: Any, expected: Mapping[str, Any]) -> str | N
             service = result["Service"]
     if service is None:
         return "its catalog entry is gone or now belongs to a service this token cannot read"
-    for field, what in (("Service", "service name"), ("Address", "address"), ("Port", "port")):
-        if service.get(field) != expected.get(field):
-            return f"its catalog entry has {what} {service.get(field)!r}, registered {expected.get(field)!r}"
+    for field, registered, what in (
+        ("Service", "Name", "service name"),
+        ("Address", "Address", "address"),
+        ("Port", "Port", "port"),
+    ):
+        found, wanted = service.get(field), expected.get(registered)
+        if found != wanted:
+            return f"its catalog entry has {what} {found!r}, registered {wanted!r}"
     return None
 
 
