@@ -224,6 +224,10 @@ class AgentRegistration(_Model):
     agent_id: str | None = None
     tags: Tags = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: Keep the metadata in Consul's KV store only, whatever its size: then only tokens with KV read on the
+    #: type (discoverers, operators) can read it, not the dns token nor anyone reading service Meta. Small
+    #: metadata otherwise travels in Meta, which every token that resolves the agent can read.
+    private_metadata: bool = False
     weight: int = Field(default=1, ge=1, le=65535)
     load: Load = 0.0
     #: The heartbeat TTL: the agent is critical when no heartbeat arrives for this long.

@@ -317,7 +317,7 @@ class AgentRegistry:
         A failed service write leaves the KV entry: it may already serve another client's registration of
         the same id, and the reaper removes it if no agent uses it.
         """
-        _, kv_value = wire.encode_metadata(registration.metadata)
+        _, kv_value = wire.encode_metadata(registration.metadata, private=registration.private_metadata)
         operation = f"register agent {agent_id!r}"
         previous = self._registered.get(agent_id)
         kv_path = f"/v1/kv/{wire.metadata_key(registration.agent_type, agent_id)}"

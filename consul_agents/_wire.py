@@ -127,12 +127,13 @@ def format_duration(value: timedelta) -> str:
     return f"{text}s"
 
 
-def encode_metadata(metadata: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """Split metadata into (Meta value, KV value): small JSON goes in Meta, larger JSON in KV."""
+def encode_metadata(metadata: Mapping[str, Any], *, private: bool = False) -> tuple[str | None, str | None]:
+    """Split metadata into (Meta value, KV value): small JSON goes in Meta, larger (or ``private``) JSON in
+    KV, with Meta saying ``kv``."""
     if not metadata:
         return None, None
     encoded = json.dumps(metadata, separators=(",", ":"), sort_keys=True)
-    if len(encoded) <= MAX_META_VALUE:
+    if len(encoded) <= MAX_META_VALUE and not private:
         return encoded, None
     return METADATA_IN_KV, encoded
 
@@ -160,7 +161,7 @@ def service_definition(
     meta[META_LOAD] = _format_load(load)
     meta[META_HEARTBEAT] = heartbeat.isoformat(timespec="milliseconds")
     meta[META_TTL] = format_duration(registration.ttl)
-    meta_value, _ = encode_metadata(registration.metadata)
+    meta_value, _ = encode_metadata(registration.metadata, private=registration.private_metadata)
     if meta_value is not None:
         meta[META_METADATA] = meta_value
     return {
