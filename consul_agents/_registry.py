@@ -37,6 +37,7 @@ from consul_agents._errors import (
     ConsulRequestError,
     InvalidAgentError,
     NoAgentAvailableError,
+    PermissionDeniedError,
 )
 from consul_agents._gateway import ConsulGateway
 from consul_agents._instrument import instrumented
@@ -336,9 +337,13 @@ class AgentRegistry:
 
     async def _drop_unused_metadata(self, operation: str, agent_id: str, agent_type: str) -> None:
         """Remove the KV metadata of ``agent_id`` under ``agent_type`` (older, larger metadata may hold
-        secrets) unless the local Consul agent's registration of that id now points at it."""
+        secrets) unless the local Consul agent's registration of that id now points at it. A token without
+        KV access on the type cannot have written any: nothing to do then."""
         kv_path = f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}"
-        current = await self._gateway.get(operation, kv_path, allow_404=True)
+        try:
+            current = await self._gateway.get(operation, kv_path, allow_404=True)
+        except PermissionDeniedError:
+            return
         index = wire.kv_modify_index(current.body)
         if index is None:
             return
@@ -548,8 +553,10 @@ class AgentRegistry:
             else:
                 removed = True
             self._forget(agent_id)
-            await self._gateway.delete(
-                operation, f"/v1/kv/{wire.metadata_key(known.registration.agent_type, agent_id)}"
+            registration = known.registration
+            kv_value = wire.encode_metadata(registration.metadata, private=registration.private_metadata)[1]
+            await self._delete_metadata(
+                operation, registration.agent_type, agent_id, required=kv_value is not None
             )
             return removed
         local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
@@ -569,9 +576,20 @@ class AgentRegistry:
         service = str(local.body.get("Service", ""))
         if wire.is_agent_service(service):
             # Whatever its Meta says now: an earlier registration may have left larger metadata there.
-            agent_type = wire.agent_type_of(service)
-            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}")
+            in_kv = wire.needs_kv_metadata({"Service": local.body})
+            await self._delete_metadata(operation, wire.agent_type_of(service), agent_id, required=in_kv)
         return True
+
+    async def _delete_metadata(
+        self, operation: str, agent_type: str, agent_id: str, *, required: bool
+    ) -> None:
+        """Delete an agent's KV metadata; when the registration did not use KV (``required`` False), a token
+        without KV access on the type is no error: it cannot have written any."""
+        try:
+            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}")
+        except PermissionDeniedError:
+            if required:
+                raise
 
     def _forget(self, agent_id: str) -> None:
         self._wrote(agent_id)
