@@ -353,13 +353,15 @@ class SelectionCriteria(DiscoveryRequest):
     """A discovery request plus how to pick one agent among the matches."""
 
     strategy: Strategy = "least_loaded"
-    #: Agent ids never to pick (for example, ones that just failed).
+    #: Agent ids never to pick (for example, ones that just failed). Each id also excludes its lowercase
+    #: spelling, the one every id this library registers has.
     exclude: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _dedupe_exclude(self) -> SelectionCriteria:
-        if len(set(self.exclude)) != len(self.exclude):
-            object.__setattr__(self, "exclude", list(dict.fromkeys(self.exclude)))
+        spelled = [*self.exclude, *(normalise_agent_id(agent_id) for agent_id in self.exclude)]
+        if len(set(spelled)) != len(self.exclude):
+            object.__setattr__(self, "exclude", list(dict.fromkeys(spelled)))
         return self
 
 

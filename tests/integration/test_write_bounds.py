@@ -193,3 +193,16 @@ async def test_dns_token_reads_metadata_in_meta_but_not_private_metadata(
         finally:
             for agent_id in ids.values():
                 await coder.deregister_agent(agent_id)
+
+
+async def test_other_writes_to_an_unknown_agent_are_not_found_with_acls(
+    acl_server: ConsulDevServer, tokens: dict[str, str], unique: str
+) -> None:
+    """The siblings of maintenance, with ACLs on: heartbeat and verification of an unknown agent raise
+    AgentNotFoundError, and deregistering it answers False."""
+    async with AgentRegistry(acl_server.http_addr, tokens["coder-registrar"]) as registry:
+        with pytest.raises(AgentNotFoundError):
+            await registry.heartbeat(f"{unique}-nobody", 0.5)
+        with pytest.raises(AgentNotFoundError):
+            await registry.verify_registration(f"{unique}-nobody")
+        assert await registry.deregister_agent(f"{unique}-nobody") is False
