@@ -83,16 +83,17 @@ async def run(addr: str, iterations: int, agents: int) -> dict[str, Any]:
     return results
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__ or "", REPORT)
     parser.add_argument("--agents", type=int, default=1000, help="agents of another type in the catalog")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with consul_address(args.consul_addr, dev_mode=False) as addr:
         results = asyncio.run(run(addr, args.iterations, args.agents))
     print_results(results)
     where = args.consul_addr or "single server (dev_mode=False) started by the benchmark"
     write_report(args.output, results, consul=where, iterations=args.iterations, agents=args.agents)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
