@@ -1,5 +1,5 @@
-"""Checks that keep this library's writes whole: who holds an id, whether an agent's catalog entry is still
-the one its client registered, and metadata left in KV by agents that are gone.
+"""What keeps this library's writes whole: per-agent write locks, who holds an id, whether an agent's catalog
+entry is still the one its client registered, and KV metadata no agent uses any more.
 
 Each is a few reads through the gateway, kept off the hot path: the holder check runs once per new
 registration, the entry check every ``verify_every`` heartbeats, the reaper when called.
@@ -7,8 +7,10 @@ registration, the entry check every ``verify_every`` heartbeats, the reaper when
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from consul_agents import _wire as wire
@@ -16,9 +18,74 @@ from consul_agents._errors import PermissionDeniedError
 from consul_agents._gateway import ConsulGateway
 from consul_agents._models import SERVICE_PREFIX
 
-__all__ = ["id_holder", "local_node", "reap_metadata", "registration_conflict"]
+__all__ = [
+    "AgentLocks",
+    "delete_metadata",
+    "drop_unused_metadata",
+    "id_holder",
+    "local_node",
+    "reap_metadata",
+    "registration_conflict",
+]
 
 log = logging.getLogger("consul_agents.registry")
+
+
+class AgentLocks:
+    """One asyncio.Lock per agent id, alive only while someone holds or awaits it (so never more locks than
+    writes in flight). Serialising a process's writes to one agent means a heartbeat that re-publishes the
+    load can never land after a deregistration of the same agent and bring it back."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @asynccontextmanager
+    async def hold(self, agent_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(agent_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[agent_id]
+
+
+async def drop_unused_metadata(
+    gateway: ConsulGateway, operation: str, agent_id: str, agent_type: str
+) -> None:
+    """Remove the KV metadata of ``agent_id`` under ``agent_type`` (older, larger metadata may hold secrets)
+    unless the local Consul agent's registration of that id now points at it. Deletes with check-and-set,
+    so an entry rewritten meanwhile stays. A token without KV access on the type cannot have written any:
+    nothing to do then."""
+    kv_path = f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}"
+    try:
+        current = await gateway.get(operation, kv_path, allow_404=True)
+    except PermissionDeniedError:
+        return
+    index = wire.kv_modify_index(current.body)
+    if index is None:
+        return
+    local = await gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
+    if local.status != 404 and wire.local_agent_type(local.body) == (agent_type, True):
+        return
+    await gateway.delete(operation, kv_path, params={"cas": index})
+
+
+async def delete_metadata(
+    gateway: ConsulGateway, operation: str, agent_type: str, agent_id: str, *, required: bool
+) -> None:
+    """Delete an agent's KV metadata; when its registration did not use KV (``required`` False), a token
+    without KV access on the type is no error: it cannot have written any."""
+    try:
+        await gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}")
+    except PermissionDeniedError:
+        if required:
+            raise
 
 
 async def id_holder(gateway: ConsulGateway, agent_id: str, service_name: str) -> tuple[str, str] | None:

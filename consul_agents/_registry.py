@@ -37,7 +37,6 @@ from consul_agents._errors import (
     ConsulRequestError,
     InvalidAgentError,
     NoAgentAvailableError,
-    PermissionDeniedError,
 )
 from consul_agents._gateway import ConsulGateway
 from consul_agents._instrument import instrumented
@@ -160,8 +159,8 @@ class AgentRegistry:
         self._discovery_consistency = "stale" if stale_reads else None
         self._gateway = ConsulGateway(self.settings)
         self._registered: dict[str, _Registered] = {}
-        #: Per-agent write locks (see _agent_lock), shared with with_token views.
-        self._write_locks: dict[str, list[Any]] = {}
+        #: Per-agent write locks, shared with with_token views.
+        self._write_locks = integrity.AgentLocks()
         self._service_names: LRUCache[str, str] = LRUCache(maxsize=10_000)
         self._rng = rng or random.Random()
         self._selection = SelectionState()
@@ -241,6 +240,7 @@ class AgentRegistry:
         view._gateway = self._gateway.with_token(token)
         view._watch_budget = self._watch_budget
         view._write_locks = self._write_locks
+        view.verify_every = self.verify_every
         view._discovery = view._new_discovery()
         return view
 
@@ -248,22 +248,6 @@ class AgentRegistry:
     #
     # Every write concerning one agent holds that agent's lock (shared with with_token views): a heartbeat
     # that re-publishes the load can never land after a deregistration of the same agent and bring it back.
-
-    @asynccontextmanager
-    async def _agent_lock(self, agent_id: str) -> AsyncIterator[None]:
-        """Serialise this process's writes to one agent; the lock lives while someone holds or awaits it."""
-        locks = self._write_locks
-        entry = locks.get(agent_id)
-        if entry is None:
-            entry = locks[agent_id] = [asyncio.Lock(), 0]
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del locks[agent_id]
 
     @instrumented("register")
     async def register_agent(
@@ -279,7 +263,7 @@ class AgentRegistry:
         if status is AgentStatus.MAINTENANCE:
             raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
         agent_id = registration.agent_id or f"{registration.agent_type}-{uuid.uuid4().hex[:12]}"
-        async with self._agent_lock(agent_id):
+        async with self._write_locks.hold(agent_id):
             previous = self._registered.get(agent_id)
             if previous is None or previous.registration.service_name != registration.service_name:
                 await self._refuse_held_id(agent_id, registration.service_name)
@@ -331,30 +315,11 @@ class AgentRegistry:
             # back, but only if absent (cas=0), never over a newer value.
             await self._gateway.put(operation, kv_path, kv_value, params={"cas": 0})
         else:
-            await self._drop_unused_metadata(operation, agent_id, registration.agent_type)
+            await integrity.drop_unused_metadata(self._gateway, operation, agent_id, registration.agent_type)
         if previous is not None and previous.registration.agent_type != registration.agent_type:
-            await self._drop_unused_metadata(operation, agent_id, previous.registration.agent_type)
-
-    async def _drop_unused_metadata(self, operation: str, agent_id: str, agent_type: str) -> None:
-        """Remove the KV metadata of ``agent_id`` under ``agent_type`` (older, larger metadata may hold
-        secrets) unless the local Consul agent's registration of that id now points at it. A token without
-        KV access on the type cannot have written any: nothing to do then."""
-        kv_path = f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}"
-        try:
-            current = await self._gateway.get(operation, kv_path, allow_404=True)
-        except PermissionDeniedError:
-            return
-        index = wire.kv_modify_index(current.body)
-        if index is None:
-            return
-        local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
-        if (
-            local.status != 404
-            and wire.agent_type_of(str(local.body.get("Service", ""))) == agent_type
-            and wire.needs_kv_metadata({"Service": local.body})
-        ):
-            return
-        await self._gateway.delete(operation, kv_path, params={"cas": index})
+            await integrity.drop_unused_metadata(
+                self._gateway, operation, agent_id, previous.registration.agent_type
+            )
 
     @instrumented("heartbeat")
     async def heartbeat(
@@ -377,7 +342,7 @@ class AgentRegistry:
             load = _check_load(load)
         if status is AgentStatus.MAINTENANCE:
             raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
-        async with self._agent_lock(agent_id):
+        async with self._write_locks.hold(agent_id):
             await self._heartbeat(agent_id, load, status, output)
 
     async def _heartbeat(
@@ -510,7 +475,7 @@ class AgentRegistry:
         params: dict[str, Any] = {"enable": "true" if enable else "false"}
         if reason:
             params["reason"] = reason
-        async with self._agent_lock(agent_id):
+        async with self._write_locks.hold(agent_id):
             try:
                 response = await self._gateway.put(
                     f"set maintenance of agent {agent_id!r}",
@@ -536,7 +501,7 @@ class AgentRegistry:
         local Consul agent is asked first; for its own agents that extra round trip is skipped.
         """
         agent_id = _check_agent_id(agent_id)
-        async with self._agent_lock(agent_id):
+        async with self._write_locks.hold(agent_id):
             return await self._deregister(agent_id)
 
     async def _deregister(self, agent_id: str) -> bool:
@@ -555,8 +520,8 @@ class AgentRegistry:
             self._forget(agent_id)
             registration = known.registration
             kv_value = wire.encode_metadata(registration.metadata, private=registration.private_metadata)[1]
-            await self._delete_metadata(
-                operation, registration.agent_type, agent_id, required=kv_value is not None
+            await integrity.delete_metadata(
+                self._gateway, operation, registration.agent_type, agent_id, required=kv_value is not None
             )
             return removed
         local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
@@ -573,23 +538,11 @@ class AgentRegistry:
             )
         await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
         self._forget(agent_id)
-        service = str(local.body.get("Service", ""))
-        if wire.is_agent_service(service):
+        agent_type, in_kv = wire.local_agent_type(local.body)
+        if agent_type is not None:
             # Whatever its Meta says now: an earlier registration may have left larger metadata there.
-            in_kv = wire.needs_kv_metadata({"Service": local.body})
-            await self._delete_metadata(operation, wire.agent_type_of(service), agent_id, required=in_kv)
+            await integrity.delete_metadata(self._gateway, operation, agent_type, agent_id, required=in_kv)
         return True
-
-    async def _delete_metadata(
-        self, operation: str, agent_type: str, agent_id: str, *, required: bool
-    ) -> None:
-        """Delete an agent's KV metadata; when the registration did not use KV (``required`` False), a token
-        without KV access on the type is no error: it cannot have written any."""
-        try:
-            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}")
-        except PermissionDeniedError:
-            if required:
-                raise
 
     def _forget(self, agent_id: str) -> None:
         self._wrote(agent_id)

@@ -73,6 +73,7 @@ __all__ = [
     "is_agent_service",
     "kv_metadata_text",
     "kv_modify_index",
+    "local_agent_type",
     "local_datacenter",
     "matches",
     "metadata_key",
@@ -569,6 +570,19 @@ def registration_mismatch(txn_body: Any, expected: Mapping[str, Any]) -> str | N
         if found != wanted:
             return f"its catalog entry has {what} {found!r}, registered {wanted!r}"
     return None
+
+
+def local_agent_type(agent_service: Any) -> tuple[str | None, bool]:
+    """From ``GET /v1/agent/service/:id``: the agent type (None when the service is not an agent) and
+    whether its Meta says the metadata lives in KV."""
+    if not isinstance(agent_service, Mapping):
+        return None, False
+    name = agent_service.get("Service")
+    meta = agent_service.get("Meta")
+    in_kv = isinstance(meta, Mapping) and meta.get(META_METADATA) == METADATA_IN_KV
+    if not isinstance(name, str) or not is_agent_service(name):
+        return None, in_kv
+    return agent_type_of(name), in_kv
 
 
 def metadata_keys(keys: Any) -> list[tuple[str, str, str]]:
