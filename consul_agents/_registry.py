@@ -506,15 +506,21 @@ class AgentRegistry:
 
     async def _deregister(self, agent_id: str) -> bool:
         operation = f"deregister agent {agent_id!r}"
-        known = self._registered.get(agent_id)
+        # Forgotten before the request: whatever happens to it (even cancellation), no later heartbeat of
+        # this client re-registers the agent from memory. It is remembered again only on a clear failure.
+        known = self._registered.pop(agent_id, None)
         if known is not None:
             try:
                 await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
             except ConsulRequestError as exc:
                 # Already gone (reaped, or removed by another client): without ACLs Consul answers 200.
                 if not _is_unknown_service(exc):
+                    self._registered[agent_id] = known
                     raise
                 removed = False
+            except ConsulAgentsError:
+                self._registered[agent_id] = known
+                raise
             else:
                 removed = True
             self._forget(agent_id)

@@ -66,6 +66,30 @@ async def test_deregister_racing_a_heartbeat_never_brings_the_agent_back(
     assert back == []
 
 
+async def test_a_cancelled_deregistration_is_never_undone_by_a_heartbeat(
+    registry: AgentRegistry, unique: str
+) -> None:
+    """A deregistration cancelled at any point: if the agent is gone from Consul, the client's next heartbeat
+    does not re-register it from memory."""
+    addr = registry.settings.address
+    back = []
+    for trial in range(TRIALS):
+        agent_id = await registry.register_agent(big("coder", f"{unique}-{trial}"))
+        task = asyncio.create_task(registry.deregister_agent(agent_id))
+        for _ in range(trial % 6):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        gone = local_service(addr, agent_id) is None
+        with contextlib.suppress(AgentNotFoundError):
+            await registry.heartbeat(agent_id, 0.0)
+        if gone and local_service(addr, agent_id) is not None:
+            back.append(trial)
+        await registry.deregister_agent(agent_id)
+    assert back == []
+
+
 async def test_rest_deregister_racing_a_rest_heartbeat_never_brings_the_agent_back(
     consul_addr: str, unique: str
 ) -> None:
