@@ -4,13 +4,17 @@ entry was taken over behind its back says so. Against real Consul, with and with
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from acl_support import acl_consul, master_token, provision_tokens, registration
 from aiohttp import test_utils
+from processes import CLI, cli_env
 from prometheus_client import REGISTRY
 from support import consul_get, consul_put, eventually
 
@@ -46,6 +50,15 @@ def catalog_ids(addr: str, service: str, token: str | None = None) -> list[str]:
     return [e["ServiceID"] for e in consul_get(addr, f"/v1/catalog/service/{service}", token)[0] or []]
 
 
+def catalog_lists(addr: str, service: str, ids: list[str], token: str | None = None) -> Callable[[], Any]:
+    """A check for ``eventually``: the catalog's instances of ``service`` are exactly ``ids``."""
+
+    async def check() -> bool:
+        return sorted(catalog_ids(addr, service, token)) == sorted(ids)
+
+    return check
+
+
 async def test_an_id_differing_only_by_case_is_the_same_agent(registry: AgentRegistry, unique: str) -> None:
     """A planner registering the upper-case spelling of a coder's id is refused, naming the coder type,
     and the coder stays in the catalog (before: the planner's registration made the coder vanish)."""
@@ -53,8 +66,10 @@ async def test_an_id_differing_only_by_case_is_the_same_agent(registry: AgentReg
     with pytest.raises(InvalidAgentError) as refused:
         await registry.register_agent(registration("planner", f"{unique}-SMALL".upper()))
     assert "'coder'" in str(refused.value) and refused.value.field == "agent_id"
-    assert catalog_ids(registry.settings.address, "agent-coder").count(coder) == 1
-    assert catalog_ids(registry.settings.address, "agent-planner") == []
+    addr = registry.settings.address
+    coders = [c for c in catalog_ids(addr, "agent-coder") if c != coder] + [coder]
+    await eventually(catalog_lists(addr, "agent-coder", coders), what="the coder in the catalog")
+    assert catalog_ids(addr, "agent-planner") == []
     await registry.deregister_agent(coder)
 
 
@@ -80,7 +95,10 @@ async def test_a_mixed_case_id_registered_outside_the_library_is_respected(
     try:
         with pytest.raises(InvalidAgentError, match=f"as '{legacy}'"):
             await registry.register_agent(registration("coder", legacy.lower()))
-        assert catalog_ids(registry.settings.address, "agent-coder").count(legacy) == 1
+        addr = registry.settings.address
+        await eventually(
+            lambda: _async(catalog_ids(addr, "agent-coder").count(legacy) == 1), what="the legacy id kept"
+        )
     finally:
         consul_put(registry.settings.address, f"/v1/agent/service/deregister/{legacy}")
 
@@ -95,7 +113,7 @@ async def test_every_call_taking_an_id_normalises_its_case(registry: AgentRegist
     await registry.set_maintenance(upper, True)
     await registry.set_maintenance(upper, False)
     assert await registry.deregister_agent(upper.upper()) is True
-    assert catalog_ids(registry.settings.address, "agent-coder").count(agent_id) == 0
+    assert consul_get(registry.settings.address, f"/v1/agent/service/{agent_id}")[0] is None
 
 
 async def test_rest_api_takes_ids_in_any_case(consul_addr: str, unique: str) -> None:
@@ -136,7 +154,7 @@ async def test_case_twin_is_refused_with_acls(
             await planner.register_agent(registration("planner", agent_id.upper()))
         await planner.register_agent(registration("planner", f"{unique}-other"))  # an anti-entropy sync
         await eventually(
-            lambda: _async(catalog_ids(addr, "agent-planner", master) == [f"{unique}-other"]),
+            catalog_lists(addr, "agent-planner", [f"{unique}-other"], master),
             what="the planner's own agent in the catalog",
         )
         assert catalog_ids(addr, "agent-coder", master) == [agent_id]
@@ -168,7 +186,7 @@ async def test_owner_notices_a_txn_overwrite(
         async with owner.session(reg, interval=0.05) as session:
             master = master_token(acl_server)
             await eventually(
-                lambda: _async(catalog_ids(addr, "agent-coder", master) == [session.agent_id]),
+                catalog_lists(addr, "agent-coder", [session.agent_id], master),
                 what="the agent synced to the catalog",
             )
             assert await owner.verify_registration(session.agent_id) is None
@@ -209,3 +227,21 @@ async def test_verification_of_an_unknown_agent_raises_not_found(
     """Verifying an agent this client did not register is AgentNotFoundError, not a guess."""
     with pytest.raises(AgentNotFoundError):
         await registry.verify_registration(f"{unique}-nobody")
+
+
+async def test_cli_takes_ids_in_any_case(consul_addr: str, unique: str) -> None:
+    """``register --id`` prints the lowercase id, and ``status``/``deregister`` find the agent in any case."""
+
+    def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+        command = [*CLI, *arguments, "-http-addr", consul_addr]
+        return subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=60, check=False)
+
+    upper = f"{unique}-CLI".upper()
+    registered = await asyncio.to_thread(
+        cli, "register", "--type", "coder", "-c", "plan", "--endpoint", "http://127.0.0.1:9000", "--id", upper
+    )
+    assert (registered.returncode, registered.stdout.strip()) == (0, upper.lower()), registered.stderr
+    status = await asyncio.to_thread(cli, "status", upper, "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)[0]["agent_id"] == upper.lower()
+    assert (await asyncio.to_thread(cli, "deregister", upper)).returncode == 0
+    assert consul_get(consul_addr, f"/v1/agent/service/{upper.lower()}")[0] is None
