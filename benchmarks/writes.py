@@ -9,6 +9,7 @@ another type so that the catalog-wide id check has a fleet to scan, then times, 
 * ``heartbeat``: heartbeats of an agent verified every 12 heartbeats (the default) against one never
   verified;
 * ``verify_registration``: one verification alone (a read-only ``PUT /v1/txn``), against a TTL update;
+* ``local_service_read``: the local agent read a load publication now makes first, against a TTL update;
 
 and writes reports/bench-writes.json.
 """
@@ -75,6 +76,14 @@ async def run(addr: str, iterations: int, agents: int) -> dict[str, Any]:
             )
         results["verify_registration"] = await compare(
             lambda i: registry.verify_registration(verified),
+            lambda i: registry.gateway.put(
+                "ttl", f"/v1/agent/check/update/service:{verified}", {"Status": "passing", "Output": ""}
+            ),
+            iterations,
+        )
+        # What publishing a load now reads first: the local agent's entry for the id (no Raft, no server).
+        results["local_service_read"] = await compare(
+            lambda i: registry.gateway.get("read", f"/v1/agent/service/{verified}"),
             lambda i: registry.gateway.put(
                 "ttl", f"/v1/agent/check/update/service:{verified}", {"Status": "passing", "Output": ""}
             ),

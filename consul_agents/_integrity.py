@@ -121,13 +121,17 @@ async def local_node(gateway: ConsulGateway, agent_id: str) -> str | None:
 
 async def registration_conflict(
     gateway: ConsulGateway, node: str, agent_id: str, expected: Mapping[str, Any]
-) -> str | None:
-    """Why the catalog's entry of ``agent_id`` on ``node`` is no longer the ``expected`` service definition,
-    or None when it still is. One read-only transaction: no Raft write, no ``node:read`` needed."""
+) -> tuple[str | None, str | None]:
+    """Why the catalog's entry of ``agent_id`` on ``node`` is no longer the ``expected`` service definition
+    (None when it still is), and the name of the other service now holding the id when the token can see
+    one. One read-only transaction: no Raft write, no ``node:read`` needed."""
     response = await gateway.put(
         f"verify the registration of agent {agent_id!r}", "/v1/txn", wire.txn_get_service(node, agent_id)
     )
-    return wire.registration_mismatch(response.body, expected)
+    holder = wire.txn_service_name(response.body)
+    return wire.registration_mismatch(response.body, expected), (
+        holder if holder is not None and holder != expected.get("Name") else None
+    )
 
 
 async def reap_metadata(gateway: ConsulGateway, *, dry_run: bool = False) -> list[str]:

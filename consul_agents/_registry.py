@@ -77,6 +77,8 @@ class _Registered:
     node: str | None = None
     #: What the last verification found wrong with the catalog entry; None when all was well.
     conflict: str | None = None
+    #: The other service the last verification found holding the id; heartbeats stop touching it then.
+    holder: str | None = None
 
 
 def _check_load(load: float) -> float:
@@ -94,6 +96,12 @@ def _check_agent_id(agent_id: str) -> str:
             field="agent_id",
         )
     return normalise_agent_id(agent_id)
+
+
+def _holder_text(service_name: str) -> str:
+    if wire.is_agent_service(service_name):
+        return f"an agent of type {wire.agent_type_of(service_name)!r}"
+    return f"the Consul service {service_name!r}"
 
 
 def _is_unknown_service(exc: ConsulRequestError) -> bool:
@@ -278,11 +286,7 @@ class AgentRegistry:
         if holder is None:
             return
         held_id, name = holder
-        who = (
-            f"an agent of type {wire.agent_type_of(name)!r}"
-            if wire.is_agent_service(name)
-            else f"the Consul service {name!r}"
-        )
+        who = _holder_text(name)
         spelled = "" if held_id == agent_id else f" (as {held_id!r}; Consul matches ids whatever their case)"
         raise InvalidAgentError(
             f"invalid agent_id: {agent_id!r} is already held by {who}{spelled}; "
@@ -349,6 +353,17 @@ class AgentRegistry:
         self, agent_id: str, load: float | None, status: AgentStatus, output: str | None
     ) -> None:
         operation = f"heartbeat agent {agent_id!r}"
+        known = self._registered.get(agent_id)
+        if known is not None and known.holder is not None:
+            # Another service holds the id (its TTL check has the same ID as ours): keep off it until a
+            # verification finds the agent's own entry again.
+            await self._verify(agent_id)
+            if known.holder is not None:
+                raise InvalidAgentError(
+                    f"invalid agent_id: {agent_id!r} is now held by {_holder_text(known.holder)}: "
+                    f"{known.conflict}; not heartbeating it",
+                    field="agent_id",
+                )
         path = f"/v1/agent/check/update/{wire.check_id(agent_id)}"
         body = wire.ttl_update(status, output)
         try:
@@ -359,6 +374,12 @@ class AgentRegistry:
             known = self._registered.get(agent_id)
             if known is None:
                 raise AgentNotFoundError(agent_id, "no TTL check on the local Consul agent") from exc
+            try:
+                # While it was gone, another agent may have taken its id: never overwrite that one.
+                await self._refuse_held_id(agent_id, known.registration.service_name)
+            except InvalidAgentError as taken:
+                self._note_conflict(agent_id, known, f"it was missing from Consul and {taken}")
+                raise
             log.warning("agent %s was missing from Consul; re-registering it", agent_id)
             reported = known.reported_load if load is None else load
             await self._write_registration(agent_id, known.registration, reported, status)
@@ -397,6 +418,20 @@ class AgentRegistry:
         if known is not None:
             if not self._load_changed(known.reported_load, load):
                 return False
+            # A re-registration overwrites whatever holds the id on the local Consul agent: make sure it
+            # is still this agent (Consul may have reaped it and another type taken the id).
+            local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
+            service = wire.local_service_name(local.body) if local.status != 404 else None
+            if service is not None and service != known.registration.service_name:
+                known.holder = service
+                self._note_conflict(
+                    agent_id, known, f"the local Consul agent holds it as {_holder_text(service)}"
+                )
+                raise InvalidAgentError(
+                    f"invalid agent_id: {agent_id!r} is now held by {_holder_text(service)}; "
+                    "not re-publishing its load over it",
+                    field="agent_id",
+                )
             body = wire.service_definition(known.registration, agent_id, load=load, heartbeat=utcnow())
             await self._gateway.put(operation, "/v1/agent/service/register", body)
             known.reported_load = load
@@ -450,14 +485,23 @@ class AgentRegistry:
         expected = wire.service_definition(
             known.registration, agent_id, load=known.reported_load, heartbeat=utcnow()
         )
-        conflict = await integrity.registration_conflict(self._gateway, known.node, agent_id, expected)
-        if conflict is not None and known.conflict is None:
+        conflict, known.holder = await integrity.registration_conflict(
+            self._gateway, known.node, agent_id, expected
+        )
+        if conflict is not None:
+            self._note_conflict(agent_id, known, conflict)
+        elif known.conflict is not None:
+            log.info("agent %s holds its registration again", agent_id)
+            known.conflict = None
+        return conflict
+
+    @staticmethod
+    def _note_conflict(agent_id: str, known: _Registered, conflict: str) -> None:
+        """Keep what is wrong with an agent's registration; log and count it when it newly goes wrong."""
+        if known.conflict is None:
             log.warning("agent %s no longer holds its registration: %s", agent_id, conflict)
             record_conflict(known.registration.agent_type)
-        elif conflict is None and known.conflict is not None:
-            log.info("agent %s holds its registration again", agent_id)
         known.conflict = conflict
-        return conflict
 
     def registration_conflict(self, agent_id: str) -> str | None:
         """What the last verification of an agent this client registered found wrong (None: nothing, or

@@ -75,6 +75,7 @@ __all__ = [
     "kv_modify_index",
     "local_agent_type",
     "local_datacenter",
+    "local_service_name",
     "matches",
     "metadata_key",
     "metadata_keys",
@@ -87,6 +88,7 @@ __all__ = [
     "split_health_entries",
     "ttl_update",
     "txn_get_service",
+    "txn_service_name",
     "with_load",
 ]
 
@@ -551,14 +553,26 @@ def txn_get_service(node: str, agent_id: str) -> list[dict[str, Any]]:
     return [{"Service": {"Verb": "get", "Node": node, "Service": {"ID": agent_id}}}]
 
 
+def _txn_service(txn_body: Any) -> Mapping[str, Any] | None:
+    results = txn_body.get("Results") if isinstance(txn_body, Mapping) else None
+    service = None
+    for result in results if isinstance(results, list) else []:
+        if isinstance(result, Mapping) and isinstance(result.get("Service"), Mapping):
+            service = result["Service"]
+    return service
+
+
+def txn_service_name(txn_body: Any) -> str | None:
+    """The service name of the catalog entry in a :func:`txn_get_service` answer (None: no entry seen)."""
+    service = _txn_service(txn_body)
+    name = None if service is None else service.get("Service")
+    return name if isinstance(name, str) else None
+
+
 def registration_mismatch(txn_body: Any, expected: Mapping[str, Any]) -> str | None:
     """How the catalog's entry (a :func:`txn_get_service` answer) differs from the service definition this
     client registered; None when name, address and port all match."""
-    results = txn_body.get("Results") if isinstance(txn_body, Mapping) else None
-    service = None
-    for result in results or []:
-        if isinstance(result, Mapping) and isinstance(result.get("Service"), Mapping):
-            service = result["Service"]
+    service = _txn_service(txn_body)
     if service is None:
         return "its catalog entry is gone or now belongs to a service this token cannot read"
     for field, registered, what in (
@@ -570,6 +584,12 @@ def registration_mismatch(txn_body: Any, expected: Mapping[str, Any]) -> str | N
         if found != wanted:
             return f"its catalog entry has {what} {found!r}, registered {wanted!r}"
     return None
+
+
+def local_service_name(agent_service: Any) -> str | None:
+    """The service name in a ``GET /v1/agent/service/:id`` answer."""
+    name = agent_service.get("Service") if isinstance(agent_service, Mapping) else None
+    return name if isinstance(name, str) else None
 
 
 def local_agent_type(agent_service: Any) -> tuple[str | None, bool]:

@@ -245,3 +245,34 @@ async def test_cli_takes_ids_in_any_case(consul_addr: str, unique: str) -> None:
     assert status.returncode == 0 and json.loads(status.stdout)[0]["agent_id"] == upper.lower()
     assert (await asyncio.to_thread(cli, "deregister", upper)).returncode == 0
     assert consul_get(consul_addr, f"/v1/agent/service/{upper.lower()}")[0] is None
+
+
+async def test_a_lost_agent_is_not_re_registered_over_the_id_s_new_holder(
+    consul_addr: str, unique: str
+) -> None:
+    """When Consul lost an agent and another type took its id meanwhile, the owner's heartbeat does not
+    re-register over it: InvalidAgentError naming the new holder, and the owner's conflict says so."""
+    async with AgentRegistry(consul_addr) as owner, AgentRegistry(consul_addr) as other:
+        agent_id = await owner.register_agent(registration("coder", f"{unique}-lost"))
+        consul_put(consul_addr, f"/v1/agent/service/deregister/{agent_id}")  # as Consul's reaping does
+        await other.register_agent(registration("planner", agent_id, endpoint="http://10.0.0.2:2"))
+        with pytest.raises(InvalidAgentError, match="held by an agent of type 'planner'"):
+            await owner.heartbeat(agent_id, 0.5)
+        assert "'planner'" in str(owner.registration_conflict(agent_id))
+        with pytest.raises(InvalidAgentError, match="not heartbeating it"):
+            await owner.heartbeat(agent_id)  # no load to publish: stopped before touching the TTL check
+        assert consul_get(consul_addr, f"/v1/agent/service/{agent_id}")[0]["Service"] == "agent-planner"
+        await other.deregister_agent(agent_id)
+
+
+async def test_changing_an_agents_type_needs_a_deregistration_first(
+    registry: AgentRegistry, unique: str
+) -> None:
+    """Re-registering one's own agent under another type is refused (its id is held by the old type), so no
+    metadata of the old type is orphaned; after deregistering, the id is free."""
+    agent_id = await registry.register_agent(registration("coder", f"{unique}-moving", metadata={"a": 1}))
+    with pytest.raises(InvalidAgentError, match="held by an agent of type 'coder'"):
+        await registry.register_agent(registration("planner", agent_id))
+    assert await registry.deregister_agent(agent_id) is True
+    assert await registry.register_agent(registration("planner", agent_id)) == agent_id
+    await registry.deregister_agent(agent_id)
