@@ -265,8 +265,8 @@ class AgentRegistry:
 
         ``status`` is the health a new agent starts with (an already registered one keeps its own).
         An id already held by a service of another type (or, in another case, by any service) is refused
-        with InvalidAgentError naming the holder, as far as the token can see it; beyond that, Consul's ACLs
-        refuse a registrar the ids of types it cannot write.
+        with InvalidAgentError naming the holder, as far as the token can see it; beyond that, the local
+        Consul agent's ACLs refuse a registrar an id held there by a type it cannot write.
         """
         if status is AgentStatus.MAINTENANCE:
             raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
