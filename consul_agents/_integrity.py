@@ -134,7 +134,9 @@ async def registration_conflict(
     )
 
 
-async def reap_metadata(gateway: ConsulGateway, *, dry_run: bool = False) -> list[str]:
+async def reap_metadata(
+    gateway: ConsulGateway, *, dry_run: bool = False, agent_id: str | None = None
+) -> list[str]:
     """Delete the KV metadata entries no agent uses any more; returns their keys.
 
     An entry is in use when the catalog holds an agent with that id and type whose Meta says its metadata
@@ -142,7 +144,8 @@ async def reap_metadata(gateway: ConsulGateway, *, dry_run: bool = False) -> lis
     metadata. Each deletion is a check-and-set on the entry's index, so an entry rewritten meanwhile (a
     registration in flight) stays. Needs a token that reads nodes, agents and KV of the types reaped and
     writes their KV (an operator token): Consul hides health entries from a token without ``node:read``,
-    which would make every entry look unused, so that is refused.
+    which would make every entry look unused, so that is refused. ``agent_id`` limits it to that id's
+    entries (of any type).
     """
     operation = "reap agent metadata"
     nodes = await gateway.get(operation, "/v1/catalog/nodes")
@@ -152,16 +155,16 @@ async def reap_metadata(gateway: ConsulGateway, *, dry_run: bool = False) -> lis
             "the token cannot read nodes, so it cannot tell which agents exist: use an operator token",
         )
     listing = await gateway.get(operation, f"/v1/kv/{wire.KV_PREFIX}", params={"keys": ""}, allow_404=True)
-    entries = wire.metadata_keys(listing.body)
+    entries = [e for e in wire.metadata_keys(listing.body) if agent_id is None or e[2] == agent_id]
     in_use: dict[str, set[str]] = {}
     reaped: list[str] = []
-    for key, agent_type, agent_id in entries:
+    for key, agent_type, entry_id in entries:
         if agent_type not in in_use:
             health = await gateway.get(
                 operation, f"/v1/health/service/{SERVICE_PREFIX}{agent_type}", decode=wire.health_entries
             )
             in_use[agent_type] = wire.ids_using_kv(health.body)
-        if agent_id in in_use[agent_type]:
+        if entry_id in in_use[agent_type]:
             continue
         current = await gateway.get(operation, f"/v1/kv/{key}", allow_404=True)
         index = wire.kv_modify_index(current.body)
@@ -171,6 +174,6 @@ async def reap_metadata(gateway: ConsulGateway, *, dry_run: bool = False) -> lis
             deleted = await gateway.delete(operation, f"/v1/kv/{key}", params={"cas": index})
             if deleted.body is not True:
                 continue
-        log.info("reaped metadata of agent %s (type %s): no agent uses it", agent_id, agent_type)
+        log.info("reaped metadata of agent %s (type %s): no agent uses it", entry_id, agent_type)
         reaped.append(key)
     return reaped

@@ -37,6 +37,7 @@ from consul_agents._errors import (
     ConsulRequestError,
     InvalidAgentError,
     NoAgentAvailableError,
+    PermissionDeniedError,
 )
 from consul_agents._gateway import ConsulGateway
 from consul_agents._instrument import instrumented
@@ -580,6 +581,9 @@ class AgentRegistry:
             try:
                 info = await self.get_agent(agent_id)
             except AgentNotFoundError:
+                # Consul may have reaped it and left its metadata: remove that, if this token can tell.
+                with suppress(PermissionDeniedError):
+                    await integrity.reap_metadata(self._gateway, agent_id=agent_id)
                 return False
             raise ConsulRequestError(
                 operation,

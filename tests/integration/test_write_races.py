@@ -175,6 +175,22 @@ async def test_deregistering_from_another_client_removes_metadata_its_meta_no_lo
     assert kv_value(consul_addr, key) is None
 
 
+async def test_deregistering_an_agent_consul_reaped_removes_its_metadata(
+    consul_addr: str, unique: str
+) -> None:
+    """Deregistering an agent Consul already reaped answers False and, with a token that can see the
+    catalog, removes the metadata the agent left in KV (the reaper, done in passing)."""
+    async with AgentRegistry(consul_addr) as owner:
+        agent_id = await owner.register_agent(big("coder", f"{unique}-reaped"))
+        kept = await owner.register_agent(big("coder", f"{unique}-kept"))
+    consul_put(consul_addr, f"/v1/agent/service/deregister/{agent_id}")  # what Consul's reaping does
+    async with AgentRegistry(consul_addr) as other:
+        assert await other.deregister_agent(agent_id) is False
+        assert kv_value(consul_addr, metadata_key("coder", agent_id)) is None
+        assert kv_value(consul_addr, metadata_key("coder", kept)) == BIG
+        assert await other.deregister_agent(kept) is True
+
+
 # -- the reaper, with ACLs -----------------------------------------------------------------------------------
 
 SPECS = (
