@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -12,6 +13,7 @@ from support import registration
 
 from consul_agents import SelectionCriteria
 from consul_agents import _wire as wire
+from consul_agents._integrity import AgentLocks
 from consul_agents._models import AGENT_ID_PATTERN, MAX_METADATA_DEPTH, normalise_agent_id
 
 agent_ids = st.from_regex(AGENT_ID_PATTERN, fullmatch=True)
@@ -96,3 +98,33 @@ def test_helpers_tolerate_unexpected_shapes() -> None:
     assert wire.ids_using_kv([{"Service": {"ID": "a", "Meta": {"agent-metadata": "kv"}}}, 3]) == {"a"}
     assert wire.kv_modify_index([{"ModifyIndex": 5}]) == 5 and wire.kv_modify_index(None) is None
     assert normalise_agent_id("ÄB") == "ÄB"
+
+
+async def test_agent_locks_serialise_one_id_and_are_dropped_when_unused() -> None:
+    """Writes to one id run one at a time, to different ids side by side, and no lock outlives its users."""
+    locks = AgentLocks()
+    order: list[str] = []
+
+    async def write(agent_id: str, name: str, pause: asyncio.Event | None = None) -> None:
+        async with locks.hold(agent_id):
+            order.append(f"{name}+")
+            if pause is not None:
+                await pause.wait()
+            order.append(f"{name}-")
+
+    release = asyncio.Event()
+    first = asyncio.create_task(write("a", "first", release))
+    second = asyncio.create_task(write("a", "second"))
+    other = asyncio.create_task(write("b", "other"))
+    await asyncio.sleep(0)
+    await other
+    assert order == ["first+", "other+", "other-"] and len(locks) == 1
+    release.set()
+    await asyncio.gather(first, second)
+    assert order[3:] == ["first-", "second+", "second-"] and len(locks) == 0
+    cancelled = asyncio.create_task(write("c", "cancelled", asyncio.Event()))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert len(locks) == 0
