@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +39,7 @@ from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from consul_agents._models import (
+    AGENT_ID_PATTERN,
     MAX_META_VALUE,
     RESERVED_META_KEYS,
     SERVICE_PREFIX,
@@ -605,14 +607,23 @@ def local_agent_type(agent_service: Any) -> tuple[str | None, bool]:
     return agent_type_of(name), in_kv
 
 
+#: An agent type as the model accepts it (a DNS label short enough for "agent-<type>" to be one too).
+_AGENT_TYPE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,55}[a-z0-9])?")
+
+
 def metadata_keys(keys: Any) -> list[tuple[str, str, str]]:
-    """(key, agent type, agent id) of each metadata entry in a ``?keys`` listing under :data:`KV_PREFIX`."""
+    """(key, agent type, agent id) of each metadata entry in a ``?keys`` listing under :data:`KV_PREFIX`.
+
+    Only keys this library could have written count: a type and an id it accepts. Anything else under the
+    prefix (``../``, ``?``, nested paths) is someone else's and is neither read nor deleted: it would end up
+    in request paths.
+    """
     found = []
-    for key in keys or []:
+    for key in keys if isinstance(keys, list) else []:
         if not isinstance(key, str) or not key.startswith(KV_PREFIX):
             continue
         agent_type, _, agent_id = key.removeprefix(KV_PREFIX).partition("/")
-        if agent_type and agent_id and "/" not in agent_id:
+        if _AGENT_TYPE.fullmatch(agent_type) and AGENT_ID_PATTERN.fullmatch(agent_id):
             found.append((key, agent_type, agent_id))
     return found
 

@@ -222,6 +222,13 @@ async def test_reaper_removes_metadata_of_agents_consul_reaped(
         gone = await coder.register_agent(big("coder", f"{unique}-gone"))
     consul_put(addr, f"/v1/agent/service/deregister/{gone}", token=master)  # what Consul's reaping does
     assert kv_value(addr, metadata_key("coder", gone), master) == BIG
+    foreign = [
+        "consul-agents/metadata/Coder/x",
+        "consul-agents/metadata/coder/x%20y",
+        "consul-agents/metadata/c/d/e",
+    ]
+    for key in foreign:  # not keys this library writes: never read nor deleted
+        consul_put(addr, f"/v1/kv/{key}", {"not": "ours"}, token=master)
     async with AgentRegistry(addr, tokens["ops"]) as ops:
         assert await ops.reap_metadata(dry_run=True) == [metadata_key("coder", gone)]
         assert kv_value(addr, metadata_key("coder", gone), master) == BIG
@@ -230,6 +237,7 @@ async def test_reaper_removes_metadata_of_agents_consul_reaped(
         assert await ops.deregister_agent(live) is True
     assert kv_value(addr, metadata_key("coder", gone), master) is None
     assert kv_value(addr, metadata_key("coder", live), master) is None
+    assert [kv_value(addr, key, master) for key in foreign] == [{"not": "ours"}] * len(foreign)
 
 
 async def test_reaper_refuses_a_token_that_cannot_see_agents(

@@ -83,6 +83,10 @@ def test_metadata_keys_keep_only_well_formed_entries() -> None:
         "consul-agents/metadata/coder/a",
         "consul-agents/metadata/coder/",
         "consul-agents/metadata/coder/a/b",
+        "consul-agents/metadata/../x",
+        "consul-agents/metadata/coder?dc=x/a",
+        "consul-agents/metadata/coder/..",
+        "consul-agents/metadata/Coder/a",
         "other/x",
         7,
     ]
