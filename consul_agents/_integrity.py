@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from consul_agents import _wire as wire
-from consul_agents._errors import PermissionDeniedError
+from consul_agents._errors import ConsulRequestError, PermissionDeniedError
 from consul_agents._gateway import ConsulGateway
 from consul_agents._models import SERVICE_PREFIX
 
@@ -24,6 +24,8 @@ __all__ = [
     "drop_unused_metadata",
     "id_holder",
     "local_node",
+    "metadata_index",
+    "node_name",
     "reap_metadata",
     "registration_conflict",
 ]
@@ -55,25 +57,37 @@ class AgentLocks:
                 del self._locks[agent_id]
 
 
-async def drop_unused_metadata(
-    gateway: ConsulGateway, operation: str, agent_id: str, agent_type: str
-) -> None:
-    """Remove the KV metadata of ``agent_id`` under ``agent_type`` (older, larger metadata may hold secrets)
-    unless the local Consul agent's registration of that id now points at it. Deletes with check-and-set,
-    so an entry rewritten meanwhile stays. A token without KV access on the type cannot have written any:
-    nothing to do then."""
-    kv_path = f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}"
+async def metadata_index(
+    gateway: ConsulGateway, operation: str, agent_type: str, agent_id: str
+) -> int | None:
+    """The ModifyIndex of an agent's KV metadata entry; None when there is none, or when the token has no
+    KV access on the type (it cannot have written any then)."""
     try:
-        current = await gateway.get(operation, kv_path, allow_404=True)
+        current = await gateway.get(
+            operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}", allow_404=True
+        )
     except PermissionDeniedError:
-        return
-    index = wire.kv_modify_index(current.body)
-    if index is None:
-        return
+        return None
+    return wire.kv_modify_index(current.body)
+
+
+async def drop_unused_metadata(
+    gateway: ConsulGateway, operation: str, agent_id: str, agent_type: str, index: int
+) -> None:
+    """Remove the KV metadata of ``agent_id`` under ``agent_type`` as it was at ``index`` (older, larger
+    metadata may hold secrets), unless the local Consul agent's registration of that id now points at it.
+
+    ``index`` is read before the caller's own service write; the deletion is a check-and-set on it. So a
+    registration by another client that writes the entry after that read (it writes the entry, then its
+    service, then the entry again) always keeps its entry: either the index moved and the deletion fails,
+    or the deletion lands before its second write, which puts the entry back.
+    """
     local = await gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
     if local.status != 404 and wire.local_agent_type(local.body) == (agent_type, True):
         return
-    await gateway.delete(operation, kv_path, params={"cas": index})
+    await gateway.delete(
+        operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}", params={"cas": index}
+    )
 
 
 async def delete_metadata(
@@ -88,24 +102,53 @@ async def delete_metadata(
             raise
 
 
-async def id_holder(gateway: ConsulGateway, agent_id: str, service_name: str) -> tuple[str, str] | None:
+async def id_holder(
+    gateway: ConsulGateway, agent_id: str, service_name: str, node: str | None
+) -> tuple[str, str] | None:
     """(id, service name) of a service other than ``service_name`` holding ``agent_id`` in any case, as far
-    as the token can see: on the local Consul agent (which also knows services without checks) and in the
-    datacenter's catalog. None when no such service is visible.
+    as the token can see; None when no such service is visible.
+
+    With the local Consul agent's ``node`` known, one read-only transaction fetches the node's catalog
+    entry for the id: Consul matches it whatever its case (which is how a case twin made agents vanish),
+    and sees entries the agent endpoints do not know (catalog-only ones), at a cost independent of the
+    fleet's size. Ids on other nodes are other entries and cannot be overwritten from here. Without the
+    node, ``/v1/health/state/any`` is scanned instead (every check of the datacenter: once per client).
     """
     operation = f"check who holds agent id {agent_id!r}"
-    local = await gateway.get(
-        operation, "/v1/agent/services", params={"filter": wire.id_filter(agent_id, "ID")}
-    )
-    holders = wire.id_holders(local.body, "Service", "ID")
-    catalog = await gateway.get(
-        operation, "/v1/health/state/any", params={"filter": wire.id_filter(agent_id, "ServiceID")}
-    )
-    holders.update(wire.id_holders(catalog.body, "ServiceName", "ServiceID"))
+    if node is not None:
+        held = wire.txn_service_id(await _catalog_entry(gateway, operation, node, agent_id))
+        holders = {} if held is None else {held[0]: held[1]}
+    else:
+        catalog = await gateway.get(
+            operation, "/v1/health/state/any", params={"filter": wire.id_filter(agent_id, "ServiceID")}
+        )
+        holders = wire.id_holders(catalog.body, "ServiceName", "ServiceID")
     for held_id, name in sorted(holders.items()):
         if name != service_name or held_id != agent_id:
             return held_id, name
     return None
+
+
+async def _catalog_entry(gateway: ConsulGateway, operation: str, node: str, agent_id: str) -> Any:
+    """The read-only transaction fetching a node's catalog entry for an id; None when there is none (Consul
+    answers 409 "doesn't exist", or, with ACLs, an empty result for an entry the token cannot read)."""
+    try:
+        response = await gateway.put(operation, "/v1/txn", wire.txn_get_service(node, agent_id))
+    except ConsulRequestError as exc:
+        if exc.status == 409 and "doesn't exist" in str(exc):
+            return None
+        raise
+    return response.body
+
+
+async def node_name(gateway: ConsulGateway) -> str | None:
+    """The node of the local Consul agent from ``/v1/agent/self``; None when the token may not read it
+    (``agent:read``: registrars may not)."""
+    try:
+        response = await gateway.get("find the local Consul agent's node", "/v1/agent/self")
+    except PermissionDeniedError:
+        return None
+    return wire.agent_node_name(response.body)
 
 
 async def local_node(gateway: ConsulGateway, agent_id: str) -> str | None:
@@ -125,11 +168,9 @@ async def registration_conflict(
     """Why the catalog's entry of ``agent_id`` on ``node`` is no longer the ``expected`` service definition
     (None when it still is), and the name of the other service now holding the id when the token can see
     one. One read-only transaction: no Raft write, no ``node:read`` needed."""
-    response = await gateway.put(
-        f"verify the registration of agent {agent_id!r}", "/v1/txn", wire.txn_get_service(node, agent_id)
-    )
-    holder = wire.txn_service_name(response.body)
-    return wire.registration_mismatch(response.body, expected), (
+    body = await _catalog_entry(gateway, f"verify the registration of agent {agent_id!r}", node, agent_id)
+    holder = wire.txn_service_name(body)
+    return wire.registration_mismatch(body, expected), (
         holder if holder is not None and holder != expected.get("Name") else None
     )
 
@@ -158,17 +199,30 @@ async def reap_metadata(
     entries = [e for e in wire.metadata_keys(listing.body) if agent_id is None or e[2] == agent_id]
     in_use: dict[str, set[str]] = {}
     reaped: list[str] = []
+
+    async def users(agent_type: str, agent_id: str | None = None) -> set[str]:
+        """The ids of the type's agents whose metadata is in KV (only ``agent_id``, when given)."""
+        only = {} if agent_id is None else {"filter": f"Service.ID == {wire.quote(agent_id)}"}
+        health = await gateway.get(
+            operation,
+            f"/v1/health/service/{SERVICE_PREFIX}{agent_type}",
+            params=only,
+            decode=wire.health_entries,
+        )
+        return wire.ids_using_kv(health.body)
+
     for key, agent_type, entry_id in entries:
         if agent_type not in in_use:
-            health = await gateway.get(
-                operation, f"/v1/health/service/{SERVICE_PREFIX}{agent_type}", decode=wire.health_entries
-            )
-            in_use[agent_type] = wire.ids_using_kv(health.body)
+            in_use[agent_type] = await users(agent_type)
         if entry_id in in_use[agent_type]:
             continue
         current = await gateway.get(operation, f"/v1/kv/{key}", allow_404=True)
         index = wire.kv_modify_index(current.body)
+        # Asked again after reading the index: a registration that wrote the entry before the first
+        # answer may have registered its agent since (the check-and-set then covers anything later).
         if index is None:
+            continue
+        if await users(agent_type, entry_id):
             continue
         if not dry_run:
             deleted = await gateway.delete(operation, f"/v1/kv/{key}", params={"cas": index})

@@ -170,6 +170,9 @@ class AgentRegistry:
         self._registered: dict[str, _Registered] = {}
         #: Per-agent write locks, shared with with_token views.
         self._write_locks = integrity.AgentLocks()
+        #: The local Consul agent's node (None until known) and whether /v1/agent/self was tried for it.
+        self._node: str | None = None
+        self._node_asked = False
         self._service_names: LRUCache[str, str] = LRUCache(maxsize=10_000)
         self._rng = rng or random.Random()
         self._selection = SelectionState()
@@ -277,13 +280,27 @@ class AgentRegistry:
             if previous is None or previous.registration.service_name != registration.service_name:
                 await self._refuse_held_id(agent_id, registration.service_name)
             await self._write_registration(agent_id, registration, registration.load, status)
+            if self._node is None:
+                # Learnt once from this agent's check, so later id checks cost one transaction.
+                with suppress(ConsulAgentsError):
+                    await self._local_node(agent_id)
             self._registered[agent_id] = _Registered(registration, registration.load)
             self._service_names[agent_id] = registration.service_name
             self._wrote(agent_id)
         return agent_id
 
+    async def _local_node(self, agent_id: str | None = None) -> str | None:
+        """The local Consul agent's node: from /v1/agent/self (once), else from ``agent_id``'s own check."""
+        if self._node is None and not self._node_asked:
+            self._node_asked = True
+            self._node = await integrity.node_name(self._gateway)
+        if self._node is None and agent_id is not None:
+            self._node = await integrity.local_node(self._gateway, agent_id)
+        return self._node
+
     async def _refuse_held_id(self, agent_id: str, service_name: str) -> None:
-        holder = await integrity.id_holder(self._gateway, agent_id, service_name)
+        node = await self._local_node()
+        holder = await integrity.id_holder(self._gateway, agent_id, service_name, node)
         if holder is None:
             return
         held_id, name = holder
@@ -302,10 +319,13 @@ class AgentRegistry:
         load: float,
         status: AgentStatus = AgentStatus.PASSING,
     ) -> None:
-        """KV first, then the service, so a reader never finds Meta pointing at KV with nothing there.
+        """KV first, then the service, so a reader never finds Meta pointing at KV with nothing there; then
+        the KV entry once more, in case another client's deregistration, re-registration or reap removed it
+        between the two writes (see integrity.drop_unused_metadata for why this closes the race).
 
-        A failed service write leaves the KV entry: it may already serve another client's registration of
-        the same id, and the reaper removes it if no agent uses it.
+        Registered with metadata that fits in Meta, the agent's former KV entry (this client's, or
+        another's) is removed. A failed service write leaves the KV entry: it may already serve another
+        client's registration of the same id, and the reaper removes it if no agent uses it.
         """
         _, kv_value = wire.encode_metadata(registration.metadata, private=registration.private_metadata)
         operation = f"register agent {agent_id!r}"
@@ -313,18 +333,20 @@ class AgentRegistry:
         kv_path = f"/v1/kv/{wire.metadata_key(registration.agent_type, agent_id)}"
         if kv_value is not None:
             await self._gateway.put(operation, kv_path, kv_value)
+        old_types = [] if kv_value is not None else [registration.agent_type]
+        if previous is not None and previous.registration.agent_type != registration.agent_type:
+            old_types.append(previous.registration.agent_type)
+        stale: list[tuple[str, int]] = []
+        for agent_type in old_types:  # indexes read before the service write: see drop_unused_metadata
+            index = await integrity.metadata_index(self._gateway, operation, agent_type, agent_id)
+            if index is not None:
+                stale.append((agent_type, index))
         body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow(), status=status)
         await self._gateway.put(operation, "/v1/agent/service/register", body)
         if kv_value is not None:
-            # A deregistration or reap elsewhere may have removed the entry between the two writes: put it
-            # back, but only if absent (cas=0), never over a newer value.
-            await self._gateway.put(operation, kv_path, kv_value, params={"cas": 0})
-        else:
-            await integrity.drop_unused_metadata(self._gateway, operation, agent_id, registration.agent_type)
-        if previous is not None and previous.registration.agent_type != registration.agent_type:
-            await integrity.drop_unused_metadata(
-                self._gateway, operation, agent_id, previous.registration.agent_type
-            )
+            await self._gateway.put(operation, kv_path, kv_value)
+        for agent_type, index in stale:
+            await integrity.drop_unused_metadata(self._gateway, operation, agent_id, agent_type, index)
 
     @instrumented("heartbeat")
     async def heartbeat(
@@ -480,7 +502,7 @@ class AgentRegistry:
         if known is None:
             raise AgentNotFoundError(agent_id, "this client did not register it")
         if known.node is None:
-            known.node = await integrity.local_node(self._gateway, agent_id)
+            known.node = self._node or await integrity.local_node(self._gateway, agent_id)
             if known.node is None:
                 raise AgentNotFoundError(agent_id, "no TTL check on the local Consul agent")
         expected = wire.service_definition(

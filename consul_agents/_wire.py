@@ -58,6 +58,7 @@ __all__ = [
     "META_LOAD",
     "META_METADATA",
     "META_TTL",
+    "agent_node_name",
     "agent_type_of",
     "aggregate_status",
     "check_id",
@@ -90,6 +91,7 @@ __all__ = [
     "split_health_entries",
     "ttl_update",
     "txn_get_service",
+    "txn_service_id",
     "txn_service_name",
     "with_load",
 ]
@@ -562,6 +564,22 @@ def _txn_service(txn_body: Any) -> Mapping[str, Any] | None:
         if isinstance(result, Mapping) and isinstance(result.get("Service"), Mapping):
             service = result["Service"]
     return service
+
+
+def txn_service_id(txn_body: Any) -> tuple[str, str] | None:
+    """(service ID, service name) of the catalog entry in a :func:`txn_get_service` answer, if any."""
+    service = _txn_service(txn_body)
+    if service is None or not isinstance(service.get("ID"), str):
+        return None
+    name = service.get("Service")
+    return service["ID"], name if isinstance(name, str) else ""
+
+
+def agent_node_name(agent_self: Any) -> str | None:
+    """The node name in a ``/v1/agent/self`` answer."""
+    config = agent_self.get("Config") if isinstance(agent_self, Mapping) else None
+    name = config.get("NodeName") if isinstance(config, Mapping) else None
+    return name if isinstance(name, str) and name else None
 
 
 def txn_service_name(txn_body: Any) -> str | None:
