@@ -276,3 +276,22 @@ async def test_changing_an_agents_type_needs_a_deregistration_first(
     assert await registry.deregister_agent(agent_id) is True
     assert await registry.register_agent(registration("planner", agent_id)) == agent_id
     await registry.deregister_agent(agent_id)
+
+
+async def test_registrar_checks_ids_through_its_node_after_learning_it(
+    acl_server: ConsulDevServer, tokens: dict[str, str], unique: str
+) -> None:
+    """A registrar (no agent:read, no node:read) learns its Consul agent's node from its first agent's check,
+    then finds a mixed-case twin of its own type in the catalog and refuses to shadow it."""
+    addr, master = acl_server.http_addr, master_token(acl_server)
+    legacy = f"{unique}-TWIN".upper()
+    consul_put(addr, "/v1/agent/service/register", {"ID": legacy, "Name": "agent-coder"}, token=master)
+    try:
+        async with AgentRegistry(addr, tokens["coder-registrar"]) as coder:
+            first = await coder.register_agent(registration("coder", f"{unique}-first"))
+            await eventually(catalog_lists(addr, "agent-coder", [first, legacy], master), what="both synced")
+            with pytest.raises(InvalidAgentError, match=f"as '{legacy}'"):
+                await coder.register_agent(registration("coder", legacy.lower()))
+            await coder.deregister_agent(first)
+    finally:
+        consul_put(addr, f"/v1/agent/service/deregister/{legacy}", token=master)

@@ -132,3 +132,16 @@ async def test_agent_locks_serialise_one_id_and_are_dropped_when_unused() -> Non
     with pytest.raises(asyncio.CancelledError):
         await cancelled
     assert len(locks) == 0
+
+
+def test_readers_of_single_consul_answers() -> None:
+    """The transaction, agent-self and local-service readers take what they need and tolerate the rest."""
+    entry = {"Results": [{"Service": {"ID": "Coder-X", "Service": "agent-coder"}}]}
+    assert wire.txn_service_id(entry) == ("Coder-X", "agent-coder")
+    assert wire.txn_service_id({"Results": [{"KV": {}}]}) is None and wire.txn_service_id(None) is None
+    assert wire.agent_node_name({"Config": {"NodeName": "n1"}}) == "n1"
+    assert wire.agent_node_name({"Config": {"NodeName": ""}}) is None and wire.agent_node_name([]) is None
+    assert wire.local_service_name({"Service": "agent-a"}) == "agent-a"
+    assert wire.local_service_name({"Service": 3}) is None
+    assert wire.local_agent_type({"Service": "agent-a", "Meta": {"agent-metadata": "kv"}}) == ("a", True)
+    assert wire.local_agent_type({"Service": "web", "Meta": None}) == (None, False)
