@@ -8,6 +8,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from consul_agents import (
 )
 from consul_agents._models import MAX_METADATA_DEPTH
 from consul_agents.api import create_app
+from consul_agents.cli import main
 from consul_agents.dev import ConsulDevServer
 
 
@@ -210,3 +212,19 @@ async def test_other_writes_to_an_unknown_agent_are_not_found_with_acls(
         with pytest.raises(AgentNotFoundError):
             await registry.verify_registration(f"{unique}-nobody")
         assert await registry.deregister_agent(f"{unique}-nobody") is False
+
+
+def test_sidecar_file_keeps_private_metadata_out_of_meta(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sidecar file's ``private_metadata: true`` renders Meta ``kv`` and names the KV key to store, even
+    for metadata small enough for Meta."""
+    path = tmp_path / "private.yaml"
+    path.write_text(
+        "agents:\n  - {agent_id: P-1, agent_type: big, capabilities: [x], endpoint: 'http://h:1',\n"
+        "     private_metadata: true, metadata: {secret: s}}\n"
+    )
+    assert main(["render", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["services"][0]["meta"]["agent-metadata"] == "kv"
+    assert "consul kv put consul-agents/metadata/big/p-1" in captured.err
