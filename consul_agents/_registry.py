@@ -9,6 +9,12 @@ Heartbeat cost: a heartbeat is a TTL update on the local agent, which Consul doe
 the status is unchanged. The load is re-published (one catalog write) only when it has moved by at least
 ``load_threshold`` since the last report, or reached 0 or 1; so a steady fleet costs Consul nothing but
 the local TTL resets.
+
+Identity and integrity (see :mod:`consul_agents._integrity`): ids are lowercase; a new registration is
+refused when another service holds its id; a process's writes to one agent hold that agent's lock, so a
+deregistration that returned True is never undone by a heartbeat; KV metadata follows the registration that
+uses it; and every ``verify_every`` heartbeats the client checks that the catalog still holds what it
+registered, reporting a conflict (log, metric, ``AgentSession.conflict``) instead of believing all is well.
 """
 
 from __future__ import annotations
