@@ -114,6 +114,26 @@ async def test_rest_deregister_racing_a_rest_heartbeat_never_brings_the_agent_ba
     assert back == []
 
 
+async def test_views_for_other_tokens_share_the_write_locks(registry: AgentRegistry, unique: str) -> None:
+    """A deregistration through one token's view racing a load report through another view of the same
+    registry (as the REST API serves two callers) never brings the agent back."""
+    addr = registry.settings.address
+    owner, other = registry.with_token("token-a"), registry.with_token("token-b")
+    back = []
+    for trial in range(TRIALS):
+        agent_id = await owner.register_agent(big("coder", f"{unique}-{trial}"))
+
+        async def beat(agent_id: str = agent_id, trial: int = trial) -> None:
+            with contextlib.suppress(AgentNotFoundError):
+                await other.heartbeat(agent_id, 1.0 if trial % 2 else 0.0)
+
+        await asyncio.gather(beat(), owner.deregister_agent(agent_id))
+        if local_service(addr, agent_id) is not None:
+            back.append(trial)
+            consul_put(addr, f"/v1/agent/service/deregister/{agent_id}")
+    assert back == []
+
+
 async def test_two_clients_registering_one_id_at_once_leave_it_whole(consul_addr: str, unique: str) -> None:
     """Two clients registering the same id at once (one moving its metadata from KV to Meta, the other
     putting metadata in KV), then heartbeating it: whoever wins, Meta saying "kv" has its KV entry, and an
