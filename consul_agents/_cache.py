@@ -13,13 +13,18 @@ Questions that name no agent type need the list of services: one more watch, on 
 per datacenter. Watches start on first use and stop after ``idle_timeout`` without use, or on close.
 
 Fail-static: when a watch cannot reach Consul, its last snapshot keeps answering, marked with its staleness,
-for ``max_stale`` seconds; after that, :class:`RegistryUnavailableError`.
+for ``max_stale`` seconds; after that, :class:`RegistryUnavailableError`. A hung Consul counts as unreachable
+within about the client's timeout: a watch's blocking wait is at most that timeout, and a read Consul does
+not answer in time marks the watch stale (see :mod:`consul_agents._watch`). Watches read with
+``?stale&max_stale=<max_stale>``: a server that lost touch with the leader for longer makes the Consul
+agent re-ask the leader, and what a server does say about its lag counts in the staleness.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import weakref
@@ -167,6 +172,7 @@ class _Watched:
             index=index,
             wait=wait,
             consistency="stale",
+            max_stale=self.cache.max_stale,
             decode=self._decode,
         )
 
@@ -191,7 +197,11 @@ class _ServiceWatch(_Watched):
         started = time.monotonic()
         text = response.body if isinstance(response.body, str) else ""
         converted, fresh = self._reuse(text)
-        fresh = [(key, e) for key, e in fresh if wire.is_agent_service(e["Service"]["Service"])]
+        fresh = [
+            (key, e)
+            for key, e in fresh
+            if wire.is_health_entry(e) and wire.is_agent_service(e["Service"]["Service"])
+        ]
         if fresh:
             infos = await self.cache.to_infos([e for _, e in fresh], self.datacenter or None)
             converted.update(zip((key for key, _ in fresh), infos, strict=True))
@@ -205,6 +215,10 @@ class _ServiceWatch(_Watched):
         """The AgentInfos kept from the last answer for the entries that did not change, keyed by their
         text, and the changed entries decoded, with their keys; all decoded afresh when the answer cannot
         be split (each then keyed by its position, a key no piece of text can equal)."""
+        if not text.strip():
+            # Consul writes "[]" for a service with no instances: an empty answer is not one, and taking it
+            # for one would empty the view.
+            raise ConsulRequestError(f"watch {self.service!r}", 200, "the answer is empty")
         pieces = wire.split_health_entries(text)
         if pieces is not None:
             reused: dict[str, AgentInfo] = {}
@@ -234,8 +248,14 @@ class _CatalogWatch(_Watched):
         self.services: dict[str, list[str]] = {}
 
     async def _deliver(self, response: ConsulResponse) -> None:
-        body: Mapping[str, Any] = response.body or {}
-        self.services = {name: list(tags or []) for name, tags in body.items() if wire.is_agent_service(name)}
+        body = response.body
+        if not isinstance(body, Mapping):
+            raise ConsulRequestError("watch agent types", 200, "the answer is not an object of services")
+        self.services = {
+            name: [tag for tag in tags if isinstance(tag, str)] if isinstance(tags, list) else []
+            for name, tags in body.items()
+            if wire.is_agent_service(name)
+        }
         self.cache.changed()
 
 
@@ -263,7 +283,9 @@ class DiscoveryCache:
         self.max_watches = max_watches
         self.budget = budget or WatchBudget(max_watches)
         self.budget.join(self)
-        self.policy = policy or WatchPolicy()
+        policy = policy or WatchPolicy()
+        # A blocking wait longer than the timeout would hide a hung Consul for that long.
+        self.policy = dataclasses.replace(policy, wait=min(policy.wait, gateway.settings.timeout))
         self.clock = clock
         self._services: dict[tuple[str, str], _ServiceWatch] = {}
         self._catalogs: dict[str, _CatalogWatch] = {}

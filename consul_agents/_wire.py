@@ -488,6 +488,20 @@ def health_entry(piece: str) -> Any:
         return None
 
 
+def is_health_entry(entry: Any) -> bool:
+    """True for a ``/v1/health/service`` entry with the shape the readers rely on: an object whose
+    ``Service`` is an object naming its ``Service`` and ``ID``. Anything else (a ``null`` entry, a null
+    ``Service``) is skipped by the readers instead of crashing them."""
+    if not isinstance(entry, Mapping):
+        return False
+    service = entry.get("Service")
+    return (
+        isinstance(service, Mapping)
+        and isinstance(service.get("Service"), str)
+        and isinstance(service.get("ID"), str)
+    )
+
+
 def datacenters(body: Any) -> list[str]:
     """``/v1/catalog/datacenters``: the datacenter names, nearest (by Consul's round-trip estimate) first."""
     return [str(name) for name in body or [] if isinstance(name, str)]
