@@ -35,7 +35,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from consul_agents import _wire as wire
-from consul_agents._errors import ConsulAgentsError, ConsulRequestError, RegistryUnavailableError
+from consul_agents._errors import ConsulAgentsError, RegistryUnavailableError
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
 from consul_agents._metrics import observe_watch_lag
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
@@ -218,7 +218,10 @@ class _ServiceWatch(_Watched):
         if not text.strip():
             # Consul writes "[]" for a service with no instances: an empty answer is not one, and taking it
             # for one would empty the view.
-            raise ConsulRequestError(f"watch {self.service!r}", 200, "the answer is empty")
+            raise RegistryUnavailableError(
+                f"Consul at {self.cache.gateway.address} gave an empty answer to watch {self.service!r}",
+                address=self.cache.gateway.address,
+            )
         pieces = wire.split_health_entries(text)
         if pieces is not None:
             reused: dict[str, AgentInfo] = {}
@@ -236,7 +239,11 @@ class _ServiceWatch(_Watched):
                 return reused, fresh
         entries = wire.health_entries(text)
         if not isinstance(entries, list):
-            raise ConsulRequestError(f"watch {self.service!r}", 200, "the answer is not a list of entries")
+            raise RegistryUnavailableError(
+                f"Consul at {self.cache.gateway.address} answered watch {self.service!r} with something "
+                "other than a list of entries",
+                address=self.cache.gateway.address,
+            )
         return {}, [(f"#{position}", entry) for position, entry in enumerate(entries)]
 
 
@@ -250,7 +257,11 @@ class _CatalogWatch(_Watched):
     async def _deliver(self, response: ConsulResponse) -> None:
         body = response.body
         if not isinstance(body, Mapping):
-            raise ConsulRequestError("watch agent types", 200, "the answer is not an object of services")
+            raise RegistryUnavailableError(
+                f"Consul at {self.cache.gateway.address} answered watch agent types with something other "
+                "than an object of services",
+                address=self.cache.gateway.address,
+            )
         self.services = {
             name: [tag for tag in tags if isinstance(tag, str)] if isinstance(tags, list) else []
             for name, tags in body.items()

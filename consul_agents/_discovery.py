@@ -170,7 +170,9 @@ class Discoverer:
                     break
                 share = None
                 if left is not None:
-                    share = left / max(min(len(candidates) - position, self.max_failover - answered), 1)
+                    # An equal share for each datacenter still to ask, counting one more failure.
+                    ahead = min(len(candidates) - position, self.max_failover - answered + 1)
+                    share = left / max(ahead, 1)
                 tried.append(datacenter)
                 try:
                     with call_deadline(share):
@@ -207,9 +209,9 @@ class Discoverer:
 
     async def _known_region(self, region: str) -> str:
         """``region`` if Consul knows it; the list is re-read once first when it does not (a datacenter
-        that just joined over WAN), at most once a second."""
+        that just joined over WAN; the read is answered by the local agent, at no cost to the servers)."""
         known = await self.datacenters()
-        if region not in known and self._clock() - (self._datacenters or (0.0, []))[0] >= 1.0:
+        if region not in known:
             self._datacenters = None
             known = await self.datacenters()
         return check_region(region, known)
