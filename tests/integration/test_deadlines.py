@@ -17,6 +17,7 @@ from conftest import MakeConsul, skip_if_external
 from support import eventually, registration
 
 from consul_agents import AgentRegistry, DiscoveryRequest, RegistryTimeoutError, RegistryUnavailableError
+from consul_agents.cluster import ConsulCluster
 from consul_agents.dev import ConsulDevServer
 
 #: What a call may take beyond its timeout on a loaded 2-core machine (the old code took 2x to 4x).
@@ -185,3 +186,85 @@ async def test_cancelled_sessions_clean_up_within_one_timeout_and_stay_cancelled
             await task
         elapsed = time.monotonic() - started
     assert elapsed < timeout + SLACK, f"cleanup took {elapsed:.1f}s"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ConsulCluster]:
+    """Three Consul servers (no client agent): the tests talk to one follower's HTTP API directly."""
+    skip_if_external()
+    with ConsulCluster(client=False) as started:
+        yield started
+
+
+@pytest.fixture
+async def cut_off_follower(
+    cluster: ConsulCluster, freeze: Callable[[ConsulDevServer], None]
+) -> AsyncIterator[tuple[ConsulDevServer, Callable[[], None]]]:
+    """A follower, and the function that freezes the two other servers so it loses its leader; they are
+    thawed at teardown, which waits for a leader again."""
+    leader = await asyncio.to_thread(cluster.wait_for_leader, 30)
+    follower = next(s for s in cluster.servers if s is not leader)
+    others = [s for s in cluster.servers if s is not follower]
+
+    def cut_off() -> None:
+        for server in others:
+            freeze(server)
+
+    yield follower, cut_off
+    for server in others:
+        assert server.pid is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server.pid, signal.SIGCONT)
+    await asyncio.to_thread(cluster.wait_for_leader, 60, peers=3)
+
+
+async def test_cache_counts_a_followers_lag_behind_its_lost_leader(
+    cut_off_follower: tuple[ConsulDevServer, Callable[[], None]], unique: str
+) -> None:
+    """A cache reading from a follower that lost its leader reports staleness from what Consul says
+    (X-Consul-KnownLeader false, X-Consul-LastContact growing), instead of 0 for as long as it lasts."""
+    follower, cut_off = cut_off_follower
+    async with AgentRegistry(follower.http_addr, timeout=3.0) as registry:
+        agent_id = await registry.register_agent(registration(unique))
+        request = DiscoveryRequest(agent_type=unique)
+
+        async def cached() -> bool:
+            return [a.agent_id for a in (await registry.discover(request)).agents] == [agent_id]
+
+        await eventually(cached, 10, "agent in the cache")
+        cut_off()
+
+        async def stale() -> bool:
+            result = await registry.discover(request)
+            return result.staleness > 0 and not result.known_leader
+
+        await eventually(stale, 15, "staleness from Consul's lag headers")
+        result = await registry.discover(request)
+        assert [a.agent_id for a in result.agents] == [agent_id] and result.staleness > 0
+
+
+async def test_max_stale_is_passed_to_consul(
+    cut_off_follower: tuple[ConsulDevServer, Callable[[], None]], unique: str
+) -> None:
+    """Direct stale reads from a follower cut off from its leader report its lag as staleness, and once
+    the lag passes max_stale Consul re-asks the (missing) leader, so the read fails instead of serving an
+    ever older copy."""
+    follower, cut_off = cut_off_follower
+    async with AgentRegistry(follower.http_addr, timeout=3.0, stale_reads=True, max_stale=4.0) as registry:
+        agent_id = await registry.register_agent(registration(unique))
+        request = DiscoveryRequest(agent_type=unique)
+        await _visible(registry, unique)
+        cut_off()
+        lagging: list[float] = []
+
+        async def refused() -> bool:
+            try:
+                result = await registry.discover(request, cached=False)
+            except RegistryUnavailableError:
+                return True
+            assert [a.agent_id for a in result.agents] == [agent_id]
+            lagging.append(result.staleness)
+            return False
+
+        await eventually(refused, 20, "direct stale read refused beyond max_stale")
+        assert any(staleness > 0 for staleness in lagging), lagging
