@@ -23,8 +23,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -70,24 +69,30 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
-@contextmanager
-def call_deadline(seconds: float | None) -> Iterator[None]:
+class call_deadline:
     """Run the block with one deadline ``seconds`` from now, shared by every request made inside it; an
     enclosing deadline that comes sooner stays in force (a nested call never extends its caller's budget).
-    None: the block inherits the enclosing deadline, if any."""
-    current = _DEADLINE.get()
-    if seconds is None:
-        yield
-        return
-    mine = time.monotonic() + max(seconds, 0.0)
-    if current is not None and current <= mine:
-        yield
-        return
-    token = _DEADLINE.set(mine)
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
+    None: the block inherits the enclosing deadline, if any. (A class, not a generator: it wraps every
+    registry call, cached discovery included, where a generator-based context manager cost 5 us.)"""
+
+    __slots__ = ("_seconds", "_token")
+
+    def __init__(self, seconds: float | None) -> None:
+        self._seconds = seconds
+        self._token: contextvars.Token[float | None] | None = None
+
+    def __enter__(self) -> None:
+        if self._seconds is None:
+            return
+        mine = time.monotonic() + max(self._seconds, 0.0)
+        current = _DEADLINE.get()
+        if current is None or mine < current:
+            self._token = _DEADLINE.set(mine)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _DEADLINE.reset(self._token)
+            self._token = None
 
 
 def time_left() -> float | None:

@@ -70,8 +70,9 @@ class WatchPolicy:
 def data_lag(meta: QueryMeta) -> float:
     """How far behind the leader an answer was, in seconds, by what Consul said with it: its LastContact
     once that exceeds :data:`LAG_NOISE`, or whenever the server knew no leader; else 0."""
-    lag = meta.last_contact_ms / 1000
-    return lag if lag >= LAG_NOISE or not meta.known_leader else 0.0
+    if meta.known_leader and meta.last_contact_ms < LAG_NOISE * 1000:
+        return 0.0
+    return meta.last_contact_ms / 1000
 
 
 def next_index(previous: int, returned: int) -> int:
@@ -167,8 +168,10 @@ class Watch:
             return float("inf")
         now = self._clock() if now is None else now
         lag = data_lag(self.meta)
-        if self.error is None and lag == 0.0 and not self.hung(now):
-            return 0.0
+        if self.error is None and lag == 0.0:
+            reading = self._reading  # hung(), inlined: this runs on every cached answer
+            if reading is None or now <= reading[1] + self.policy.hang_after:
+                return 0.0
         return lag + max(now - self.contact_at, 0.0)
 
     async def start(self) -> None:
