@@ -14,7 +14,13 @@ import pytest
 from conftest import MakeConsul, skip_if_external
 from support import consul_get, eventually, registration
 
-from consul_agents import AgentRegistry, DiscoveryRequest, RegistryUnavailableError, SelectionCriteria
+from consul_agents import (
+    AgentRegistry,
+    DiscoveryRequest,
+    RegistryTimeoutError,
+    RegistryUnavailableError,
+    SelectionCriteria,
+)
 from consul_agents.dev import ConsulDevServer
 
 #: What a call may take beyond its timeout on a loaded 2-core machine.
@@ -75,7 +81,7 @@ async def test_frozen_datacenter_costs_one_share_then_is_skipped(
 ) -> None:
     """With dc2 frozen and failover order dc2, dc3, the first discovery answers from dc3 within one
     timeout (dc2 gets a share of it, not all of it), and the next skips dc2 at once instead of waiting
-    for it again."""
+    for it again; asking dc2 by region times out within the timeout with an error naming dc2."""
     dc1, dc2, dc3 = datacenters
     await _register_in(dc2, unique, f"{unique}-2")
     await _register_in(dc3, unique, f"{unique}-3")
@@ -93,7 +99,12 @@ async def test_frozen_datacenter_costs_one_share_then_is_skipped(
         second = await registry.discover(request, cached=cached)
         second_took = time.monotonic() - started
         assert second.datacenter == "dc3" and second.datacenters_tried == ("dc1", "dc3")
-    assert first_took + second_took < timeout + SLACK, (first_took, second_took)
+        assert first_took + second_took < timeout + SLACK, (first_took, second_took)
+        started = time.monotonic()
+        with pytest.raises(RegistryTimeoutError) as caught:
+            await registry.discover(DiscoveryRequest(agent_type=unique, region="dc2"), cached=cached)
+        assert time.monotonic() - started < timeout + SLACK
+    assert caught.value.datacenter == "dc2" and "'dc2'" in str(caught.value)
 
 
 async def test_warm_cache_fails_over_from_a_frozen_datacenter(
