@@ -55,7 +55,9 @@ MAX_CONNECTIONS = 128
 _READ_RETRY_DELAYS = (0.05, 0.25)
 #: ... and of a read the Consul agent answered with an RPC error: the server it asked just died. The agent
 #: moves on to another server on the next request, and may take a second to learn which ones are gone, so
-#: these are retried for longer (1.8 s in all), never past the call's deadline.
+#: these are retried for longer (1.8 s in all), never past the call's deadline. An RPC error from a remote
+#: datacenter asked by name gets the short schedule: its servers are dead or unreachable (each dead
+#: datacenter cost 1.8 s of retries), and failover has other datacenters to ask.
 _RPC_ERROR_RETRY_DELAYS = (0.05, 0.25, 0.5, 1.0)
 #: RPC errors that a retry cannot cure. "No cluster leader": Consul already held the request for its
 #: rpc_hold_timeout (7 s) waiting for an election, so each retry would cost 7 s more (a 9 s timeout took
@@ -386,7 +388,9 @@ class ConsulGateway:
                     return ConsulResponse(404, None, _meta_from(response.headers))
                 if response.code >= 400:
                     detail = str(response.body)
-                    if delays and response.code == 500 and "rpc error" in detail.lower():
+                    if delays and response.code == 500 and "rpc error" in detail.lower() and not datacenter:
+                        # A local server died: the agent needs a moment to move on to another. In a
+                        # remote datacenter (asked by name) failover moves on instead.
                         delays = _RPC_ERROR_RETRY_DELAYS
                     _raise_for(operation, self.address, response.code, detail, datacenter=datacenter)
                 decoded = (decode or _decode)(response.body)

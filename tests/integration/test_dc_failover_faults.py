@@ -137,8 +137,8 @@ async def test_dead_datacenter_does_not_count_and_is_named(
     datacenters: Datacenters, make_consul: MakeConsul, unique: str
 ) -> None:
     """A datacenter whose servers died is skipped without counting against max_failover (max_failover=1,
-    order dead, dc2: dc2 still answers, selection too), and asking it by region raises
-    RegistryUnavailableError naming it, not the local Consul's address."""
+    order dead, dc2: dc2 still answers, selection too), and asking it by region raises, without 1.8 s of
+    RPC-error retries, a RegistryUnavailableError naming it, not the local Consul's address."""
     dc1, dc2, _ = datacenters
     dead = await asyncio.to_thread(make_consul, datacenter=f"dead{unique[-4:]}")
     await asyncio.to_thread(dc1.join_wan, dead)
@@ -156,8 +156,11 @@ async def test_dead_datacenter_does_not_count_and_is_named(
             assert result.datacenter == "dc2"
         chosen = await registry.select_agent(SelectionCriteria(agent_type=unique), cached=False)
         assert chosen is not None and chosen.datacenter == "dc2"
+        started = time.monotonic()
         with pytest.raises(RegistryUnavailableError) as caught:
             await registry.discover(DiscoveryRequest(agent_type=unique, region=dead.datacenter), cached=False)
+        refused_after = time.monotonic() - started
+    assert refused_after < 1.2, f"a dead datacenter took {refused_after:.2f}s to refuse (1.8 s of retries)"
     assert caught.value.datacenter == dead.datacenter
     assert repr(dead.datacenter) in str(caught.value)
 
