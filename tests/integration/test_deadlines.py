@@ -142,13 +142,17 @@ async def test_hung_agent_shows_as_staleness_within_the_timeout(
     async with AgentRegistry(server.http_addr, timeout=timeout) as registry:
         agent_id = await registry.register_agent(registration(unique))
         request = DiscoveryRequest(agent_type=unique)
-        fresh = await registry.discover(request)
-        assert [a.agent_id for a in fresh.agents] == [agent_id] and fresh.staleness == 0
+        typeless = DiscoveryRequest(capabilities=["plan"])  # the catalog watch too
+        for question in (request, typeless):
+            fresh = await registry.discover(question)
+            assert [a.agent_id for a in fresh.agents] == [agent_id] and fresh.staleness == 0
         freeze()
         frozen_at = time.monotonic()
 
         async def stale() -> bool:
-            return (await registry.discover(request)).staleness > 0
+            return (await registry.discover(request)).staleness > 0 and (
+                await registry.discover(typeless)
+            ).staleness > 0
 
         await eventually(stale, timeout * 17 / 16 + 1.0 + SLACK + 2.0, "staleness reported")
         noticed = time.monotonic() - frozen_at
