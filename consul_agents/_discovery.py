@@ -40,8 +40,9 @@ DATACENTERS_TTL = 30.0
 #: for its whole share of the deadline.
 DATACENTER_BACKOFF = 10.0
 
-#: Health entries to AgentInfos (agent services only), reading KV metadata in the datacenter given.
-ToInfos = Callable[[Sequence[Mapping[str, Any]], str | None], Awaitable[list[AgentInfo]]]
+#: Health entries to AgentInfos, position for position (None: not an agent, or skipped as untrusted),
+#: reading KV metadata in the datacenter given.
+ToInfos = Callable[[Sequence[Mapping[str, Any]], str | None], Awaitable[list[AgentInfo | None]]]
 Accept = Callable[[list[AgentInfo]], bool]
 
 
@@ -281,11 +282,8 @@ class Discoverer:
         )
         found: list[AgentInfo] = []
         for response in responses:
-            if response.body is not None and not isinstance(response.body, list):
-                raise ConsulRequestError("discover agents", 200, "the answer is not a list of entries")
-            entries = response.body or []
-            infos = await self._to_infos([e for e in entries if wire.is_health_entry(e)], dc)
-            found.extend(info for info in infos if wire.matches(request, info))
+            infos = await self._to_infos(response.body or [], dc)
+            found.extend(info for info in infos if info is not None and wire.matches(request, info))
         found.sort(key=lambda info: (info.agent_type, info.agent_id))
         known_leader = all(r.meta.known_leader for r in responses)
         last_contact = max((r.meta.last_contact_ms for r in responses), default=0)

@@ -287,6 +287,7 @@ class ConsulGateway:
         body: Any,
         timeout: float,
         datacenter: str | None,
+        raw: bool = False,
     ) -> consul.base.Response:
         http = self._parent._http if self._parent is not None else self._http
         if http is None:
@@ -299,6 +300,8 @@ class ConsulGateway:
         options: dict[str, Any] = {"params": params, "headers": headers, "connections_timeout": timeout}
         if method != "GET":
             options["data"] = data
+        elif raw:
+            options["raw"] = True  # the body as bytes: py-consul would decode it as strict UTF-8
         where = _where(self.address, datacenter)
         try:
             response: consul.base.Response = await getattr(http, method.lower())(lambda r: r, path, **options)
@@ -343,7 +346,8 @@ class ConsulGateway:
         consistency: str | None = None,
         max_stale: float | None = None,
         allow_404: bool = False,
-        decode: Callable[[str], Any] | None = None,
+        decode: Callable[[Any], Any] | None = None,
+        raw: bool = False,
     ) -> ConsulResponse:
         """Send one request; reads (GET) are retried on outage, writes are not.
 
@@ -353,6 +357,7 @@ class ConsulGateway:
         blocking-query rules require. ``max_stale`` (with ``consistency="stale"``) makes the Consul agent
         re-ask the leader when the server that answered last heard from it longer ago than that. ``decode``
         turns a successful answer's text into its body (default: JSON, or the text when it is not JSON).
+        With ``raw`` (GET only) ``decode`` gets the body's bytes: for KV values, which need not be UTF-8.
         ``datacenter`` names a datacenter to ask instead of the client's; errors then name it.
         """
         if any(segment in (".", "..") for segment in path.split("/")):
@@ -383,11 +388,15 @@ class ConsulGateway:
             if timeout <= 0:
                 raise self._out_of_time(operation, datacenter)
             try:
-                response = await self._send(operation, method, path, query, body, timeout, datacenter)
+                response = await self._send(operation, method, path, query, body, timeout, datacenter, raw)
                 if response.code == 404 and allow_404:
                     return ConsulResponse(404, None, _meta_from(response.headers))
                 if response.code >= 400:
-                    detail = str(response.body)
+                    detail = (
+                        response.body.decode("utf-8", "replace")
+                        if isinstance(response.body, bytes)
+                        else str(response.body)
+                    )
                     if delays and response.code == 500 and "rpc error" in detail.lower() and not datacenter:
                         # A local server died: the agent needs a moment to move on to another. In a
                         # remote datacenter (asked by name) failover moves on instead.

@@ -1,10 +1,9 @@
 """The pure parts of time bounds and staleness: call deadlines, which outages are retried, errors naming a
-datacenter, Consul's lag headers, a watch whose read hangs, and entries of an unusable shape."""
+datacenter, Consul's lag headers, and a watch whose read hangs."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
@@ -19,7 +18,6 @@ from consul_agents._gateway import (
     time_left,
 )
 from consul_agents._watch import Watch, WatchPolicy, data_lag
-from consul_agents._wire import is_health_entry
 
 ADDRESS = "http://127.0.0.1:8500"
 
@@ -154,20 +152,3 @@ async def test_leaderless_answer_ages_with_time() -> None:
     clock[0] = 12.0
     assert watch.staleness() == pytest.approx(5.0)
     await watch.stop()
-
-
-@pytest.mark.parametrize(
-    ("entry", "usable"),
-    [
-        ({"Service": {"Service": "agent-x", "ID": "x-1"}}, True),
-        (None, False),
-        ({"Service": None}, False),
-        ({"Service": {"Service": None, "ID": "x-1"}}, False),
-        ({"Node": {}}, False),
-        ([], False),
-    ],
-)
-def test_entries_of_an_unusable_shape_are_recognised(entry: Any, usable: bool) -> None:
-    """A null entry or a null Service (the shape behind "'NoneType' object is not subscriptable") is not
-    a health entry."""
-    assert is_health_entry(entry) is usable
