@@ -610,6 +610,8 @@ class AgentRegistry:
         not N."""
         heartbeat.cancel()
         await asyncio.wait([heartbeat])  # raises nothing of the heartbeat's; a new cancellation still does
+        if not heartbeat.cancelled() and heartbeat.exception() is not None:
+            log.error("heartbeat of agent %s stopped: %r", agent_id, heartbeat.exception())
         now = time.monotonic()
         failed_at = self._cleanup_failed_at
         if failing and failed_at is not None and now - failed_at < self.settings.timeout:
