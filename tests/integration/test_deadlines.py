@@ -16,7 +16,13 @@ import pytest
 from conftest import MakeConsul, skip_if_external
 from support import eventually, registration
 
-from consul_agents import AgentRegistry, DiscoveryRequest, RegistryTimeoutError, RegistryUnavailableError
+from consul_agents import (
+    AgentRegistry,
+    DiscoveryRequest,
+    RegistryTimeoutError,
+    RegistryUnavailableError,
+    SelectionCriteria,
+)
 from consul_agents.cluster import ConsulCluster
 from consul_agents.dev import ConsulDevServer
 
@@ -122,7 +128,7 @@ async def test_select_against_a_hung_agent_ends_within_the_timeout(
         await _visible(registry, unique)
         freeze()
         for name, call in {
-            "select": lambda: registry.select_agent(DiscoveryRequest(agent_type=unique), cached=False),
+            "select": lambda: registry.select_agent(SelectionCriteria(agent_type=unique), cached=False),
             "cached": lambda: registry.discover(DiscoveryRequest(agent_type=unique + "x")),
         }.items():
             started = time.monotonic()
