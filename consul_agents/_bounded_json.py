@@ -2,8 +2,8 @@
 
 ``json.loads`` and everything that walks its result recurse once per level, so a document nested a few
 thousand levels deep raises ``RecursionError`` (a ``RuntimeError``, not a ``ValueError``) wherever it goes.
-:func:`json_nesting` measures the depth on the raw text, before parsing: string literals removed by one
-regular expression, then a running count of the remaining brackets, all in C (about 20 ms per MiB).
+:func:`json_nesting` measures the depth on the raw text, before parsing: escapes and string literals removed
+by regular expressions, then a running count of the remaining brackets, all in C (about 20 ms per MiB).
 The REST API reads request bodies and the sidecar reads agents' health answers through :func:`loads_bounded`.
 """
 
@@ -16,8 +16,11 @@ from typing import Any
 
 __all__ = ["JsonTooDeep", "json_nesting", "loads_bounded"]
 
-# A JSON string, unrolled so that the regular expression never backtracks.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# Escapes first (a backslash and the byte after it, left to right, as JSON reads them), then strings, which
+# hold no backslash any more: each pass is linear. One pattern for strings with escapes inside was quadratic
+# on an unterminated string ('"\\' repeated: 17 s for 40 KB), since every escaped quote restarts a match.
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
 _NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
 _DELTA = tuple(1 if byte in b"[{" else -1 for byte in range(256))
 
@@ -32,7 +35,7 @@ def json_nesting(raw: bytes) -> int:
     Brackets inside strings do not count. For text that is not JSON the figure is only an estimate; the
     parser reports such text anyway.
     """
-    brackets = _NOT_BRACKET.sub(b"", _STRING.sub(b"", raw))
+    brackets = _NOT_BRACKET.sub(b"", _STRING.sub(b"", _ESCAPE.sub(b"", raw)))
     if not brackets:
         return 0
     deepest: int = max(accumulate(map(_DELTA.__getitem__, brackets)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from hypothesis import given
@@ -41,3 +42,13 @@ def test_scalars_and_empty_bodies_have_no_depth() -> None:
     assert json_nesting(b'"[[["') == 0
     assert json_nesting(b"[") == 1
     assert json_nesting(b"[" * 10_000) == 10_000
+
+
+def test_an_unterminated_string_of_escaped_quotes_is_measured_in_linear_time() -> None:
+    """A body that opens a string and never closes it, full of escaped quotes ('"\\' repeated), is measured
+    in one pass: 600 KB in well under 5 s (a scan that restarted at every quote took 17 s for 40 KB and
+    would take hours here; linear, it takes a fraction of a second even on a loaded machine)."""
+    body = b"[" * 65 + b'"\\' * 300_000
+    started = time.monotonic()
+    assert json_nesting(body) == 65
+    assert time.monotonic() - started < 5
