@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from consul_agents._bounded_json import json_nesting
+from consul_agents._bounded_json import nests_deeper_than
 from consul_agents._models import (
     AGENT_ID_PATTERN,
     MAX_METADATA_BYTES,
@@ -154,7 +154,7 @@ def decode_metadata(raw: str | bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     # Fewer opening brackets than the bound cannot nest past it: the scan is skipped in the common case.
-    if data.count(b"[") + data.count(b"{") > MAX_READ_DEPTH and json_nesting(data) > MAX_READ_DEPTH:
+    if data.count(b"[") + data.count(b"{") > MAX_READ_DEPTH and nests_deeper_than(data, MAX_READ_DEPTH):
         raise ValueError(f"nested deeper than {MAX_READ_DEPTH}")
     try:
         decoded = _DECODER.decode(text)
