@@ -3,11 +3,14 @@
 ``@instrumented("discover")`` on an AgentRegistry method is all an operation needs: attributes are read
 from the call's arguments (models and agent ids) and from its result, so operations never touch metrics or
 spans themselves. Deeper code adds what only it knows with :func:`consul_agents._tracing.annotate`.
+It also gives the operation its one deadline: the client's ``settings.timeout``, shared by every request
+the operation makes (see :func:`consul_agents._gateway.call_deadline`).
 
 One public call is one operation: a registry method called from inside another one (``select_agent``
-asking ``discover``, ``deregister_agent`` asking ``get_agent``) runs bare, with no second span and no
-second metric. With no tracer provider installed, no span is opened at all (not even a no-op one): the
-call costs its latency observation and outcome count, through metric children looked up once.
+asking ``discover``, ``deregister_agent`` asking ``get_agent``) runs bare, with no second span, no second
+metric and no deadline of its own (its caller's is in force). With no tracer provider installed, no span
+is opened at all (not even a no-op one): the call costs its latency observation and outcome count, through
+metric children looked up once.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from consul_agents._gateway import call_deadline
 from consul_agents._metrics import OPERATION_DURATION, OPERATIONS, outcome_of
 from consul_agents._models import AgentInfo, AgentRegistration, DiscoveryRequest, SelectionCriteria
 from consul_agents._tracing import clean, collect_annotations, stop_collecting, tracer, tracing_enabled
@@ -82,6 +86,13 @@ def _result_attributes(result: Any, call: dict[str, Any], candidates: int | None
     return {}
 
 
+def _call_timeout(args: tuple[Any, ...]) -> float | None:
+    """The time budget of a call on a client: its ``settings.timeout`` (None for anything else)."""
+    settings = getattr(args[0], "settings", None) if args else None
+    timeout = getattr(settings, "timeout", None)
+    return float(timeout) if isinstance(timeout, int | float) else None
+
+
 #: True while a registry operation runs in this context: the calls it makes are part of it.
 _in_operation: ContextVar[bool] = ContextVar("consul_agents_in_operation", default=False)
 
@@ -124,7 +135,8 @@ def instrumented(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callab
                     return await traced(*args, **kwargs)
                 started = time.perf_counter()
                 try:
-                    result = await method(*args, **kwargs)
+                    with call_deadline(_call_timeout(args)):
+                        result = await method(*args, **kwargs)
                 except BaseException as exc:
                     recorder.record(time.perf_counter() - started, outcome_of(exc))
                     raise
@@ -147,7 +159,8 @@ def instrumented(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callab
                 pending: dict[str, Any] = {}
                 gathering = collect_annotations(pending) if recording else None
                 try:
-                    result = await method(*args, **kwargs)
+                    with call_deadline(_call_timeout(args)):
+                        result = await method(*args, **kwargs)
                 except BaseException as exc:
                     outcome = outcome_of(exc)
                     recorder.record(time.perf_counter() - started, outcome)
