@@ -1,0 +1,55 @@
+"""The command line as Consul users expect it: host:port addresses, and `dns setup` refusing bad input."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from processes import CLI, cli_env
+from support import consul_get
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=60, check=False, env=cli_env(**env)
+    )
+
+
+def host_port(addr: str) -> str:
+    return addr.removeprefix("http://")
+
+
+def test_http_addr_accepts_host_port_like_consuls_cli(consul_addr: str) -> None:
+    """`-http-addr 127.0.0.1:8501` works as in Consul's CLI (http unless CONSUL_HTTP_SSL=true)."""
+    answer = run_cli("types", "--json", "-http-addr", host_port(consul_addr))
+    assert answer.returncode == 0, answer.stderr
+    answer = run_cli("types", "--json", "--http-addr", host_port(consul_addr))
+    assert answer.returncode == 0, answer.stderr
+
+
+def test_http_addr_host_port_is_https_with_consul_http_ssl(consul_addr: str) -> None:
+    """With CONSUL_HTTP_SSL=true a bare host:port means https, so a plain-HTTP Consul is unreachable (5)."""
+    answer = run_cli("types", "-http-addr", host_port(consul_addr), CONSUL_HTTP_SSL="true")
+    assert answer.returncode == 5
+    assert "https://" + host_port(consul_addr) in answer.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--nearest-n", "-1"], ["nearest_n", "-1"]),
+        (["--failover", "dc3,dc9"], ["'dc3'", "'dc9'", "known: dc1"]),
+    ],
+)
+def test_dns_setup_refuses_invalid_input_with_exit_2_and_writes_nothing(
+    consul_addr: str, flags: list[str], words: list[str]
+) -> None:
+    """A negative --nearest-n or an unknown --failover datacenter exits 2 naming it; no query is written."""
+    before, _ = consul_get(consul_addr, "/v1/query")
+    answer = run_cli("dns", "setup", *flags, "-http-addr", consul_addr)
+    assert answer.returncode == 2, answer.stderr
+    for word in words:
+        assert word in answer.stderr
+    assert "Traceback" not in answer.stderr
+    after, _ = consul_get(consul_addr, "/v1/query")
+    assert after == before
