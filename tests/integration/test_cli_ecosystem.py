@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import socket
 import subprocess
 
 import pytest
-from processes import CLI, cli_env
+from processes import CLI, cli_env, reap
 from support import consul_get
 
 
@@ -53,3 +57,40 @@ def test_dns_setup_refuses_invalid_input_with_exit_2_and_writes_nothing(
     assert "Traceback" not in answer.stderr
     after, _ = consul_get(consul_addr, "/v1/query")
     assert after == before
+
+
+def test_demo_says_which_ports_it_uses_and_what_it_does_on_ctrl_c() -> None:
+    """`make run`'s demo says a taken port was replaced, prints the real dig port and reports its shutdown."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        demo = subprocess.Popen(
+            [*CLI, "demo", "--seed", "1", "--http-port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env=cli_env(),
+        )
+        try:
+            assert demo.stdout is not None
+            seen = []
+            for line in demo.stdout:
+                seen.append(line)
+                if line.startswith("Running;"):
+                    break
+            else:
+                pytest.fail("the demo ended before it was running: " + "".join(seen))
+            os.killpg(demo.pid, signal.SIGINT)
+            rest, stderr = demo.communicate(timeout=60)
+        finally:
+            reap(demo)
+    started = "".join(seen)
+    assert f"Port {port} (HTTP) is taken" in started
+    dns_port = re.search(r"DNS 127\.0\.0\.1:(\d+)", started)
+    assert dns_port is not None, started
+    assert f"dig @127.0.0.1 -p {dns_port.group(1)} agent-planner.service.consul SRV" in started
+    assert demo.returncode == 0, stderr
+    assert "Stopping: deregistering 5 agents" in rest
+    assert "Demo agents deregistered." in rest and "Consul dc1 stopped." in rest
