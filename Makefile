@@ -42,12 +42,12 @@ consul: venv
 	@$(BIN)/python -m consul_agents.dev find >/dev/null 2>&1 || $(BIN)/python -m consul_agents.dev install
 	@echo "consul: $$($(BIN)/python -m consul_agents.dev find)"
 
-# Debian's chromium (the web page test) and its prometheus package: promtool (the metrics test) and the
+# Debian's chromium (the web page test), dig (the README test) and its prometheus package: promtool (the metrics test) and the
 # prometheus server (the http_sd test). Their tests skip with a reason when these are missing; CI (CI=true)
 # installs them, as root, through apt-get.
-TOOLS_PACKAGES := chromium prometheus
+TOOLS_PACKAGES := chromium prometheus bind9-dnsutils
 tools:
-	@if command -v chromium >/dev/null && command -v promtool >/dev/null && command -v prometheus >/dev/null; then exit 0; fi; \
+	@if command -v chromium >/dev/null && command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v dig >/dev/null; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 	  echo "note: chromium/prometheus missing and not root with apt-get: their tests will be skipped" >&2; exit 0; fi; \
 	export DEBIAN_FRONTEND=noninteractive; \
