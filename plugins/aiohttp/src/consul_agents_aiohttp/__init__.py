@@ -12,28 +12,44 @@
     web.run_app(app, port=8080)
 
 On startup (a ``cleanup_ctx`` entry) the app registers with the local Consul agent and heartbeats in the
-background; on cleanup it deregisters. A middleware counts requests in flight; the load reported to the
-registry is ``in_flight / capacity`` (capped at 1). ``GET /health`` (configurable) answers
+background. On shutdown it leaves discovery first (an ``on_shutdown`` handler deregisters it), and only then
+does aiohttp wait for the requests in flight: discoverers stop sending new work while the old work drains.
+A middleware counts requests in flight; the load reported to the registry is ``in_flight / capacity``
+(capped at 1). ``GET /health`` (configurable) answers
 ``{"status": ..., "load": ..., "in_flight": ..., "capacity": ..., "agent_id": ...}``, the same shape the
 sidecar's ``load_field: load`` reads.
 
 The registration happens before the server accepts connections (aiohttp runs ``cleanup_ctx`` first); the
-first discoverer may find the agent a few milliseconds before its port listens, and retries.
+first discoverer may find the agent a few milliseconds before its port listens, and retries. aiohttp closes
+the listening socket just before ``on_shutdown`` runs, so a discoverer may still find the agent for the few
+milliseconds its deregistration takes. When Consul cannot be reached at shutdown, the app still stops
+cleanly and logs one warning that the deregistration could not be confirmed (Consul then removes the agent
+after its TTL and ``deregister_after``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from consul_agents import AgentRegistration, AgentRegistry, AgentSession, AgentStatus, InvalidAgentError
+from consul_agents import (
+    AgentRegistration,
+    AgentRegistry,
+    AgentSession,
+    AgentStatus,
+    ConsulAgentsError,
+    InvalidAgentError,
+)
 
 __all__ = ["AGENT", "AgentState", "setup_agent"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("consul_agents_aiohttp")
 
 
 @dataclass
@@ -48,6 +64,7 @@ class AgentState:
     in_flight: int = 0
     status: AgentStatus = AgentStatus.PASSING
     session: AgentSession | None = None
+    _registered: AsyncExitStack | None = field(default=None, repr=False)
 
     @property
     def load(self) -> float:
@@ -99,6 +116,7 @@ def setup_agent(
     app.middlewares.append(_count_in_flight)
     app.router.add_get(health_path, _health)
     app.cleanup_ctx.append(_registered)
+    app.on_shutdown.append(_leave_on_shutdown)
     return state
 
 
@@ -130,13 +148,35 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _registered(app: web.Application) -> AsyncIterator[None]:
     state = app[AGENT]
-    async with (
-        AgentRegistry(**state.registry_args) as registry,
-        registry.session(state.registration, interval=state.interval) as session,
-    ):
-        state.session = session
+    async with AgentRegistry(**state.registry_args) as registry:
+        stack = AsyncExitStack()
+        state.session = await stack.enter_async_context(
+            registry.session(state.registration, interval=state.interval)
+        )
+        state._registered = stack
         state._publish()
         try:
             yield
         finally:
-            state.session = None
+            await _leave(state)
+
+
+async def _leave_on_shutdown(app: web.Application) -> None:
+    await _leave(app[AGENT])
+
+
+async def _leave(state: AgentState) -> None:
+    """Stop heartbeating and deregister, once (on shutdown, before aiohttp drains; else on cleanup)."""
+    stack, state._registered = state._registered, None
+    if stack is None:
+        return
+    agent_id, state.session = state.agent_id, None
+    try:
+        await stack.aclose()
+    except ConsulAgentsError as exc:
+        log.warning(
+            "agent %s stopped, but its deregistration could not be confirmed (%s); Consul removes it once "
+            "its TTL has run out and deregister_after has passed",
+            agent_id,
+            exc,
+        )
