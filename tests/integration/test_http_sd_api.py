@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from acl_support import acl_consul, master_token, provision_tokens, registration
 from aiohttp import test_utils
+from support import consul_get
 
 from consul_agents import AgentRegistry
 from consul_agents.acl import ProvisionedToken
@@ -104,6 +105,12 @@ async def test_targets_are_scoped_by_the_callers_token(
             assert {f"{unique}-a", f"{unique}-b"} <= everything
             anonymous = await acl_api.get("/v1/prometheus/sd")
             assert anonymous.status == 200 and await anonymous.json() == []
+            # A plain Consul client with that token: an empty list for the other type, not a denial (a 403
+            # would raise here).
+            body, _ = consul_get(
+                server.http_addr, "/v1/health/service/agent-beta", reader["Authorization"][7:]
+            )
+            assert body == []
         finally:
             await alpha.deregister_agent(f"{unique}-a")
             await beta.deregister_agent(f"{unique}-b")
