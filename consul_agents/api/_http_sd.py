@@ -46,6 +46,7 @@ METRICS_PATH_PARAMETER = "metrics_path"
 _META = "__meta_consul_agents_"
 _LABEL_INVALID = re.compile(r"[^a-zA-Z0-9_]")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_HOST = re.compile(r"[a-z0-9._-]{1,253}|[0-9a-f:.]{2,45}")
 
 
 def metrics_path_of(query: Any) -> str:
@@ -78,7 +79,8 @@ def _target(endpoint: str) -> tuple[str, str, str] | None:
     except ValueError:
         return None
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+    # The endpoint comes from Consul, so from any registrant: only a plain host name or address is a target.
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or not _HOST.fullmatch(parts.hostname):
         return None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return scheme, f"{host}:{port or _DEFAULT_PORTS[scheme]}", parts.path.rstrip("/")

@@ -65,6 +65,17 @@ async def test_bad_parameters_are_400_naming_them(
     assert body["error"] == "bad_request" and body["field"] == field
 
 
+@pytest.mark.parametrize(
+    ("authorization", "status"), [("Bearer", 200), ("Bearer   ", 200), ("Basic dXNlcjpwdw==", 400)]
+)
+async def test_an_empty_bearer_token_is_the_anonymous_token(
+    api: test_utils.TestClient[Any, Any], authorization: str, status: int
+) -> None:
+    """`Authorization: Bearer $TOKEN` with $TOKEN empty acts as the anonymous token; other schemes are 400."""
+    answer = await api.get("/v1/prometheus/sd", headers={"Authorization": authorization})
+    assert answer.status == status
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[ConsulDevServer]:
     with acl_consul() as started:

@@ -62,6 +62,16 @@ def test_labels_name_the_agent_and_carry_status_capabilities_and_tags_as_meta() 
     assert all(isinstance(v, str) for v in labels.values())
 
 
+@pytest.mark.parametrize(
+    "endpoint", ["http://ho st:1", "http://h%2f:1", "http://[zz::1]:1", "http://h:99999"]
+)
+def test_hostile_endpoints_from_consul_give_no_target(endpoint: str) -> None:
+    """An endpoint read from Consul whose host is not a plain name or address, or whose port is invalid,
+    gives no target (Consul holds whatever a registrant wrote)."""
+    info = agent("http://h:1").model_copy(update={"endpoint": endpoint})
+    assert http_sd_groups([info]) == []
+
+
 def test_endpoints_that_cannot_be_scraped_are_left_out() -> None:
     """An endpoint that is not http(s) (e.g. grpc://) gives no target instead of a broken one."""
     assert http_sd_groups([agent("grpc://h:1"), agent("http://h:2", agent_id="b")])[0]["targets"] == ["h:2"]
