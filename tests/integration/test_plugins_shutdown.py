@@ -1,5 +1,5 @@
 """The plugins at shutdown: leave discovery before draining, stop cleanly while Consul is down, keep a
-cancellation a cancellation; and the base agent's token setting."""
+cancellation a cancellation; the base agent's token setting; a load burst published at once."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 from acl_support import acl_consul, master_token, provision_tokens
+from aiohttp import test_utils, web
 from conftest import MakeConsul
 from consul_agents_agent import RegisteredAgent
+from consul_agents_aiohttp import setup_agent
 from processes import TESTS, cli_env, read_port, reap
 from support import consul_get, eventually
 
@@ -157,3 +159,40 @@ async def test_registered_agent_token_setting(unique: str) -> None:
 def registered_ids_as(server: ConsulDevServer, agent_type: str) -> set[str]:
     body, _ = consul_get(server.http_addr, f"/v1/health/service/agent-{agent_type}", master_token(server))
     return {item["Service"]["ID"] for item in body or []}
+
+
+async def slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(1.5)
+    return web.Response(text="done")
+
+
+async def test_aiohttp_plugin_publishes_a_burst_at_once(consul_addr: str, unique: str) -> None:
+    """A 1.5 s burst that fills the agent reaches Consul during the burst, not a heartbeat (10 s) later,
+    and so does its end."""
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    reg = AgentRegistration(agent_type=unique, capabilities=["plan"], endpoint="http://127.0.0.1:1", ttl=30)
+    setup_agent(app, reg, capacity=1, consul_url=consul_addr)
+
+    def load() -> str | None:
+        body, _ = consul_get(consul_addr, f"/v1/health/service/agent-{unique}")
+        return next((e["Service"]["Meta"].get("agent-load") for e in body or []), None)
+
+    async with test_utils.TestClient(test_utils.TestServer(app)) as client:
+        assert load() == "0"
+        started = asyncio.get_running_loop().time()
+        request = asyncio.create_task(client.get("/slow"))
+
+        async def full() -> bool:
+            return load() == "1"
+
+        await eventually(full, 5, "load 1 published")
+        assert asyncio.get_running_loop().time() - started < 1.5, "published only after the burst"
+        assert not request.done()
+        (await request).release()
+
+        async def idle() -> bool:
+            return load() == "0"
+
+        await eventually(idle, 5, "load 0 published")
+        assert asyncio.get_running_loop().time() - started < 3.0
