@@ -36,7 +36,7 @@ from consul_agents._models import AgentInfo
 from consul_agents.api._errors import BadRequest
 from consul_agents.api._routes import _view, discovery_request
 
-__all__ = ["METRICS_PATH_PARAMETER", "http_sd_groups", "metrics_path_of", "sd_routes"]
+__all__ = ["METRICS_PATH_PARAMETER", "discovery_query", "http_sd_groups", "metrics_path_of", "sd_routes"]
 
 log = logging.getLogger("consul_agents.api")
 sd_routes = web.RouteTableDef()
@@ -53,7 +53,9 @@ def metrics_path_of(query: Any) -> str:
     """The ``metrics_path`` query parameter (default ``/metrics``), always starting with one '/'."""
     values: list[str] = query.getall(METRICS_PATH_PARAMETER, [])
     if len(values) > 1:
-        raise BadRequest(f"query parameter {METRICS_PATH_PARAMETER!r} is given {len(values)} times")
+        raise BadRequest(
+            f"query parameter {METRICS_PATH_PARAMETER!r} is given {len(values)} times", METRICS_PATH_PARAMETER
+        )
     path = values[0] if values else "/metrics"
     if len(path) > 256 or any(c in path for c in "?#\\") or not path.isprintable():
         raise BadRequest(
