@@ -721,6 +721,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     server = run_dev_server(http_port=args.http_port, dns_port=args.dns_port, datacenter=args.datacenter)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        for what, asked, got in (
+            ("HTTP", args.http_port, server.http_port),
+            ("DNS", args.dns_port, server.dns_port),
+        ):
+            if asked != got:
+                print(f"port {asked} ({what}) is taken (another Consul?); using {got} instead")
         print(f"consul {server.datacenter} ready (pid {server.pid})")
         print(f"  HTTP  {server.http_addr}")
         print(f"  DNS   {server.bind}:{server.dns_port}")
@@ -735,6 +741,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         server.close()
+        print(f"consul {server.datacenter} stopped", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 
 import pytest
 from processes import CLI, cli_env, reap
@@ -94,3 +95,35 @@ def test_demo_says_which_ports_it_uses_and_what_it_does_on_ctrl_c() -> None:
     assert demo.returncode == 0, stderr
     assert "Stopping: deregistering 5 agents" in rest
     assert "Demo agents deregistered." in rest and "Consul dc1 stopped." in rest
+
+
+def test_dev_run_says_a_taken_port_was_replaced_and_that_it_stopped() -> None:
+    """`python -m consul_agents.dev run` says which port was taken and what it uses, and that it stopped."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.Popen(
+            [sys.executable, "-m", "consul_agents.dev", "run", "--http-port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env=cli_env(),
+        )
+        try:
+            assert run.stdout is not None
+            seen = []
+            for line in run.stdout:
+                seen.append(line)
+                if line.startswith("Ctrl-C"):
+                    break
+            else:
+                pytest.fail("consul did not start: " + "".join(seen))
+            os.killpg(run.pid, signal.SIGINT)
+            rest, stderr = run.communicate(timeout=60)
+        finally:
+            reap(run)
+    assert f"port {port} (HTTP) is taken" in "".join(seen)
+    assert run.returncode == 0, stderr
+    assert "consul dc1 stopped" in rest
