@@ -34,6 +34,7 @@ $(BIN)/python:
 PLUGINS := plugins/aiohttp plugins/agent
 $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) | $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' $(addprefix -e ,$(PLUGINS))
+	@echo "installed $(BIN)/consul-agents (not on PATH: run it from there, or 'source $(BIN)/activate' first)"
 	@touch $@
 
 # Finds the binary once up front (CONSUL_BIN, else the cache), installing it if missing, so a failed
