@@ -16,7 +16,9 @@ from collections import OrderedDict
 
 from aiohttp import web
 
+from consul_agents._errors import InvalidAgentError
 from consul_agents._registry import AgentRegistry
+from consul_agents._settings import check_token
 from consul_agents.api._errors import BadRequest
 
 __all__ = ["TokenViews", "token_of"]
@@ -25,10 +27,10 @@ log = logging.getLogger("consul_agents.api")
 
 
 def token_of(request: web.Request) -> str | None:
-    """The caller's Consul token, or None for the anonymous token."""
+    """The caller's Consul token, or None for the anonymous token; a malformed one is a 400."""
     token = request.headers.get("X-Consul-Token")
     if token:
-        return token
+        return _checked(token, "X-Consul-Token")
     authorization = request.headers.get("Authorization")
     if authorization is None:
         return None
@@ -36,7 +38,14 @@ def token_of(request: web.Request) -> str | None:
     if scheme.lower() != "bearer":
         raise BadRequest("the Authorization header must be 'Bearer <Consul ACL token>'", "Authorization")
     # An empty token ("Bearer " from an unset $TOKEN) is the anonymous token, as an empty X-Consul-Token is.
-    return credentials.strip() or None
+    return _checked(credentials, "Authorization")
+
+
+def _checked(token: str, header: str) -> str | None:
+    try:
+        return check_token(token, f"the {header} header")
+    except InvalidAgentError as exc:
+        raise BadRequest(str(exc), header) from exc
 
 
 def token_key(token: str | None) -> str:
