@@ -3,6 +3,14 @@
 ``@instrumented("discover")`` on an AgentRegistry method is all an operation needs: attributes are read
 from the call's arguments (models and agent ids) and from its result, so operations never touch metrics or
 spans themselves. Deeper code adds what only it knows with :func:`consul_agents._tracing.annotate`.
+It also gives the operation its one deadline: the client's ``settings.timeout``, shared by every request
+the operation makes (see :func:`consul_agents._gateway.call_deadline`).
+
+One public call is one operation: a registry method called from inside another one (``select_agent``
+asking ``discover``, ``deregister_agent`` asking ``get_agent``) runs bare, with no second span, no second
+metric and no deadline of its own (its caller's is in force). With no tracer provider installed, no span
+is opened at all (not even a no-op one): the call costs its latency observation and outcome count, through
+metric children looked up once.
 """
 
 from __future__ import annotations
@@ -11,13 +19,15 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from consul_agents._metrics import outcome_of, record_operation
+from consul_agents._gateway import call_deadline
+from consul_agents._metrics import OPERATION_DURATION, OPERATIONS, outcome_of
 from consul_agents._models import AgentInfo, AgentRegistration, DiscoveryRequest, SelectionCriteria
-from consul_agents._tracing import clean, tracer
+from consul_agents._tracing import clean, collect_annotations, stop_collecting, tracer, tracing_enabled
 
 __all__ = ["instrumented", "selection_reason"]
 
@@ -76,42 +86,97 @@ def _result_attributes(result: Any, call: dict[str, Any], candidates: int | None
     return {}
 
 
+def _call_timeout(args: tuple[Any, ...]) -> float | None:
+    """The time budget of a call on a client: its ``settings.timeout`` (None for anything else)."""
+    settings = getattr(args[0], "settings", None) if args else None
+    timeout = getattr(settings, "timeout", None)
+    return float(timeout) if isinstance(timeout, int | float) else None
+
+
+#: True while a registry operation runs in this context: the calls it makes are part of it.
+_in_operation: ContextVar[bool] = ContextVar("consul_agents_in_operation", default=False)
+
+
+class _Recorder:
+    """One operation's latency histogram and outcome counters, their label children looked up once
+    (``labels()`` validates and locks on every call: microseconds on the cached path)."""
+
+    __slots__ = ("duration", "operation", "outcomes")
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        self.duration = OPERATION_DURATION.labels(operation)
+        self.outcomes = {"ok": OPERATIONS.labels(operation, "ok")}
+
+    def record(self, seconds: float, outcome: str) -> None:
+        self.duration.observe(seconds)
+        counter = self.outcomes.get(outcome)
+        if counter is None:
+            counter = self.outcomes[outcome] = OPERATIONS.labels(self.operation, outcome)
+        counter.inc()
+
+
 def instrumented(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Wrap an async registry method in a span, a latency observation and an outcome count."""
 
     def decorate(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         name = f"consul_agents.{operation}"
-        signature = inspect.signature(method)
+        # positional parameter names, to name the arguments without inspect's (slower) binding
+        names = list(inspect.signature(method).parameters)
+        recorder = _Recorder(operation)
 
         @functools.wraps(method)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if _in_operation.get():
+                return await method(*args, **kwargs)
+            token = _in_operation.set(True)
+            try:
+                if tracing_enabled():
+                    return await traced(*args, **kwargs)
+                started = time.perf_counter()
+                try:
+                    with call_deadline(_call_timeout(args)):
+                        result = await method(*args, **kwargs)
+                except BaseException as exc:
+                    recorder.record(time.perf_counter() - started, outcome_of(exc))
+                    raise
+                recorder.record(time.perf_counter() - started, "ok")
+                return result
+            finally:
+                _in_operation.reset(token)
+
+        async def traced(*args: P.args, **kwargs: P.kwargs) -> R:
             started = time.perf_counter()
             with tracer.start_as_current_span(
                 name, kind=SpanKind.CLIENT, set_status_on_exception=False
             ) as span:
-                # Binding the arguments costs microseconds on the cached path: only for a recorded span.
+                recording = span.is_recording()
+                # Attributes are gathered in one dict (what deeper code annotates too) and set once at the
+                # end: each set_attributes call costs the SDK a lock and a validation pass.
                 call = (
-                    _call_attributes(signature.bind_partial(*args, **kwargs).arguments)
-                    if span.is_recording()
-                    else {}
+                    _call_attributes({**dict(zip(names, args, strict=False)), **kwargs}) if recording else {}
                 )
-                if call:
-                    span.set_attributes(clean(call))
+                pending: dict[str, Any] = {}
+                gathering = collect_annotations(pending) if recording else None
                 try:
-                    result = await method(*args, **kwargs)
+                    with call_deadline(_call_timeout(args)):
+                        result = await method(*args, **kwargs)
                 except BaseException as exc:
                     outcome = outcome_of(exc)
-                    record_operation(operation, time.perf_counter() - started, outcome)
-                    span.set_attribute("outcome", outcome)
+                    recorder.record(time.perf_counter() - started, outcome)
+                    if recording:
+                        span.set_attributes(clean({**call, **pending, "outcome": outcome}))
                     if outcome not in ("not_found", "cancelled"):
                         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                     raise
-                record_operation(operation, time.perf_counter() - started, "ok")
-                if span.is_recording():
-                    candidates = getattr(span, "attributes", {}).get("selection.candidates")
-                    span.set_attributes(
-                        clean({**_result_attributes(result, call, candidates), "outcome": "ok"})
-                    )
+                finally:
+                    if gathering is not None:
+                        stop_collecting(gathering)
+                recorder.record(time.perf_counter() - started, "ok")
+                if recording:
+                    candidates = pending.get("selection.candidates")
+                    result_attributes = _result_attributes(result, call, candidates)
+                    span.set_attributes(clean({**call, **pending, **result_attributes, "outcome": "ok"}))
                 return result
 
         return wrapper

@@ -35,11 +35,13 @@ __all__ = [
     "HTTP_DURATION",
     "OPERATIONS",
     "OPERATION_DURATION",
+    "REGISTRATION_CONFLICTS",
     "WATCH_LAG",
     "fleet_exposition",
     "observe_watch_lag",
     "outcome_of",
     "record_cache",
+    "record_conflict",
     "record_operation",
     "record_skipped",
 ]
@@ -81,6 +83,12 @@ HTTP_DURATION = Histogram(
     ["method", "route", "status"],
     buckets=_LATENCY_BUCKETS,
 )
+REGISTRATION_CONFLICTS = Counter(
+    "consul_agents_registration_conflicts",
+    "Agents this client registered whose catalog entry was found no longer matching what it registered "
+    "(another service name, address or port: overwritten behind its back).",
+    ["agent_type"],
+)
 
 ENTRIES_SKIPPED = Counter(
     "consul_agents_entries_skipped",
@@ -93,6 +101,8 @@ for _reason in SKIP_REASONS:
     ENTRIES_SKIPPED.labels(_reason)
 
 _cache_counts = {"hit": 0, "miss": 0}
+#: The two label children, looked up once: ``labels()`` validates and locks on every call.
+_CACHE_RESULTS = {result: CACHE_REQUESTS.labels(result) for result in _cache_counts}
 
 
 def _hit_ratio() -> float:
@@ -134,7 +144,11 @@ def record_cache(hit: bool) -> None:
     annotate({"cache.hit": hit})
     result = "hit" if hit else "miss"
     _cache_counts[result] += 1
-    CACHE_REQUESTS.labels(result).inc()
+    _CACHE_RESULTS[result].inc()
+
+
+def record_conflict(agent_type: str) -> None:
+    REGISTRATION_CONFLICTS.labels(agent_type).inc()
 
 
 def observe_watch_lag(seconds: float) -> None:

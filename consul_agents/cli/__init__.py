@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "consul_agents.cli.agents",
     "consul_agents.cli.bench",
     "consul_agents.cli.dev",
+    "consul_agents.cli.reap",
     "consul_agents.cli.sidecar",
     "consul_agents.cli.dns",
     "consul_agents.cli.serve",

@@ -294,7 +294,7 @@ async def test_selection_state_stays_bounded_under_distinct_requests(consul_addr
                 criteria = SelectionCriteria(agent_type=unique, strategy=strategy, max_load=0.5 + n / 10_000)
                 assert await registry.select_agent(criteria) is not None
         state = registry._selection
-        assert len(state.cursors) == 1 and len(state.passes) == 1 and len(state.virtual_time) == 1
+        assert len(state.cursors) == 1 and len(state.schedules) == 1
 
 
 # -- /metrics per datacenter ------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def test_selection_state_keeps_at_most_max_keys(strategy: str) -> None:
     pool = [candidate(f"a{n}") for n in range(5)]
     for key in range(100):
         select(pool, strategy, rng=random.Random(key), state=state, key=key)  # type: ignore[arg-type]
-    assert len(state.cursors) <= 8 and len(state.passes) <= 8 and len(state.virtual_time) <= 8
+    assert len(state.cursors) <= 8 and len(state.schedules) <= 8 and len(state.pools) <= 8
 
 
 class Clock:
