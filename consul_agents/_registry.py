@@ -27,6 +27,7 @@ from typing import Any, Self
 
 from cachetools import LRUCache
 
+from consul_agents import _card_ops as cards
 from consul_agents import _wire as wire
 from consul_agents._cache import WatchBudget, request_key
 from consul_agents._discovery import Discoverer
@@ -160,6 +161,7 @@ class AgentRegistry:
         self._watch_budget = WatchBudget()
         self._discovery = self._new_discovery()
         self.outliers = OutlierDetector(outlier_policy)
+        self._cards = cards.CardCache()
 
     def _new_discovery(self) -> Discoverer:
         skip = ("outlier_policy", "stale_reads")
@@ -218,6 +220,7 @@ class AgentRegistry:
         view._gateway = self._gateway.with_token(token)
         view._watch_budget = self._watch_budget
         view._discovery = view._new_discovery()
+        view._cards = cards.CardCache()
         return view
 
     # -- writes -------------------------------------------------------------------------------------------
@@ -254,12 +257,18 @@ class AgentRegistry:
             await self._gateway.put(operation, kv_path, kv_value)
         body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow(), status=status)
         try:
+            wrote_card = await cards.write_card(self._gateway, operation, registration, agent_id)
             await self._gateway.put(operation, "/v1/agent/service/register", body)
         except ConsulAgentsError:
             if kv_value is not None and previous is None:
                 with suppress(ConsulAgentsError):
                     await self._gateway.delete(operation, kv_path)
+            if previous is None and registration.card is not None:
+                with suppress(ConsulAgentsError):
+                    await cards.delete_card(self._gateway, operation, registration.agent_type, agent_id)
             raise
+        if not wrote_card and previous is not None and previous.registration.card is not None:
+            await cards.delete_card(self._gateway, operation, previous.registration.agent_type, agent_id)
         if (
             kv_value is None
             and previous is not None
@@ -376,6 +385,8 @@ class AgentRegistry:
             if wire.encode_metadata(known.registration.metadata)[1] is not None:
                 kv_key = wire.metadata_key(known.registration.agent_type, agent_id)
                 await self._gateway.delete(operation, f"/v1/kv/{kv_key}")
+            if known.registration.card is not None:
+                await cards.delete_card(self._gateway, operation, known.registration.agent_type, agent_id)
             self._forget(agent_id)
             return True
         local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
@@ -394,6 +405,9 @@ class AgentRegistry:
         if (local.body.get("Meta") or {}).get(wire.META_METADATA) == wire.METADATA_IN_KV:
             agent_type = wire.agent_type_of(str(local.body.get("Service", "")))
             await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}")
+        if (local.body.get("Meta") or {}).get(wire.META_CARD_DIGEST):
+            agent_type = wire.agent_type_of(str(local.body.get("Service", "")))
+            await cards.delete_card(self._gateway, operation, agent_type, agent_id)
         self._forget(agent_id)
         return True
 
@@ -504,7 +518,12 @@ class AgentRegistry:
         return (await self._discovery.discover(request or DiscoveryRequest(), cached=cached)).agents
 
     def _unavailable(self, criteria: SelectionCriteria, agents: list[AgentInfo]) -> list[str]:
-        """The ids selection must skip: those the caller excluded and those ejected as outliers."""
+        """The ids selection must skip: those the caller excluded, draining ones and those ejected as
+        outliers."""
+        if criteria.include_draining:
+            criteria = criteria.model_copy(
+                update={"exclude": [*criteria.exclude, *(a.agent_id for a in agents if a.draining)]}
+            )
         if not self.outliers.active:
             return criteria.exclude
         excluded = set(criteria.exclude)
@@ -563,6 +582,38 @@ class AgentRegistry:
             self.outliers.record(agent.agent_id, success=True)
         finally:
             self._selection.release(agent.agent_id)
+
+    # -- A2A Agent Cards and draining (see consul_agents._card_ops) ---------------------------------------
+
+    @instrumented("get_agent_card")
+    async def get_agent_card(self, agent_id: str) -> dict[str, Any]:
+        """The agent's A2A Agent Card as registered (equal as JSON to the card given).
+
+        Raises AgentNotFoundError when the agent is unknown or was registered without a card.
+        """
+        return (await self.get_registered_card(agent_id)).card
+
+    async def get_registered_card(self, agent_id: str) -> cards.RegisteredCard:
+        """The agent's card with the agent and the card's digest (``sha256:<hex>``, a strong ETag)."""
+        _check_agent_id(agent_id)
+        return await cards.read_card(self, self._cards, agent_id)
+
+    @instrumented("list_cards")
+    async def agent_cards(
+        self, request: DiscoveryRequest | None = None, *, cached: bool | None = None
+    ) -> list[cards.RegisteredCard]:
+        """The cards of every agent matching ``request`` (discovery's rules and order) that has one; cards
+        are kept in memory by digest, so a repeated listing reads only the cards that changed."""
+        return await cards.list_cards(self, self._cards, request or DiscoveryRequest(), cached=cached)
+
+    @instrumented("set_draining")
+    async def set_draining(self, agent_id: str, draining: bool = True) -> None:
+        """Mark an agent draining, or not: a draining agent keeps heartbeating and is discovered only by a
+        request with ``include_draining``, is never selected, and Consul DNS leaves it out of its answers.
+        Done through the local Consul agent (the one the agent registered with)."""
+        _check_agent_id(agent_id)
+        await cards.set_draining(self, agent_id, draining)
+        self._wrote(agent_id)
 
     # -- sessions -----------------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from consul_agents._models import (
+    CARD_META_KEYS,
     MAX_META_VALUE,
     RESERVED_META_KEYS,
     SERVICE_PREFIX,
@@ -51,6 +52,8 @@ __all__ = [
     "HEALTH_SCORES",
     "KV_PREFIX",
     "METADATA_IN_KV",
+    "META_CARD_DIGEST",
+    "META_CARD_VERSION",
     "META_ENDPOINT",
     "META_HEARTBEAT",
     "META_LOAD",
@@ -58,8 +61,11 @@ __all__ = [
     "META_TTL",
     "agent_type_of",
     "aggregate_status",
+    "card_key",
     "check_id",
     "datacenters",
+    "draining_check",
+    "draining_check_id",
     "entries_to_infos",
     "entry_to_info",
     "filter_expression",
@@ -82,9 +88,10 @@ __all__ = [
 ]
 
 META_ENDPOINT, META_LOAD, META_HEARTBEAT, META_TTL, META_METADATA = RESERVED_META_KEYS
+META_CARD_DIGEST, META_CARD_VERSION = CARD_META_KEYS
 #: The value of ``agent-metadata`` when the metadata is too large for Meta and lives in KV.
 METADATA_IN_KV = "kv"
-_OWN_META = frozenset(RESERVED_META_KEYS)
+_OWN_META = frozenset((*RESERVED_META_KEYS, *CARD_META_KEYS))
 #: Every KV key this library writes starts with this prefix.
 KV_PREFIX = "consul-agents/metadata/"
 
@@ -95,12 +102,43 @@ HEALTH_SCORES: Mapping[AgentStatus, float] = {
     AgentStatus.MAINTENANCE: 0.0,
 }
 _MAINTENANCE_CHECKS = ("_service_maintenance:", "_node_maintenance")
+#: A draining agent carries one extra check, ``draining:<agent id>``, always critical: Consul DNS then
+#: leaves the agent out of its answers, while discovery reads it as the ``draining`` flag, not as health.
+_DRAINING_CHECK = "draining:"
 _SEVERITY = {"passing": 0, "warning": 1, "critical": 2}
 
 
 def check_id(agent_id: str) -> str:
     """The ID of an agent's TTL check."""
     return f"service:{agent_id}"
+
+
+def draining_check_id(agent_id: str) -> str:
+    """The ID of the check that marks an agent draining."""
+    return _DRAINING_CHECK + agent_id
+
+
+def draining_check(agent_id: str) -> dict[str, Any]:
+    """The body of ``PUT /v1/agent/check/register`` that marks an agent draining.
+
+    A TTL check created critical and never updated stays critical (its TTL expiring changes nothing), and
+    has no DeregisterCriticalServiceAfter, so Consul never reaps the agent for it. Re-registering the
+    service (a load report) keeps it (measured on Consul 1.8.7).
+    """
+    return {
+        "ID": draining_check_id(agent_id),
+        "Name": "draining",
+        "ServiceID": agent_id,
+        "Notes": "consul-agents: the agent is draining (alive, taking no new work); critical to leave DNS",
+        "TTL": "8760h",
+        "Status": "critical",
+    }
+
+
+def card_key(agent_type: str, agent_id: str) -> str:
+    """The KV key of an agent's A2A Agent Card: under the type's metadata prefix, so the same ACL rules
+    cover it, and after a ``/``, which no agent id contains, so it never meets another agent's key."""
+    return f"{metadata_prefix(agent_type)}{agent_id}/card"
 
 
 def metadata_prefix(agent_type: str) -> str:
@@ -155,6 +193,10 @@ def service_definition(
     meta_value, _ = encode_metadata(registration.metadata)
     if meta_value is not None:
         meta[META_METADATA] = meta_value
+    card = registration.card_fields
+    if card is not None:
+        meta[META_CARD_DIGEST] = card.digest
+        meta[META_CARD_VERSION] = card.version
     return {
         "ID": agent_id,
         "Name": registration.service_name,
@@ -221,8 +263,20 @@ def aggregate_status(checks: Iterable[Mapping[str, Any]]) -> AgentStatus:
     for check in checks:
         if str(check.get("CheckID", "")).startswith(_MAINTENANCE_CHECKS):
             return AgentStatus.MAINTENANCE
+        if str(check.get("CheckID", "")).startswith(_DRAINING_CHECK):
+            continue  # the draining flag, not health (see is_draining)
         worst = max(worst, _SEVERITY.get(str(check.get("Status", "critical")), 2))
     return (AgentStatus.PASSING, AgentStatus.WARNING, AgentStatus.CRITICAL)[worst]
+
+
+def is_draining(checks: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether an agent carries the draining check (whatever its status: it is the mark itself)."""
+    return any(str(check.get("CheckID", "")).startswith(_DRAINING_CHECK) for check in checks)
+
+
+def _card_meta(meta: Mapping[str, str], key: str) -> str | None:
+    value = meta.get(key)
+    return value if isinstance(value, str) and value else None
 
 
 def _parse_load(text: str | None) -> float:
@@ -281,7 +335,8 @@ def entry_to_info(
     service = entry["Service"]
     node = entry.get("Node") or {}
     meta: Mapping[str, str] = service.get("Meta") or {}
-    status = aggregate_status(entry.get("Checks") or [])
+    checks = entry.get("Checks") or []
+    status = aggregate_status(checks)
     weights = service.get("Weights") or {}
     return AgentInfo(
         agent_id=service["ID"],
@@ -298,6 +353,9 @@ def entry_to_info(
         weight=int(weights.get("Passing", 1) or 1),
         node=str(node.get("Node", "")),
         staleness=staleness,
+        card_digest=_card_meta(meta, META_CARD_DIGEST),
+        card_version=_card_meta(meta, META_CARD_VERSION),
+        draining=is_draining(checks),
     )
 
 
@@ -353,7 +411,12 @@ def filter_expression(request: DiscoveryRequest) -> str:
     clauses += [
         f"Service.Meta[{quote(key)}] == {quote(value)}" for key, value in sorted(request.tags.items())
     ]
-    clauses.append(_STATUS_FILTERS[request.status])
+    if request.include_draining and request.status not in (AgentStatus.CRITICAL, AgentStatus.MAINTENANCE):
+        # A draining agent has a critical check and Consul 1.8's filters cannot tell which check is
+        # critical, so the status is tested in Python instead (matches), on every agent asked about.
+        clauses.append('Service.ID != ""')
+    else:
+        clauses.append(_STATUS_FILTERS[request.status])
     return " and ".join(clauses)
 
 
@@ -370,6 +433,8 @@ def matches(request: DiscoveryRequest, info: AgentInfo) -> bool:
     if request.region is not None and info.datacenter and info.datacenter != request.region:
         return False
     if not status_matches(request.status, info.status):
+        return False
+    if info.draining and not request.include_draining:
         return False
     if request.max_load is not None and info.current_load > request.max_load:
         return False

@@ -1,0 +1,159 @@
+"""The registry's A2A operations: store and read Agent Cards, list them, mark agents draining.
+
+Client layer (like `_registry`): Consul I/O goes through the registry's gateway, Consul's JSON through
+`_wire`, card rules through `_cards`. A card lives in KV under :func:`consul_agents._wire.card_key`, beside
+the agent's metadata and under the same ACL rules; its digest and version live in the service's Meta, so a
+reader knows which card to expect and refuses any other (KV is untrusted: anyone with write on the key
+could have replaced it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cachetools import LRUCache
+
+from consul_agents import _wire as wire
+from consul_agents._cards import CardError, parse_card_text
+from consul_agents._errors import AgentNotFoundError, ConsulRequestError
+from consul_agents._models import AgentInfo, AgentRegistration, DiscoveryRequest
+
+if TYPE_CHECKING:
+    from consul_agents._gateway import ConsulGateway
+    from consul_agents._registry import AgentRegistry
+
+__all__ = [
+    "CardCache",
+    "RegisteredCard",
+    "delete_card",
+    "list_cards",
+    "read_card",
+    "set_draining",
+    "write_card",
+]
+
+#: Bytes of card text one registry (one token) keeps in memory, keyed by digest.
+CARD_CACHE_BYTES = 32 * 1024 * 1024
+#: Cards read from KV at once while listing.
+_LIST_CONCURRENCY = 32
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredCard:
+    """An agent's A2A Agent Card as registered, with its agent and its digest (a strong ETag)."""
+
+    agent: AgentInfo
+    card: dict[str, Any]
+    digest: str
+
+
+class CardCache:
+    """Cards by digest, bounded in bytes. A digest names one content, so an entry is never stale; each
+    registry view (one token) has its own, so a card is only served to a token that could read it."""
+
+    def __init__(self, max_bytes: int = CARD_CACHE_BYTES) -> None:
+        self._cards: LRUCache[str, tuple[dict[str, Any], int]] = LRUCache(
+            maxsize=max_bytes, getsizeof=lambda value: value[1]
+        )
+
+    def get(self, digest: str) -> dict[str, Any] | None:
+        found = self._cards.get(digest)
+        return None if found is None else found[0]
+
+    def put(self, digest: str, card: dict[str, Any], size: int) -> None:
+        if size <= self._cards.maxsize:
+            self._cards[digest] = (card, size)
+
+
+async def write_card(
+    gateway: ConsulGateway, operation: str, registration: AgentRegistration, agent_id: str
+) -> bool:
+    """Store the registration's card in KV (before the service, so a reader never sees a digest without
+    its card); False when it has none."""
+    card = registration.card_fields
+    if card is None:
+        return False
+    await gateway.put(operation, f"/v1/kv/{wire.card_key(registration.agent_type, agent_id)}", card.text)
+    return True
+
+
+async def delete_card(gateway: ConsulGateway, operation: str, agent_type: str, agent_id: str) -> None:
+    await gateway.delete(operation, f"/v1/kv/{wire.card_key(agent_type, agent_id)}")
+
+
+async def _card_for(registry: AgentRegistry, cache: CardCache, info: AgentInfo) -> dict[str, Any]:
+    digest = info.card_digest
+    if digest is None:
+        raise AgentNotFoundError(info.agent_id, "it was registered without an A2A Agent Card")
+    cached = cache.get(digest)
+    if cached is not None:
+        return cached
+    operation = f"read the card of agent {info.agent_id!r}"
+    response = await registry.gateway.get(
+        operation,
+        f"/v1/kv/{wire.card_key(info.agent_type, info.agent_id)}",
+        params={"raw": ""},
+        datacenter=info.datacenter or None,
+        allow_404=True,
+        decode=lambda text: text,
+    )
+    if response.status == 404 or response.body is None:
+        raise AgentNotFoundError(info.agent_id, "its A2A Agent Card is missing from Consul's KV store")
+    text = response.body if isinstance(response.body, str) else str(response.body)
+    try:
+        card = parse_card_text(text, digest)
+    except CardError as exc:
+        raise ConsulRequestError(operation, 200, str(exc)) from exc
+    cache.put(digest, card, len(text))
+    return card
+
+
+async def read_card(registry: AgentRegistry, cache: CardCache, agent_id: str) -> RegisteredCard:
+    """The agent's card as registered (AgentNotFoundError when the agent is unknown or has no card)."""
+    info = await registry.get_agent(agent_id)
+    card = await _card_for(registry, cache, info)
+    assert info.card_digest is not None
+    return RegisteredCard(info, card, info.card_digest)
+
+
+async def list_cards(
+    registry: AgentRegistry, cache: CardCache, request: DiscoveryRequest, *, cached: bool | None = None
+) -> list[RegisteredCard]:
+    """The cards of every agent matching ``request`` that has one, in discovery order. Agents whose card
+    cannot be read (removed meanwhile, or not matching its digest) are left out."""
+    agents = [a for a in await registry.discover_agents(request, cached=cached) if a.card_digest is not None]
+    limit = asyncio.Semaphore(_LIST_CONCURRENCY)
+
+    async def one(info: AgentInfo) -> RegisteredCard | None:
+        async with limit:
+            try:
+                card = await _card_for(registry, cache, info)
+            except (AgentNotFoundError, ConsulRequestError):
+                return None
+        assert info.card_digest is not None
+        return RegisteredCard(info, card, info.card_digest)
+
+    found: Sequence[RegisteredCard | None] = await asyncio.gather(*(one(a) for a in agents))
+    return [entry for entry in found if entry is not None]
+
+
+async def set_draining(registry: AgentRegistry, agent_id: str, draining: bool) -> None:
+    """Mark an agent draining (or not) through the local Consul agent, which holds its checks."""
+    gateway = registry.gateway
+    operation = f"{'drain' if draining else 'undrain'} agent {agent_id!r}"
+    local = await gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
+    if local.status == 404:
+        raise AgentNotFoundError(agent_id, "not registered with the local Consul agent")
+    if draining:
+        await gateway.put(operation, "/v1/agent/check/register", wire.draining_check(agent_id))
+        return
+    checks = await gateway.get(
+        operation,
+        "/v1/agent/checks",
+        params={"filter": f"CheckID == {wire.quote(wire.draining_check_id(agent_id))}"},
+    )
+    if checks.body:
+        await gateway.put(operation, f"/v1/agent/check/deregister/{wire.draining_check_id(agent_id)}")

@@ -1,0 +1,224 @@
+"""A2A agents in the registry, against real Consul and real a2a-sdk agents: registration from the card an
+agent serves, cards read back, hostile cards refused with nothing written, draining."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import dns.asyncquery
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import pytest
+from processes import A2AAgent
+from support import consul_get, consul_put, eventually
+
+from consul_agents import (
+    AgentNotFoundError,
+    AgentRegistration,
+    AgentRegistry,
+    AgentStatus,
+    ConsulRequestError,
+    DiscoveryRequest,
+    InvalidAgentError,
+    SelectionCriteria,
+)
+from consul_agents._cards import card_digest, card_text
+from consul_agents.dev import ConsulDevServer
+
+
+@pytest.fixture(scope="module")
+def agents() -> Iterator[tuple[A2AAgent, A2AAgent]]:
+    """Two real A2A agents: alpha (skills echo, hello_world) and beta (summarize)."""
+    alpha = A2AAgent("alpha", "echo", "hello_world")
+    try:
+        beta = A2AAgent("beta", "summarize")
+    except BaseException:
+        alpha.close()
+        raise
+    yield alpha, beta
+    alpha.close()
+    beta.close()
+
+
+def kv_keys(addr: str, prefix: str) -> list[str]:
+    keys, _ = consul_get(addr, f"/v1/kv/{prefix}?keys")
+    return list(keys or [])
+
+
+async def test_registered_card_is_discoverable_by_skill_and_read_back_equal(
+    consul_addr: str, registry: AgentRegistry, unique: str, agents: tuple[A2AAgent, A2AAgent]
+) -> None:
+    """Agents registered from their served cards are found by skill, and their cards read back equal."""
+    alpha, _beta = agents
+    served = {a.name: a.card() for a in agents}
+    ids = {
+        a.name: await registry.register_agent(
+            AgentRegistration.from_agent_card(
+                served[a.name], agent_type=unique, agent_id=f"{unique}-{a.name}"
+            )
+        )
+        for a in agents
+    }
+    found = await registry.discover_agents(DiscoveryRequest(capabilities=["hello-world"]), cached=False)
+    assert [a.agent_id for a in found] == [ids["alpha"]]
+    assert found[0].endpoint == f"{alpha.endpoint}/"
+    assert found[0].card_version == "1.0.0"
+    assert found[0].card_digest == card_digest(card_text(served["alpha"]))
+    assert not any(key.startswith("agent-") for key in found[0].tags)
+    cached = await registry.discover_agents(DiscoveryRequest(capabilities=["summarize"]))
+    assert [a.agent_id for a in cached] == [ids["beta"]]
+    for agent in agents:
+        assert await registry.get_agent_card(ids[agent.name]) == served[agent.name]
+    # Plain Consul tools see the card beside the metadata, and its digest and version in Meta.
+    services, _ = consul_get(consul_addr, f"/v1/catalog/service/agent-{unique}")
+    meta = {s["ServiceID"]: s["ServiceMeta"] for s in services}
+    assert meta[ids["beta"]]["agent-card-version"] == "1.0.0"
+    assert kv_keys(consul_addr, f"consul-agents/metadata/{unique}/") == sorted(
+        f"consul-agents/metadata/{unique}/{agent_id}/card" for agent_id in ids.values()
+    )
+    for agent_id in ids.values():
+        assert await registry.deregister_agent(agent_id)
+    assert kv_keys(consul_addr, f"consul-agents/metadata/{unique}/") == []
+
+
+async def test_agent_without_card_and_unknown_agent_have_no_card(
+    registry: AgentRegistry, unique: str
+) -> None:
+    """get_agent_card raises AgentNotFoundError for an agent registered without a card."""
+    agent_id = await registry.register_agent(
+        AgentRegistration(agent_type=unique, capabilities=["plan"], endpoint="http://127.0.0.1:9")
+    )
+    with pytest.raises(AgentNotFoundError, match="without an A2A Agent Card"):
+        await registry.get_agent_card(agent_id)
+    with pytest.raises(AgentNotFoundError):
+        await registry.get_agent_card(f"{unique}-nobody")
+    await registry.deregister_agent(agent_id)
+
+
+async def test_a_card_replaced_in_kv_is_refused(
+    consul_addr: str, registry: AgentRegistry, unique: str, agents: tuple[A2AAgent, A2AAgent]
+) -> None:
+    """A card overwritten in KV by another writer no longer matches the digest in Meta and is refused."""
+    alpha, beta = agents
+    agent_id = await registry.register_agent(
+        AgentRegistration.from_agent_card(alpha.card(), agent_type=unique)
+    )
+    consul_put(consul_addr, f"/v1/kv/consul-agents/metadata/{unique}/{agent_id}/card", beta.card())
+    fresh = AgentRegistry(consul_addr)
+    async with fresh:
+        with pytest.raises(ConsulRequestError, match="does not match the digest"):
+            await fresh.get_agent_card(agent_id)
+    await registry.deregister_agent(agent_id)
+
+
+def _deep(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def hostile_cards(served: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        "huge": {**served, "description": "x" * 200_000},
+        "deep": {**served, "capabilities": {"extensions": [{"params": {"p": _deep(60)}}]}},
+        "skill-not-label": {**served, "skills": [{"id": "日本語", "name": "n"}]},
+        "interface-not-url": {
+            **served,
+            "supportedInterfaces": [{"url": "javascript:alert(1)", "protocolBinding": "JSONRPC"}],
+        },
+        "no-version": {k: v for k, v in served.items() if k != "version"},
+    }
+
+
+async def test_hostile_cards_are_refused_and_nothing_is_written(
+    consul_addr: str, api: Any, unique: str, agents: tuple[A2AAgent, A2AAgent]
+) -> None:
+    """Hostile cards sent to the REST API get a 422 naming the problem; Consul holds nothing afterwards."""
+    served = agents[0].card()
+    for name, card in hostile_cards(served).items():
+        with pytest.raises(InvalidAgentError):
+            AgentRegistration.from_agent_card(card, agent_type=unique)
+        body = {
+            "agent_type": unique,
+            "capabilities": ["echo", "hello-world"],
+            "endpoint": "http://127.0.0.1:9",
+            "card": card,
+        }
+        response = await api.post("/v1/agents", data=json.dumps(body))
+        text = await response.text()
+        assert response.status == 422, (name, text)
+        assert "card" in json.loads(text)["message"], name
+    services, _ = consul_get(consul_addr, f"/v1/catalog/service/agent-{unique}")
+    assert services == []
+    assert kv_keys(consul_addr, f"consul-agents/metadata/{unique}/") == []
+
+
+async def srv_ports(dns_port: int, name: str) -> set[int]:
+    query = dns.message.make_query(name, dns.rdatatype.SRV)
+    response = await dns.asyncquery.udp(query, "127.0.0.1", port=dns_port, timeout=3)
+    if response.rcode() == dns.rcode.NXDOMAIN:
+        return set()
+    return {r.port for rrset in response.answer if rrset.rdtype == dns.rdatatype.SRV for r in rrset}
+
+
+async def test_draining_agent_is_never_selected_and_leaves_dns(
+    consul_server: ConsulDevServer, registry: AgentRegistry, unique: str
+) -> None:
+    """A draining agent keeps passing, is discovered only on request, never selected, and absent from DNS
+    SRV answers; undraining restores it."""
+    ids = [
+        await registry.register_agent(
+            AgentRegistration(
+                agent_type=unique,
+                capabilities=["work"],
+                endpoint=f"http://127.0.0.1:{port}",
+                agent_id=f"{unique}-{port}",
+                ttl=2,
+            )
+        )
+        for port in (7001, 7002)
+    ]
+    name = f"work.agent-{unique}.service.consul"
+    assert await srv_ports(consul_server.dns_port, name) == {7001, 7002}
+    await registry.set_draining(ids[0], True)
+
+    async def gone_from_dns() -> bool:
+        return await srv_ports(consul_server.dns_port, name) == {7002}
+
+    await eventually(gone_from_dns, 10, "draining agent out of DNS")
+    for cached in (False, True):
+        found = await registry.discover_agents(DiscoveryRequest(agent_type=unique), cached=cached)
+        assert [a.agent_id for a in found] == [ids[1]]
+        every = await registry.discover_agents(
+            DiscoveryRequest(agent_type=unique, include_draining=True), cached=cached
+        )
+        assert {a.agent_id: a.draining for a in every} == {ids[0]: True, ids[1]: False}
+        assert {a.status for a in every} == {AgentStatus.PASSING}
+    criteria = SelectionCriteria(agent_type=unique, include_draining=True, strategy="round_robin")
+    picked = {(await registry.select_agent(criteria)).agent_id for _ in range(20)}  # type: ignore[union-attr]
+    assert picked == {ids[1]}
+    # It keeps heartbeating: still passing after more than one TTL.
+    for _ in range(3):
+        await registry.heartbeat(ids[0])
+    await registry.set_draining(ids[0], False)
+
+    async def back_in_dns() -> bool:
+        return await srv_ports(consul_server.dns_port, name) == {7001, 7002}
+
+    await eventually(back_in_dns, 10, "undrained agent back in DNS")
+    found = await registry.discover_agents(DiscoveryRequest(agent_type=unique), cached=False)
+    assert [a.agent_id for a in found] == ids and not any(a.draining for a in found)
+    with pytest.raises(AgentNotFoundError):
+        await registry.set_draining(f"{unique}-nobody", True)
+    for agent_id in ids:
+        await registry.deregister_agent(agent_id)
+    checks, _ = consul_get(
+        consul_server.http_addr,
+        "/v1/agent/checks?filter=" + urllib.parse.quote(f'ServiceName == "agent-{unique}"'),
+    )
+    assert checks == {}
