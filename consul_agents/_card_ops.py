@@ -18,7 +18,7 @@ from cachetools import LRUCache
 
 from consul_agents import _wire as wire
 from consul_agents._cards import CardError, parse_card_text
-from consul_agents._errors import AgentNotFoundError, ConsulRequestError
+from consul_agents._errors import AgentNotFoundError, ConsulRequestError, PermissionDeniedError
 from consul_agents._models import AgentInfo, AgentRegistration, DiscoveryRequest
 
 if TYPE_CHECKING:
@@ -123,7 +123,8 @@ async def list_cards(
     registry: AgentRegistry, cache: CardCache, request: DiscoveryRequest, *, cached: bool | None = None
 ) -> list[RegisteredCard]:
     """The cards of every agent matching ``request`` that has one, in discovery order. Agents whose card
-    cannot be read (removed meanwhile, or not matching its digest) are left out."""
+    cannot be read (removed meanwhile, not matching its digest, or not readable with this token) are left
+    out."""
     agents = [a for a in await registry.discover_agents(request, cached=cached) if a.card_digest is not None]
     limit = asyncio.Semaphore(_LIST_CONCURRENCY)
 
@@ -131,7 +132,7 @@ async def list_cards(
         async with limit:
             try:
                 card = await _card_for(registry, cache, info)
-            except (AgentNotFoundError, ConsulRequestError):
+            except (AgentNotFoundError, ConsulRequestError, PermissionDeniedError):
                 return None
         assert info.card_digest is not None
         return RegisteredCard(info, card, info.card_digest)
