@@ -3,7 +3,8 @@
 Run ``python a2a_agent.py NAME SKILL [SKILL...]``; it binds a free loopback port, serves its Agent Card at
 ``/.well-known/agent-card.json`` (JSON-RPC interface at ``/``) and prints ``PORT <n>`` once it listens. It
 answers every message with ``<NAME>: <text>``. ``POST /control?skill=<id>`` adds a skill to the card it
-serves; ``POST /control?card=broken`` makes it serve a body that is not a card.
+serves; ``POST /control?card=broken`` makes it serve a body that is not a card; every ``/control`` answer
+says how many times the card was asked for.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-STATE: dict[str, Any] = {"broken": False}
+STATE: dict[str, Any] = {"broken": False, "card_requests": 0}
 
 
 class Echo(AgentExecutor):
@@ -72,6 +73,7 @@ def build_app(name: str, skills: list[str], port: int) -> Starlette:
     card_routes = create_agent_card_routes(card, card_modifier=current)
 
     async def card_or_broken(request: Request) -> Response:
+        STATE["card_requests"] += 1
         if STATE["broken"]:
             return Response("<html>not a card</html>", media_type="text/html")
         return await card_routes[0].endpoint(request)  # type: ignore[no-any-return]
@@ -82,7 +84,7 @@ def build_app(name: str, skills: list[str], port: int) -> Starlette:
             card.skills.append(AgentSkill(id=skill, name=skill, description=f"does {skill}", tags=[skill]))
         if "card" in request.query_params:
             STATE["broken"] = request.query_params["card"] == "broken"
-        return JSONResponse({"skills": [s.id for s in card.skills], "broken": STATE["broken"]})
+        return JSONResponse({"skills": [s.id for s in card.skills], **STATE})
 
     routes = [
         Route(card_routes[0].path, card_or_broken, methods=["GET"]),

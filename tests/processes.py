@@ -127,10 +127,12 @@ class A2AAgent:
             card: dict[str, Any] = json.loads(response.read())
         return card
 
-    def control(self, **query: str) -> None:
+    def control(self, **query: str) -> dict[str, Any]:
+        """Change the agent (see tests/a2a_agent.py); returns its state, card_requests included."""
         url = f"{self.endpoint}/control?" + "&".join(f"{k}={v}" for k, v in query.items())
         with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5) as response:
-            json.loads(response.read())
+            state: dict[str, Any] = json.loads(response.read())
+        return state
 
     def close(self) -> None:
         reap(self.proc)

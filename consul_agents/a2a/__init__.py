@@ -1,0 +1,12 @@
+"""From selection to an A2A call: an a2a-sdk client to the agent the registry selects (``consul-agents[a2a]``).
+
+The core never imports this package; it needs ``a2a-sdk`` (``pip install 'consul-agents[a2a]'``)::
+
+    async with AgentRegistry() as registry, a2a_client(registry, SelectionCriteria(capabilities=["echo"])) as client:
+        async for event in client.send_message(SendMessageRequest(message=...)):
+            ...
+"""
+
+from consul_agents.a2a._client import RegistryA2AClient, a2a_client, is_unreachable
+
+__all__ = ["RegistryA2AClient", "a2a_client", "is_unreachable"]
