@@ -1,8 +1,9 @@
-"""From selection to an A2A call: an a2a-sdk client to the agent the registry selects (``consul-agents[a2a]``).
+"""From selection to an A2A call: an a2a-sdk client to the agent the registry selects.
 
 The core never imports this package; it needs ``a2a-sdk`` (``pip install 'consul-agents[a2a]'``)::
 
-    async with AgentRegistry() as registry, a2a_client(registry, SelectionCriteria(capabilities=["echo"])) as client:
+    criteria = SelectionCriteria(capabilities=["echo"])
+    async with AgentRegistry() as registry, a2a_client(registry, criteria) as client:
         async for event in client.send_message(SendMessageRequest(message=...)):
             ...
 """
