@@ -189,7 +189,7 @@ def print_agents(agents: Sequence[AgentInfo], as_json: bool) -> None:
             (
                 a.agent_id,
                 a.agent_type,
-                a.status.value,
+                a.status.value + (",draining" if a.draining else ""),
                 f"{a.current_load:.2f}",
                 a.weight,
                 a.datacenter,

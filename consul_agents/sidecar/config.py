@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from consul_agents._errors import InvalidAgentError
 from consul_agents._models import AgentRegistration, Duration, invalid_agent_error
+from consul_agents.sidecar.cards import WELL_KNOWN_CARD_PATH
 
 __all__ = ["AgentSpec", "HealthProbe", "SidecarConfig", "load_config"]
 
@@ -83,6 +84,12 @@ class AgentSpec(BaseModel):
 
     registration: AgentRegistration
     health: HealthProbe
+    #: A2A: where the agent's card is fetched every interval (URL or file path); its skills become the
+    #: capabilities, added to ``extra_capabilities`` (the file's own ``capabilities``, if any).
+    card: str | None = None
+    extra_capabilities: list[str] = Field(default_factory=list)
+    #: False for a card agent without a ``health.path``: fetching its card is then its health probe.
+    probe_health: bool = True
 
     @property
     def agent_id(self) -> str:
@@ -126,6 +133,18 @@ def _entry(path: Path, index: int, entry: Any) -> AgentSpec:
     health = fields.pop("health", None) or {}
     if not isinstance(health, Mapping):
         raise InvalidAgentError(f"{path}: {where}.health: expected a mapping", field=f"{where}.health")
+    card = fields.pop("card", None)
+    extra: list[str] = []
+    if card is not None and card is not False:
+        if card is not True and (not isinstance(card, str) or not card.strip()):
+            raise InvalidAgentError(
+                f"{path}: {where}.card: expected true (the agent's /.well-known/agent-card.json), a URL or "
+                "a file path",
+                field=f"{where}.card",
+            )
+        # The card gives the capabilities; the file's own, if any, are added to its skills.
+        extra = list(fields.get("capabilities") or [])
+        fields["capabilities"] = extra or ["card"]
     try:
         registration = AgentRegistration(**fields)
     except InvalidAgentError as exc:
@@ -143,7 +162,19 @@ def _entry(path: Path, index: int, entry: Any) -> AgentSpec:
             "or the agent would turn critical between two probes",
             field=f"{where}.ttl",
         )
-    return AgentSpec(registration=registration, health=probe)
+    if card is None or card is False:
+        return AgentSpec(registration=registration, health=probe)
+    endpoint = urlsplit(registration.endpoint)
+    source = f"{endpoint.scheme}://{endpoint.netloc}{WELL_KNOWN_CARD_PATH}" if card is True else str(card)
+    if not source.startswith(("http://", "https://")) and not Path(source).is_absolute():
+        source = str(path.parent / source)
+    return AgentSpec(
+        registration=registration,
+        health=probe,
+        card=source,
+        extra_capabilities=registration.capabilities if extra else [],
+        probe_health="path" in health,
+    )
 
 
 def parse_config(path: Path, document: Any) -> SidecarConfig:

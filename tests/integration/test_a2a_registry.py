@@ -4,6 +4,7 @@ agent serves, cards read back, hostile cards refused with nothing written, drain
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +14,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
-from processes import A2AAgent
+from processes import CLI, A2AAgent, cli_env
 from support import consul_get, consul_put, eventually
 
 from consul_agents import (
@@ -222,3 +223,35 @@ async def test_draining_agent_is_never_selected_and_leaves_dns(
         "/v1/agent/checks?filter=" + urllib.parse.quote(f'ServiceName == "agent-{unique}"'),
     )
     assert checks == {}
+
+
+def cli(*args: str, addr: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args, "-http-addr", addr],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=cli_env(),
+    )
+
+
+async def test_cli_drains_undrains_and_shows_cards(
+    consul_addr: str, registry: AgentRegistry, unique: str, agents: tuple[A2AAgent, A2AAgent]
+) -> None:
+    """`drain`/`undrain` change an agent's draining flag; `card` prints the card; `cards` lists them."""
+    alpha, _ = agents
+    agent_id = await registry.register_agent(
+        AgentRegistration.from_agent_card(alpha.card(), agent_type=unique)
+    )
+    assert cli("drain", agent_id, addr=consul_addr).returncode == 0
+    assert (await registry.get_agent(agent_id)).draining
+    listed = cli("cards", "--type", unique, "--draining", addr=consul_addr)
+    assert listed.returncode == 0 and "passing,draining" in listed.stdout and "alpha" in listed.stdout
+    assert cli("undrain", agent_id, addr=consul_addr).returncode == 0
+    assert not (await registry.get_agent(agent_id)).draining
+    shown = cli("card", agent_id, addr=consul_addr)
+    assert json.loads(shown.stdout) == alpha.card()
+    missing = cli("drain", f"{unique}-nobody", addr=consul_addr)
+    assert missing.returncode == 3 and "nobody" in missing.stderr
+    await registry.deregister_agent(agent_id)
