@@ -17,8 +17,13 @@ from typing import TYPE_CHECKING, Any
 from cachetools import LRUCache
 
 from consul_agents import _wire as wire
-from consul_agents._cards import CardError, parse_card_text
-from consul_agents._errors import AgentNotFoundError, ConsulRequestError, PermissionDeniedError
+from consul_agents._cards import CardError, CardPolicy, parse_card_text
+from consul_agents._errors import (
+    AgentNotFoundError,
+    ConsulRequestError,
+    InvalidAgentError,
+    PermissionDeniedError,
+)
 from consul_agents._models import AgentInfo, AgentRegistration, DiscoveryRequest
 
 if TYPE_CHECKING:
@@ -48,24 +53,39 @@ class RegisteredCard:
     agent: AgentInfo
     card: dict[str, Any]
     digest: str
+    #: Whether the card's signatures verified against the reader's keys (None: the reader has none).
+    verified: bool | None = None
 
 
 class CardCache:
     """Cards by digest, bounded in bytes. A digest names one content, so an entry is never stale; each
     registry view (one token) has its own, so a card is only served to a token that could read it."""
 
-    def __init__(self, max_bytes: int = CARD_CACHE_BYTES) -> None:
-        self._cards: LRUCache[str, tuple[dict[str, Any], int]] = LRUCache(
-            maxsize=max_bytes, getsizeof=lambda value: value[1]
+    def __init__(self, policy: CardPolicy | None = None, max_bytes: int = CARD_CACHE_BYTES) -> None:
+        self.policy = policy or CardPolicy()
+        self._cards: LRUCache[str, tuple[dict[str, Any], bool | None, int]] = LRUCache(
+            maxsize=max_bytes, getsizeof=lambda value: value[2]
         )
 
-    def get(self, digest: str) -> dict[str, Any] | None:
+    def get(self, digest: str) -> tuple[dict[str, Any], bool | None] | None:
         found = self._cards.get(digest)
-        return None if found is None else found[0]
+        return None if found is None else (found[0], found[1])
 
-    def put(self, digest: str, card: dict[str, Any], size: int) -> None:
+    def put(self, digest: str, card: dict[str, Any], size: int) -> bool | None:
+        """Keep a card read from Consul; returns whether it verified (its signatures checked once)."""
+        verified, _ = self.policy.check(card)
         if size <= self._cards.maxsize:
-            self._cards[digest] = (card, size)
+            self._cards[digest] = (card, verified, size)
+        return verified
+
+
+def check_signatures(policy: CardPolicy, registration: AgentRegistration) -> None:
+    """Under a require-signed policy, refuse (InvalidAgentError) a card unsigned or not verifying."""
+    if registration.card is None or not policy.require_signed:
+        return
+    verified, problem = policy.check(registration.card)
+    if not verified:
+        raise InvalidAgentError(f"invalid card.signatures: {problem}", field="card.signatures")
 
 
 async def write_card(
@@ -84,7 +104,9 @@ async def delete_card(gateway: ConsulGateway, operation: str, agent_type: str, a
     await gateway.delete(operation, f"/v1/kv/{wire.card_key(agent_type, agent_id)}")
 
 
-async def _card_for(registry: AgentRegistry, cache: CardCache, info: AgentInfo) -> dict[str, Any]:
+async def _card_for(
+    registry: AgentRegistry, cache: CardCache, info: AgentInfo
+) -> tuple[dict[str, Any], bool | None]:
     digest = info.card_digest
     if digest is None:
         raise AgentNotFoundError(info.agent_id, "it was registered without an A2A Agent Card")
@@ -107,16 +129,15 @@ async def _card_for(registry: AgentRegistry, cache: CardCache, info: AgentInfo) 
         card = parse_card_text(text, digest)
     except CardError as exc:
         raise ConsulRequestError(operation, 200, str(exc)) from exc
-    cache.put(digest, card, len(text))
-    return card
+    return card, cache.put(digest, card, len(text))
 
 
 async def read_card(registry: AgentRegistry, cache: CardCache, agent_id: str) -> RegisteredCard:
     """The agent's card as registered (AgentNotFoundError when the agent is unknown or has no card)."""
     info = await registry.get_agent(agent_id)
-    card = await _card_for(registry, cache, info)
+    card, verified = await _card_for(registry, cache, info)
     assert info.card_digest is not None
-    return RegisteredCard(info, card, info.card_digest)
+    return RegisteredCard(info, card, info.card_digest, verified)
 
 
 async def list_cards(
@@ -131,11 +152,11 @@ async def list_cards(
     async def one(info: AgentInfo) -> RegisteredCard | None:
         async with limit:
             try:
-                card = await _card_for(registry, cache, info)
+                card, verified = await _card_for(registry, cache, info)
             except (AgentNotFoundError, ConsulRequestError, PermissionDeniedError):
                 return None
         assert info.card_digest is not None
-        return RegisteredCard(info, card, info.card_digest)
+        return RegisteredCard(info, card, info.card_digest, verified)
 
     found: Sequence[RegisteredCard | None] = await asyncio.gather(*(one(a) for a in agents))
     return [entry for entry in found if entry is not None]

@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,6 +34,8 @@ __all__ = [
     "MAX_CARD_DEPTH",
     "MAX_SKILLS",
     "CardFields",
+    "CardPolicy",
+    "CardVerifier",
     "card_digest",
     "card_text",
     "parse_card_text",
@@ -213,6 +215,36 @@ def validate_card(card: Any) -> CardFields:
             )
         capabilities[label] = skill_id
     return CardFields(text, card_digest(text), version, list(capabilities), endpoint)
+
+
+#: Checks a card's signatures (JWS over the JCS-canonical card): returns when one verifies against a
+#: configured key, raises otherwise. ``consul_agents.a2a.card_verifier`` builds one on a2a-sdk's signing.
+CardVerifier = Callable[[Mapping[str, Any]], None]
+
+
+class CardPolicy:
+    """What a registry does with card signatures: verify them with ``verifier`` (None: no keys), and with
+    ``require_signed`` refuse to register a card that is unsigned or whose signatures do not verify."""
+
+    __slots__ = ("require_signed", "verifier")
+
+    def __init__(self, verifier: CardVerifier | None = None, require_signed: bool = False) -> None:
+        if require_signed and verifier is None:
+            raise CardError("require_signed_cards needs a card_verifier (the keys to verify with)")
+        self.verifier = verifier
+        self.require_signed = require_signed
+
+    def check(self, card: Mapping[str, Any]) -> tuple[bool | None, str]:
+        """(verified, why not): verified is None when no verifier is configured."""
+        if self.verifier is None:
+            return None, "no keys are configured to verify card signatures"
+        if not card.get("signatures"):
+            return False, "the card is not signed"
+        try:
+            self.verifier(card)
+        except Exception as exc:  # the verifier's own errors: any failure means "not verified"
+            return False, f"its signatures do not verify against the configured keys ({type(exc).__name__})"
+        return True, ""
 
 
 def parse_card_text(text: str, expected_digest: str) -> dict[str, Any]:

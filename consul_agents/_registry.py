@@ -30,6 +30,7 @@ from cachetools import LRUCache
 from consul_agents import _card_ops as cards
 from consul_agents import _wire as wire
 from consul_agents._cache import WatchBudget, request_key
+from consul_agents._cards import CardError, CardPolicy, CardVerifier
 from consul_agents._discovery import Discoverer
 from consul_agents._errors import (
     AgentNotFoundError,
@@ -106,6 +107,9 @@ class AgentRegistry:
     ``stale_reads=True`` lets any Consul server answer direct discovery from its own copy of the catalog
     (``?stale``), so discovery keeps working while the servers elect a leader, at the price of answers that
     may lag the leader by a few milliseconds (the cache's watches always read stale).
+    ``card_verifier`` checks A2A Agent Card signatures (see ``consul_agents.a2a.card_verifier``): readers
+    then see whether each card verified; with ``require_signed_cards`` unsigned or badly signed cards are
+    refused at registration.
     """
 
     def __init__(
@@ -127,6 +131,8 @@ class AgentRegistry:
         max_failover: int = 2,
         outlier_policy: OutlierPolicy | None = None,
         stale_reads: bool = False,
+        card_verifier: CardVerifier | None = None,
+        require_signed_cards: bool = False,
     ) -> None:
         self.settings = ConsulSettings.resolve(
             consul_url, token, datacenter, ca_cert=ca_cert, verify=verify, timeout=timeout
@@ -161,7 +167,11 @@ class AgentRegistry:
         self._watch_budget = WatchBudget()
         self._discovery = self._new_discovery()
         self.outliers = OutlierDetector(outlier_policy)
-        self._cards = cards.CardCache()
+        try:
+            self._card_policy = CardPolicy(card_verifier, require_signed_cards)
+        except CardError as exc:
+            raise InvalidAgentError(str(exc), field="require_signed_cards") from exc
+        self._cards = cards.CardCache(self._card_policy)
 
     def _new_discovery(self) -> Discoverer:
         skip = ("outlier_policy", "stale_reads")
@@ -220,7 +230,8 @@ class AgentRegistry:
         view._gateway = self._gateway.with_token(token)
         view._watch_budget = self._watch_budget
         view._discovery = view._new_discovery()
-        view._cards = cards.CardCache()
+        view._card_policy = self._card_policy
+        view._cards = cards.CardCache(self._card_policy)
         return view
 
     # -- writes -------------------------------------------------------------------------------------------
@@ -235,6 +246,7 @@ class AgentRegistry:
         """
         if status is AgentStatus.MAINTENANCE:
             raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
+        cards.check_signatures(self._card_policy, registration)
         agent_id = registration.agent_id or f"{registration.agent_type}-{uuid.uuid4().hex[:12]}"
         await self._write_registration(agent_id, registration, registration.load, status)
         self._registered[agent_id] = _Registered(registration, registration.load)

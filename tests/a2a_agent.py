@@ -4,12 +4,14 @@ Run ``python a2a_agent.py NAME SKILL [SKILL...]``; it binds a free loopback port
 ``/.well-known/agent-card.json`` (JSON-RPC interface at ``/``) and prints ``PORT <n>`` once it listens. It
 answers every message with ``<NAME>: <text>``. ``POST /control?skill=<id>`` adds a skill to the card it
 serves; ``POST /control?card=broken`` makes it serve a body that is not a card; every ``/control`` answer
-says how many times the card was asked for.
+says how many times the card was asked for. With ``A2A_TEST_SIGNING_KEY`` (a PEM file of an EC P-256
+private key) and ``A2A_TEST_KID`` in its environment it signs the card it serves (ES256, a2a-sdk's signer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 from typing import Any
@@ -22,6 +24,7 @@ from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
 from a2a.server.tasks import InMemoryTaskStore
 from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
+from a2a.utils.signing import create_agent_card_signer
 from processes import serve_until_signalled
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -67,8 +70,19 @@ def build_app(name: str, skills: list[str], port: int) -> Starlette:
         agent_executor=Echo(name), task_store=InMemoryTaskStore(), agent_card=card
     )
 
+    key_file, kid = os.environ.get("A2A_TEST_SIGNING_KEY"), os.environ.get("A2A_TEST_KID", "")
+    signer = None
+    if key_file:
+        with open(key_file, "rb") as handle:
+            key = handle.read()
+        signer = create_agent_card_signer(key, {"kid": kid, "alg": "ES256", "jku": None, "typ": "JOSE"})
+
     async def current(served: AgentCard) -> AgentCard:
-        return card
+        if signer is None:
+            return card
+        signed = AgentCard()
+        signed.CopyFrom(card)
+        return signer(signed)
 
     card_routes = create_agent_card_routes(card, card_modifier=current)
 

@@ -105,10 +105,13 @@ class FakeAgent:
 class A2AAgent:
     """``tests/a2a_agent.py`` (a real a2a-sdk agent) in a child process, serving a card with ``skills``."""
 
-    def __init__(self, name: str, *skills: str) -> None:
+    def __init__(self, name: str, *skills: str, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, str(TESTS / "a2a_agent.py"), name, *skills], stdout=subprocess.PIPE, text=True
+            [sys.executable, str(TESTS / "a2a_agent.py"), name, *skills],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
         )
         try:
             self.port = read_port(self.proc)

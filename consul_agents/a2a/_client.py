@@ -10,6 +10,7 @@ and is raised as is (after counting as a failure of that agent).
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -104,7 +105,7 @@ class RegistryA2AClient:
         if client is None:
             registered = await self.registry.get_registered_card(agent.agent_id)
             try:
-                card = parse_agent_card(registered.card)
+                card = parse_agent_card(copy.deepcopy(registered.card))  # it edits what it parses
                 client = self._factory.create(card)
             except (ValueError, TypeError) as exc:
                 raise InvalidAgentError(
