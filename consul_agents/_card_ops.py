@@ -146,19 +146,33 @@ async def list_cards(
     """The cards of every agent matching ``request`` that has one, in discovery order. Agents whose card
     cannot be read (removed meanwhile, not matching its digest, or not readable with this token) are left
     out."""
-    agents = [a for a in await registry.discover_agents(request, cached=cached) if a.card_digest is not None]
-    limit = asyncio.Semaphore(_LIST_CONCURRENCY)
+    agents = await registry.discover_agents(request, cached=cached)
+    found: list[RegisteredCard | None] = []
+    missing: list[tuple[int, AgentInfo]] = []
+    for info in agents:
+        if info.card_digest is None:
+            continue
+        hit = cache.get(info.card_digest)
+        if hit is None:
+            missing.append((len(found), info))
+            found.append(None)
+        else:
+            found.append(RegisteredCard(info, hit[0], info.card_digest, hit[1]))
+    if missing:
+        limit = asyncio.Semaphore(_LIST_CONCURRENCY)
 
-    async def one(info: AgentInfo) -> RegisteredCard | None:
-        async with limit:
-            try:
-                card, verified = await _card_for(registry, cache, info)
-            except (AgentNotFoundError, ConsulRequestError, PermissionDeniedError):
-                return None
-        assert info.card_digest is not None
-        return RegisteredCard(info, card, info.card_digest, verified)
+        async def one(info: AgentInfo) -> RegisteredCard | None:
+            async with limit:
+                try:
+                    card, verified = await _card_for(registry, cache, info)
+                except (AgentNotFoundError, ConsulRequestError, PermissionDeniedError):
+                    return None
+            assert info.card_digest is not None
+            return RegisteredCard(info, card, info.card_digest, verified)
 
-    found: Sequence[RegisteredCard | None] = await asyncio.gather(*(one(a) for a in agents))
+        read: Sequence[RegisteredCard | None] = await asyncio.gather(*(one(info) for _, info in missing))
+        for (position, _), entry in zip(missing, read, strict=True):
+            found[position] = entry
     return [entry for entry in found if entry is not None]
 
 

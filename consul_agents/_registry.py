@@ -14,6 +14,7 @@ the local TTL resets.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import math
 import random
@@ -603,10 +604,11 @@ class AgentRegistry:
 
         Raises AgentNotFoundError when the agent is unknown or was registered without a card.
         """
-        return (await self.get_registered_card(agent_id)).card
+        return copy.deepcopy((await self.get_registered_card(agent_id)).card)  # the cached one stays intact
 
     async def get_registered_card(self, agent_id: str) -> cards.RegisteredCard:
-        """The agent's card with the agent and the card's digest (``sha256:<hex>``, a strong ETag)."""
+        """The agent's card with the agent and the card's digest (``sha256:<hex>``, a strong ETag). The card
+        is shared with the registry's card cache: copy it before changing it."""
         _check_agent_id(agent_id)
         return await cards.read_card(self, self._cards, agent_id)
 

@@ -46,6 +46,7 @@ def _entry(entry: RegisteredCard) -> dict[str, Any]:
         "draining": agent.draining,
         "endpoint": agent.endpoint,
         "card_digest": entry.digest,
+        "verified": entry.verified,
         "card": entry.card,
     }
 
