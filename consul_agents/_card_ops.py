@@ -114,14 +114,17 @@ async def _card_for(
     if cached is not None:
         return cached
     operation = f"read the card of agent {info.agent_id!r}"
-    response = await registry.gateway.get(
-        operation,
-        f"/v1/kv/{wire.card_key(info.agent_type, info.agent_id)}",
-        params={"raw": ""},
-        datacenter=info.datacenter or None,
-        allow_404=True,
-        decode=lambda text: text,
-    )
+    try:
+        response = await registry.gateway.get(
+            operation,
+            f"/v1/kv/{wire.card_key(info.agent_type, info.agent_id)}",
+            params={"raw": ""},
+            datacenter=info.datacenter or None,
+            allow_404=True,
+            decode=lambda text: text,
+        )
+    except UnicodeDecodeError as exc:  # py-consul decodes every body as strict UTF-8
+        raise ConsulRequestError(operation, 200, "the stored card is not UTF-8 text") from exc
     if response.status == 404 or response.body is None:
         raise AgentNotFoundError(info.agent_id, "its A2A Agent Card is missing from Consul's KV store")
     text = response.body if isinstance(response.body, str) else str(response.body)

@@ -9,6 +9,7 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import dns.asyncquery
 import dns.message
 import dns.rcode
@@ -114,6 +115,26 @@ async def test_a_card_replaced_in_kv_is_refused(
         with pytest.raises(ConsulRequestError, match="does not match the digest"):
             await fresh.get_agent_card(agent_id)
     await registry.deregister_agent(agent_id)
+
+
+async def test_a_card_that_is_not_utf8_is_refused_and_left_out_of_listings(
+    consul_addr: str, registry: AgentRegistry, unique: str, agents: tuple[A2AAgent, A2AAgent]
+) -> None:
+    """Bytes that are not UTF-8 under an agent's card key give a clear error, and listings skip the agent."""
+    alpha, beta = agents
+    broken = await registry.register_agent(AgentRegistration.from_agent_card(alpha.card(), agent_type=unique))
+    fine = await registry.register_agent(AgentRegistration.from_agent_card(beta.card(), agent_type=unique))
+    async with aiohttp.ClientSession() as http:
+        url = f"{consul_addr}/v1/kv/consul-agents/metadata/{unique}/{broken}/card"
+        async with http.put(url, data=b"\xff\xfe{") as answer:
+            assert answer.status == 200
+    async with AgentRegistry(consul_addr) as fresh:
+        with pytest.raises(ConsulRequestError, match="not UTF-8"):
+            await fresh.get_agent_card(broken)
+        listed = await fresh.agent_cards(DiscoveryRequest(agent_type=unique))
+        assert [entry.agent.agent_id for entry in listed] == [fine]
+    for agent_id in (broken, fine):
+        await registry.deregister_agent(agent_id)
 
 
 def _deep(depth: int) -> Any:
