@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consul_agents import AgentRegistration, InvalidAgentError
-from consul_agents._cards import MAX_CARD_BYTES, card_digest, card_text, parse_card_text, skill_capability
+from consul_agents._cards import (
+    MAX_CARD_BYTES,
+    CardError,
+    card_digest,
+    card_text,
+    parse_card_text,
+    skill_capability,
+)
 
 
 def sample_card(**overrides: Any) -> dict[str, Any]:
@@ -112,3 +122,32 @@ def test_stored_card_must_match_its_digest() -> None:
         parse_card_text(tampered, card_digest(text))
     with pytest.raises(ValueError, match="not JSON"):
         parse_card_text("[" * 100_000, card_digest(text))
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@given(st.text(max_size=80))
+def test_any_skill_id_maps_to_a_dns_label_or_a_named_refusal(skill_id: str) -> None:
+    """Whatever the id, the result is a DNS label, or a CardError naming the skill."""
+    try:
+        label = skill_capability(skill_id)
+    except CardError as exc:
+        assert "skill" in str(exc)
+    else:
+        assert re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", label)
+
+
+@given(st.dictionaries(st.sampled_from(list(sample_card())), JSON, max_size=6))
+def test_any_json_card_registers_or_raises_invalid_agent_error(overrides: dict[str, Any]) -> None:
+    """A card of arbitrary JSON values builds a registration or raises InvalidAgentError, nothing else."""
+    try:
+        AgentRegistration.from_agent_card(sample_card(**overrides), agent_type="t")
+    except InvalidAgentError as exc:
+        assert str(exc).startswith("invalid ")
