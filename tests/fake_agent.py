@@ -3,18 +3,20 @@
 Run ``python fake_agent.py``; it binds a free loopback port and prints ``PORT <n>`` once it listens.
 ``GET /health`` answers as the current mode says: ``ok`` (200 with ``{"load": <load>}``), ``hung``
 (never answers), ``status:<n>`` (that HTTP status), ``garbage`` (200 with a body that is not JSON).
-``POST /control?mode=...&load=...`` changes the mode and load; it always answers, even when hung.
+``POST /control?mode=...&load=...&draining=true|false`` changes the mode, load and the ``draining`` field of
+the answer; it always answers, even when hung.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 from aiohttp import web
 from processes import serve_until_signalled
 
-STATE = {"mode": "ok", "load": 0.25}
+STATE: dict[str, Any] = {"mode": "ok", "load": 0.25, "draining": False}
 
 
 async def health(request: web.Request) -> web.Response:
@@ -25,7 +27,9 @@ async def health(request: web.Request) -> web.Response:
         return web.json_response({"load": STATE["load"]}, status=int(mode.split(":", 1)[1]))
     if mode == "garbage":
         return web.Response(text="not json")
-    return web.json_response({"load": STATE["load"], "stats": {"load": STATE["load"]}})
+    return web.json_response(
+        {"load": STATE["load"], "stats": {"load": STATE["load"]}, "draining": STATE["draining"]}
+    )
 
 
 async def control(request: web.Request) -> web.Response:
@@ -33,6 +37,8 @@ async def control(request: web.Request) -> web.Response:
         STATE["mode"] = request.query["mode"]
     if "load" in request.query:
         STATE["load"] = float(request.query["load"])
+    if "draining" in request.query:
+        STATE["draining"] = request.query["draining"] == "true"
     return web.json_response(STATE)
 
 

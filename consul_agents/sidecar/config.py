@@ -32,6 +32,8 @@ class HealthProbe(BaseModel):
     ``warning_statuses`` -> warning, anything else, no answer or no answer within ``timeout`` -> critical.
     With ``load_field`` set, the answer must be a JSON object whose (dotted) field is the agent's load,
     a number from 0 to 1; an answer without it is a warning, since the agent is up but its report is not.
+    With ``draining_field`` set, a JSON ``true`` at that (dotted) field of the answer marks the agent
+    draining and ``false`` takes it out (see the README's A2A section); any other value changes nothing.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -42,6 +44,7 @@ class HealthProbe(BaseModel):
     expected_status: int = Field(default=200, ge=100, le=599)
     warning_statuses: list[int] = Field(default_factory=lambda: [429])
     load_field: str | None = None
+    draining_field: str | None = None
 
     @field_validator("path")
     @classmethod

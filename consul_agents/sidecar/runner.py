@@ -56,8 +56,11 @@ class Sidecar:
         self._from_card: dict[str, AgentRegistration] = {}
         self._etags: dict[str, str | None] = {}
         self._card_changed: set[str] = set()
-        #: Whether the file's agents are draining (SIGUSR1 toggles it).
+        #: Whether the file's agents are draining (SIGUSR1 toggles it); an agent is also draining while its
+        #: health answer says so (``health.draining_field``). ``_drained``: what Consul was last told.
         self.draining = False
+        self._asked_draining: dict[str, bool] = {}
+        self._drained: dict[str, bool] = {}
 
     async def run(self, stop: asyncio.Event) -> bool:
         """Run until ``stop`` is set, then deregister; returns False if some agent could not be removed."""
@@ -141,20 +144,27 @@ class Sidecar:
                 registration = registration.model_copy(update={"load": result.load})
             self._attempted.add(agent_id)
             await self.registry.register_agent(registration, status=result.status)
-            if agent_id not in self.registered and self.draining:
-                await self.registry.set_draining(agent_id, True)
             self._card_changed.discard(agent_id)
             self.registered.add(agent_id)
             log.info("registered agent %s (%s)", agent_id, registration.service_name)
         await self.registry.heartbeat(agent_id, result.load, status=result.status, output=result.output)
+        if result.draining is not None:
+            self._asked_draining[agent_id] = result.draining
+        await self._sync_draining(agent_id)
+
+    async def _sync_draining(self, agent_id: str) -> None:
+        wanted = self.draining or self._asked_draining.get(agent_id, False)
+        if self._drained.get(agent_id, False) != wanted:
+            await self.registry.set_draining(agent_id, wanted)
+            self._drained[agent_id] = wanted
+            log.info("agent %s %s", agent_id, "draining" if wanted else "no longer draining")
 
     async def set_draining(self, draining: bool) -> None:
         """Mark every registered agent of the file draining (or not); agents registered later follow."""
         self.draining = draining
         for agent_id in sorted(self.registered):
             try:
-                await self.registry.set_draining(agent_id, draining)
-                log.info("agent %s %s", agent_id, "draining" if draining else "no longer draining")
+                await self._sync_draining(agent_id)
             except ConsulAgentsError as exc:
                 log.warning("agent %s: could not change draining: %s", agent_id, exc)
 

@@ -13,10 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import test_utils
-from processes import A2AAgent, SidecarProcess, write_sidecar_file
+from processes import A2AAgent, FakeAgent, SidecarProcess, write_sidecar_file
 from support import eventually
 
-from consul_agents import AgentRegistry, AgentStatus, DiscoveryRequest, InvalidAgentError
+from consul_agents import AgentNotFoundError, AgentRegistry, AgentStatus, DiscoveryRequest, InvalidAgentError
 from consul_agents.sidecar import load_config
 from consul_agents.sidecar.cards import fetch_card
 
@@ -152,3 +152,43 @@ def test_card_entries_need_no_capabilities_and_bad_card_values_are_named(tmp_pat
     )
     with pytest.raises(InvalidAgentError, match=r"agents\[0\]\.card"):
         load_config(bad)
+
+
+async def test_health_answer_field_drains_and_undrains(
+    consul_addr: str,
+    registry: AgentRegistry,
+    unique: str,
+    sidecar_files: list[SidecarProcess],
+    tmp_path: Path,
+) -> None:
+    """With health.draining_field, the agent's own answer (true/false there) drains and undrains it."""
+    fake = FakeAgent()
+    try:
+        entry = {
+            "agent_id": f"{unique}-1",
+            "agent_type": unique,
+            "capabilities": ["plan"],
+            "endpoint": fake.endpoint,
+            "ttl": 3,
+            "health": {"interval": INTERVAL, "timeout": 0.4, "draining_field": "draining"},
+        }
+        sidecar = SidecarProcess(
+            write_sidecar_file(tmp_path / "d.yaml", [entry]), consul_addr, tmp_path / "d.log"
+        )
+        sidecar_files.append(sidecar)
+
+        async def draining(expected: bool) -> bool:
+            try:
+                return (await registry.get_agent(f"{unique}-1")).draining is expected
+            except AgentNotFoundError:
+                return False
+
+        await eventually(lambda: draining(False), 15, "agent registered, not draining")
+        fake.set(draining="true")
+        await eventually(lambda: draining(True), 10, "agent draining after its answer said so")
+        fake.set(draining="false")
+        await eventually(lambda: draining(False), 10, "agent undrained after its answer said so")
+        sidecar.signal(signal.SIGTERM)
+        assert sidecar.wait() == 0
+    finally:
+        fake.close()
