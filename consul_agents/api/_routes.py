@@ -234,7 +234,9 @@ async def metrics(request: web.Request) -> web.Response:
     view = _view(request)
     fleet = b""
     try:
-        seen = await asyncio.gather(*(view.discover_agents(DiscoveryRequest(status=s)) for s in AgentStatus))
+        seen = await asyncio.gather(
+            *(view.discover_agents(DiscoveryRequest(status=s, include_draining=True)) for s in AgentStatus)
+        )
     except ConsulAgentsError as exc:
         log.info("agents gauge left out of this scrape: %s", exc)
     else:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from consul_agents import _wire as wire
+from consul_agents._errors import InvalidAgentError
 from consul_agents.cli._common import EXIT_ERROR, EXIT_OK, add_connection_flags, make_registry
 from consul_agents.sidecar.config import load_config
 from consul_agents.sidecar.render import render
@@ -32,6 +33,13 @@ def _sidecar(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     config = load_config(args.file)
+    for index, spec in enumerate(config.agents):
+        if spec.card is not None:
+            raise InvalidAgentError(
+                f"{args.file}: agents[{index}].card: an agent registered from its A2A card takes its "
+                "capabilities from the card at run time; run it with `consul-agents sidecar`",
+                field=f"agents[{index}].card",
+            )
     sys.stdout.write(render(config, args.format, args.check))
     for spec in config.agents:
         _, kv_value = wire.encode_metadata(spec.registration.metadata)

@@ -4,13 +4,14 @@ like discovery, scoped by the caller's token), draining."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from acl_support import acl_consul, master_token, provision_tokens
 from aiohttp import test_utils
-from processes import A2AAgent
+from processes import CLI, A2AAgent
 
 from consul_agents import AgentRegistration, AgentRegistry
 from consul_agents.api import create_app
@@ -156,3 +157,27 @@ async def test_card_listing_shows_only_what_the_token_may_read(
         assert denied.status == 403
         for agent_id in ids:
             await admin.deregister_agent(agent_id)
+
+
+async def test_metrics_gauge_still_counts_a_draining_agent(
+    api: test_utils.TestClient[Any, Any], registry: AgentRegistry, unique: str
+) -> None:
+    """A draining agent is alive: the agents gauge of /metrics keeps counting it as passing."""
+    agent_id = await registry.register_agent(
+        AgentRegistration(agent_type=unique, capabilities=["plan"], endpoint="http://127.0.0.1:9", ttl=60)
+    )
+    await registry.set_draining(agent_id)
+    text = await (await api.get("/metrics")).text()
+    await registry.deregister_agent(agent_id)
+    assert f'consul_agents_agents{{agent_type="{unique}",datacenter="dc1",status="passing"}} 1.0' in text
+
+
+def test_render_refuses_card_agents(tmp_path: Any) -> None:
+    """`render` cannot know a card agent's capabilities: it exits 2 naming the entry's card field."""
+    path = tmp_path / "cards.yaml"
+    path.write_text("agents:\n  - agent_type: echo\n    endpoint: http://127.0.0.1:9301\n    card: true\n")
+    done = subprocess.run(
+        [*CLI, "render", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert "agents[0].card" in done.stderr
