@@ -3,7 +3,8 @@
 Run ``python a2a_agent.py NAME SKILL [SKILL...]``; it binds a free loopback port, serves its Agent Card at
 ``/.well-known/agent-card.json`` (JSON-RPC interface at ``/``) and prints ``PORT <n>`` once it listens. It
 answers every message with ``<NAME>: <text>``. ``POST /control?skill=<id>`` adds a skill to the card it
-serves; ``POST /control?card=broken`` makes it serve a body that is not a card; every ``/control`` answer
+serves; ``POST /control?card=broken`` makes it serve a body that is not a card (``card=huge``: 300 KB of
+JSON, ``card=big`` a valid 100 KB card, ``card=ok`` the card again); every ``/control`` answer
 says how many times the card was asked for. With ``A2A_TEST_SIGNING_KEY`` (a PEM file of an EC P-256
 private key) and ``A2A_TEST_KID`` in its environment it signs the card it serves (ES256, a2a-sdk's signer).
 """
@@ -11,6 +12,7 @@ private key) and ``A2A_TEST_KID`` in its environment it signs the card it serves
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sys
@@ -88,6 +90,12 @@ def build_app(name: str, skills: list[str], port: int) -> Starlette:
 
     async def card_or_broken(request: Request) -> Response:
         STATE["card_requests"] += 1
+        if STATE["broken"] == "huge":
+            return JSONResponse({"name": "x" * 300_000})
+        if STATE["broken"] == "big":  # a valid card of 100 KB, more than one read of the socket
+            response = await card_routes[0].endpoint(request)
+            big = json.loads(bytes(response.body))
+            return JSONResponse({**big, "description": "y" * 100_000})
         if STATE["broken"]:
             return Response("<html>not a card</html>", media_type="text/html")
         return await card_routes[0].endpoint(request)  # type: ignore[no-any-return]
@@ -97,7 +105,8 @@ def build_app(name: str, skills: list[str], port: int) -> Starlette:
             skill = request.query_params["skill"]
             card.skills.append(AgentSkill(id=skill, name=skill, description=f"does {skill}", tags=[skill]))
         if "card" in request.query_params:
-            STATE["broken"] = request.query_params["card"] == "broken"
+            modes = {"broken": True, "huge": "huge", "big": "big"}
+            STATE["broken"] = modes.get(request.query_params["card"], False)
         return JSONResponse({"skills": [s.id for s in card.skills], **STATE})
 
     routes = [

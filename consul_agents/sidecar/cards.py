@@ -67,8 +67,12 @@ async def fetch_card(
                     return CardFetch(etag=etag, unchanged=True)
                 if response.status != 200:
                     return CardFetch(error=f"GET {source}: HTTP {response.status}")
-                body = await response.content.read(MAX_CARD_BYTES + 1)
-                fetched = _decode(body, f"GET {source}")
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > MAX_CARD_BYTES:
+                        break  # _decode names the problem; the rest is never read
+                fetched = _decode(bytes(body), f"GET {source}")
                 return CardFetch(fetched.card, response.headers.get("ETag"), error=fetched.error)
     except TimeoutError:
         return CardFetch(error=f"GET {source}: no answer within {timeout:g}s")

@@ -126,7 +126,8 @@ async def test_sidecar_registers_cards_follows_changes_and_drains(
 
 
 async def test_card_fetch_revalidates_with_the_etag(agents: list[A2AAgent]) -> None:
-    """The sidecar's fetch sends If-None-Match: 304 for an unchanged card, the new card after a change."""
+    """The sidecar's fetch sends If-None-Match: 304 for an unchanged card, the new card after a change; a huge
+    answer or one that is not JSON is an error naming the problem."""
     alpha, _ = agents
     url = f"{alpha.endpoint}/.well-known/agent-card.json"
     async with aiohttp.ClientSession() as session:
@@ -137,6 +138,14 @@ async def test_card_fetch_revalidates_with_the_etag(agents: list[A2AAgent]) -> N
         alpha.control(skill="more")
         third = await fetch_card(session, url, first.etag, 2)
         assert third.card == alpha.card() and third.etag != first.etag
+        for mode, problem in (("huge", "larger than"), ("broken", "not JSON")):
+            alpha.control(card=mode)
+            failed = await fetch_card(session, url, None, 2)
+            assert failed.card is None and problem in failed.error, failed
+        alpha.control(card="big")
+        big = await fetch_card(session, url, None, 2)
+        assert big.card is not None and len(big.card["description"]) == 100_000, big.error
+        alpha.control(card="ok")
 
 
 def test_card_entries_need_no_capabilities_and_bad_card_values_are_named(tmp_path: Path) -> None:
