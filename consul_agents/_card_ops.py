@@ -10,7 +10,9 @@ could have replaced it).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +22,12 @@ from consul_agents import _wire as wire
 from consul_agents._cards import CardError, CardPolicy, parse_card_text
 from consul_agents._errors import (
     AgentNotFoundError,
+    ConsulAgentsError,
     ConsulRequestError,
     InvalidAgentError,
     PermissionDeniedError,
 )
-from consul_agents._models import AgentInfo, AgentRegistration, DiscoveryRequest
+from consul_agents._models import AGENT_ID_PATTERN, AgentInfo, AgentRegistration, DiscoveryRequest
 
 if TYPE_CHECKING:
     from consul_agents._gateway import ConsulGateway
@@ -33,10 +36,12 @@ if TYPE_CHECKING:
 __all__ = [
     "CardCache",
     "RegisteredCard",
-    "delete_card",
+    "delete_cards",
+    "drop_replaced_card",
     "list_cards",
     "read_card",
     "set_draining",
+    "undo_card",
     "write_card",
 ]
 
@@ -44,6 +49,7 @@ __all__ = [
 CARD_CACHE_BYTES = 32 * 1024 * 1024
 #: Cards read from KV at once while listing.
 _LIST_CONCURRENCY = 32
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,18 +96,54 @@ def check_signatures(policy: CardPolicy, registration: AgentRegistration) -> Non
 
 async def write_card(
     gateway: ConsulGateway, operation: str, registration: AgentRegistration, agent_id: str
-) -> bool:
-    """Store the registration's card in KV (before the service, so a reader never sees a digest without
-    its card); False when it has none."""
+) -> None:
+    """Store the registration's card in KV under its digest, before the service, so a reader never sees a
+    digest in Meta without its card (a card key is never overwritten: see wire.card_key)."""
     card = registration.card_fields
-    if card is None:
-        return False
-    await gateway.put(operation, f"/v1/kv/{wire.card_key(registration.agent_type, agent_id)}", card.text)
-    return True
+    if card is not None:
+        await gateway.put(
+            operation, f"/v1/kv/{wire.card_key(registration.agent_type, agent_id, card.digest)}", card.text
+        )
 
 
-async def delete_card(gateway: ConsulGateway, operation: str, agent_type: str, agent_id: str) -> None:
-    await gateway.delete(operation, f"/v1/kv/{wire.card_key(agent_type, agent_id)}")
+def _key(registration: AgentRegistration | None, agent_id: str) -> str | None:
+    if registration is None or registration.card_fields is None:
+        return None
+    return wire.card_key(registration.agent_type, agent_id, registration.card_fields.digest)
+
+
+async def undo_card(
+    gateway: ConsulGateway,
+    operation: str,
+    registration: AgentRegistration,
+    previous: AgentRegistration | None,
+    agent_id: str,
+) -> None:
+    """After a failed registration: remove the card just written unless it is the one already registered."""
+    new = _key(registration, agent_id)
+    if new is not None and new != _key(previous, agent_id):
+        with suppress(ConsulAgentsError):
+            await gateway.delete(operation, f"/v1/kv/{new}")
+
+
+async def drop_replaced_card(
+    gateway: ConsulGateway,
+    operation: str,
+    registration: AgentRegistration,
+    previous: AgentRegistration | None,
+    agent_id: str,
+) -> None:
+    """After a registration: remove the card of the previous registration if this one replaced it."""
+    old = _key(previous, agent_id)
+    if old is not None and old != _key(registration, agent_id):
+        await gateway.delete(operation, f"/v1/kv/{old}")
+
+
+async def delete_cards(gateway: ConsulGateway, operation: str, agent_type: str, agent_id: str) -> None:
+    """Remove every card stored for an agent (deregistration)."""
+    await gateway.delete(
+        operation, f"/v1/kv/{wire.card_prefix(agent_type, agent_id)}", params={"recurse": ""}
+    )
 
 
 async def _card_for(
@@ -110,6 +152,11 @@ async def _card_for(
     digest = info.card_digest
     if digest is None:
         raise AgentNotFoundError(info.agent_id, "it was registered without an A2A Agent Card")
+    if not _DIGEST.fullmatch(digest) or not AGENT_ID_PATTERN.fullmatch(info.agent_id):
+        # Both come from Consul and make the KV path: never let them point anywhere else.
+        raise ConsulRequestError(
+            f"read the card of agent {info.agent_id[:80]!r}", 200, "Meta names no card digest"
+        )
     cached = cache.get(digest)
     if cached is not None:
         return cached
@@ -117,7 +164,7 @@ async def _card_for(
     try:
         response = await registry.gateway.get(
             operation,
-            f"/v1/kv/{wire.card_key(info.agent_type, info.agent_id)}",
+            f"/v1/kv/{wire.card_key(info.agent_type, info.agent_id, digest)}",
             params={"raw": ""},
             datacenter=info.datacenter or None,
             allow_404=True,

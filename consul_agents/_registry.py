@@ -269,19 +269,19 @@ class AgentRegistry:
         if kv_value is not None:
             await self._gateway.put(operation, kv_path, kv_value)
         body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow(), status=status)
+        previous_registration = previous.registration if previous is not None else None
         try:
-            wrote_card = await cards.write_card(self._gateway, operation, registration, agent_id)
+            await cards.write_card(self._gateway, operation, registration, agent_id)
             await self._gateway.put(operation, "/v1/agent/service/register", body)
         except ConsulAgentsError:
             if kv_value is not None and previous is None:
                 with suppress(ConsulAgentsError):
                     await self._gateway.delete(operation, kv_path)
-            if previous is None and registration.card is not None:
-                with suppress(ConsulAgentsError):
-                    await cards.delete_card(self._gateway, operation, registration.agent_type, agent_id)
+            await cards.undo_card(self._gateway, operation, registration, previous_registration, agent_id)
             raise
-        if not wrote_card and previous is not None and previous.registration.card is not None:
-            await cards.delete_card(self._gateway, operation, previous.registration.agent_type, agent_id)
+        await cards.drop_replaced_card(
+            self._gateway, operation, registration, previous_registration, agent_id
+        )
         if (
             kv_value is None
             and previous is not None
@@ -399,7 +399,7 @@ class AgentRegistry:
                 kv_key = wire.metadata_key(known.registration.agent_type, agent_id)
                 await self._gateway.delete(operation, f"/v1/kv/{kv_key}")
             if known.registration.card is not None:
-                await cards.delete_card(self._gateway, operation, known.registration.agent_type, agent_id)
+                await cards.delete_cards(self._gateway, operation, known.registration.agent_type, agent_id)
             self._forget(agent_id)
             return True
         local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
@@ -420,7 +420,7 @@ class AgentRegistry:
             await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}")
         if (local.body.get("Meta") or {}).get(wire.META_CARD_DIGEST):
             agent_type = wire.agent_type_of(str(local.body.get("Service", "")))
-            await cards.delete_card(self._gateway, operation, agent_type, agent_id)
+            await cards.delete_cards(self._gateway, operation, agent_type, agent_id)
         self._forget(agent_id)
         return True
 

@@ -62,6 +62,7 @@ __all__ = [
     "agent_type_of",
     "aggregate_status",
     "card_key",
+    "card_prefix",
     "check_id",
     "datacenters",
     "draining_check",
@@ -135,10 +136,16 @@ def draining_check(agent_id: str) -> dict[str, Any]:
     }
 
 
-def card_key(agent_type: str, agent_id: str) -> str:
-    """The KV key of an agent's A2A Agent Card: under the type's metadata prefix, so the same ACL rules
-    cover it, and after a ``/``, which no agent id contains, so it never meets another agent's key."""
-    return f"{metadata_prefix(agent_type)}{agent_id}/card"
+def card_prefix(agent_type: str, agent_id: str) -> str:
+    """The KV folder of an agent's A2A Agent Cards: under the type's metadata prefix, so the same ACL rules
+    cover it, and after a ``/``, which no agent id contains, so it never meets another agent's keys."""
+    return f"{metadata_prefix(agent_type)}{agent_id}/card/"
+
+
+def card_key(agent_type: str, agent_id: str, digest: str) -> str:
+    """The KV key of one card, named by its digest (``sha256:<hex>`` -> ``.../card/<hex>``): a card is
+    never overwritten in place, so a reader always finds the card its Meta names, even mid-update."""
+    return card_prefix(agent_type, agent_id) + digest.removeprefix("sha256:")
 
 
 def metadata_prefix(agent_type: str) -> str:
@@ -263,15 +270,21 @@ def aggregate_status(checks: Iterable[Mapping[str, Any]]) -> AgentStatus:
     for check in checks:
         if str(check.get("CheckID", "")).startswith(_MAINTENANCE_CHECKS):
             return AgentStatus.MAINTENANCE
-        if str(check.get("CheckID", "")).startswith(_DRAINING_CHECK):
+        if _is_draining_check(check):
             continue  # the draining flag, not health (see is_draining)
         worst = max(worst, _SEVERITY.get(str(check.get("Status", "critical")), 2))
     return (AgentStatus.PASSING, AgentStatus.WARNING, AgentStatus.CRITICAL)[worst]
 
 
+def _is_draining_check(check: Mapping[str, Any]) -> bool:
+    """The draining mark of the check's own service (a node check or another service's never counts)."""
+    service_id = check.get("ServiceID")
+    return bool(service_id) and check.get("CheckID") == _DRAINING_CHECK + str(service_id)
+
+
 def is_draining(checks: Iterable[Mapping[str, Any]]) -> bool:
     """Whether an agent carries the draining check (whatever its status: it is the mark itself)."""
-    return any(str(check.get("CheckID", "")).startswith(_DRAINING_CHECK) for check in checks)
+    return any(_is_draining_check(check) for check in checks)
 
 
 def _card_meta(meta: Mapping[str, str], key: str) -> str | None:
@@ -480,6 +493,7 @@ class _HealthService(TypedDict, total=False):
 
 class _HealthCheck(TypedDict, total=False):
     CheckID: str
+    ServiceID: str
     Status: str
     ModifyIndex: int
 

@@ -53,10 +53,10 @@ async def fetch_card(
     """Fetch the card at ``source`` (an http(s) URL or a file path), conditionally on ``etag``."""
     if not source.startswith(("http://", "https://")):
         try:
-            body = await asyncio.to_thread(_read_bounded, Path(source))
+            text = await asyncio.to_thread(_read_bounded, Path(source))
         except OSError as exc:
             return CardFetch(error=f"{source}: cannot read: {exc.strerror or exc}")
-        return _decode(body, source)
+        return _decode(text, source)
     headers = {"Accept": "application/json"}
     if etag:
         headers["If-None-Match"] = etag

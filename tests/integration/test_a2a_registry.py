@@ -80,11 +80,38 @@ async def test_registered_card_is_discoverable_by_skill_and_read_back_equal(
     meta = {s["ServiceID"]: s["ServiceMeta"] for s in services}
     assert meta[ids["beta"]]["agent-card-version"] == "1.0.0"
     assert kv_keys(consul_addr, f"consul-agents/metadata/{unique}/") == sorted(
-        f"consul-agents/metadata/{unique}/{agent_id}/card" for agent_id in ids.values()
+        f"consul-agents/metadata/{unique}/{ids[name]}/card/{card_digest(card_text(served[name]))[7:]}"
+        for name in ids
     )
     for agent_id in ids.values():
         assert await registry.deregister_agent(agent_id)
     assert kv_keys(consul_addr, f"consul-agents/metadata/{unique}/") == []
+
+
+async def test_a_changed_card_replaces_the_old_one_under_a_new_key(
+    consul_addr: str, registry: AgentRegistry, unique: str, agents: tuple[A2AAgent, A2AAgent]
+) -> None:
+    """Re-registering with a changed card stores it under its own digest and removes the previous card, so a
+    reader always finds the card Meta names; dropping the card removes it."""
+    alpha, _ = agents
+    first = alpha.card()
+    second = {**first, "version": "2.0.0"}
+    agent_id = f"{unique}-1"
+    prefix = f"consul-agents/metadata/{unique}/{agent_id}/card/"
+    for card in (first, second):
+        await registry.register_agent(
+            AgentRegistration.from_agent_card(card, agent_type=unique, agent_id=agent_id)
+        )
+        assert kv_keys(consul_addr, prefix) == [prefix + card_digest(card_text(card))[7:]]
+        assert await registry.get_agent_card(agent_id) == card
+    assert (await registry.get_agent(agent_id)).card_version == "2.0.0"
+    await registry.register_agent(
+        AgentRegistration(
+            agent_type=unique, agent_id=agent_id, capabilities=["echo"], endpoint=alpha.endpoint
+        )
+    )
+    assert kv_keys(consul_addr, prefix) == []
+    await registry.deregister_agent(agent_id)
 
 
 async def test_agent_without_card_and_unknown_agent_have_no_card(
@@ -109,7 +136,8 @@ async def test_a_card_replaced_in_kv_is_refused(
     agent_id = await registry.register_agent(
         AgentRegistration.from_agent_card(alpha.card(), agent_type=unique)
     )
-    consul_put(consul_addr, f"/v1/kv/consul-agents/metadata/{unique}/{agent_id}/card", beta.card())
+    digest = card_digest(card_text(alpha.card()))[7:]
+    consul_put(consul_addr, f"/v1/kv/consul-agents/metadata/{unique}/{agent_id}/card/{digest}", beta.card())
     fresh = AgentRegistry(consul_addr)
     async with fresh:
         with pytest.raises(ConsulRequestError, match="does not match the digest"):
@@ -125,7 +153,8 @@ async def test_a_card_that_is_not_utf8_is_refused_and_left_out_of_listings(
     broken = await registry.register_agent(AgentRegistration.from_agent_card(alpha.card(), agent_type=unique))
     fine = await registry.register_agent(AgentRegistration.from_agent_card(beta.card(), agent_type=unique))
     async with aiohttp.ClientSession() as http:
-        url = f"{consul_addr}/v1/kv/consul-agents/metadata/{unique}/{broken}/card"
+        digest = card_digest(card_text(alpha.card()))[7:]
+        url = f"{consul_addr}/v1/kv/consul-agents/metadata/{unique}/{broken}/card/{digest}"
         async with http.put(url, data=b"\xff\xfe{") as answer:
             assert answer.status == 200
     async with AgentRegistry(consul_addr) as fresh:

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consul_agents import AgentRegistration, InvalidAgentError
+from consul_agents import AgentRegistration, AgentStatus, InvalidAgentError
+from consul_agents import _wire as wire
 from consul_agents._cards import (
     MAX_CARD_BYTES,
     CardError,
@@ -151,3 +152,12 @@ def test_any_json_card_registers_or_raises_invalid_agent_error(overrides: dict[s
         AgentRegistration.from_agent_card(sample_card(**overrides), agent_type="t")
     except InvalidAgentError as exc:
         assert str(exc).startswith("invalid ")
+
+
+def test_only_the_services_own_draining_check_is_the_draining_mark() -> None:
+    """draining:<id> of the service itself is the flag, not health; a node check of that name is health."""
+    own = {"CheckID": "draining:a1", "ServiceID": "a1", "Status": "critical"}
+    ttl = {"CheckID": "service:a1", "ServiceID": "a1", "Status": "passing"}
+    node = {"CheckID": "draining:a1", "ServiceID": "", "Status": "critical"}
+    assert wire.is_draining([ttl, own]) and wire.aggregate_status([ttl, own]) is AgentStatus.PASSING
+    assert not wire.is_draining([ttl, node]) and wire.aggregate_status([ttl, node]) is AgentStatus.CRITICAL
