@@ -71,6 +71,8 @@ class _Registered:
     reported_load: float
     #: The status this client last sent; None until its first heartbeat (a re-registration keeps Consul's).
     sent_status: AgentStatus | None = None
+    #: Whether this client marked it draining (restored with the registration after a loss).
+    draining: bool = False
 
 
 def _check_load(load: float) -> float:
@@ -324,6 +326,8 @@ class AgentRegistry:
             reported = known.reported_load if load is None else load
             await self._write_registration(agent_id, known.registration, reported, status)
             known.reported_load = reported
+            if known.draining:
+                await cards.set_draining(self, agent_id, True)
             await self._gateway.put(operation, path, body)
             wrote = True
         else:
@@ -627,6 +631,9 @@ class AgentRegistry:
         Done through the local Consul agent (the one the agent registered with)."""
         _check_agent_id(agent_id)
         await cards.set_draining(self, agent_id, draining)
+        known = self._registered.get(agent_id)
+        if known is not None:
+            known.draining = draining
         self._wrote(agent_id)
 
     # -- sessions -----------------------------------------------------------------------------------------

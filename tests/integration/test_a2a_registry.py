@@ -305,3 +305,18 @@ async def test_cli_drains_undrains_and_shows_cards(
     missing = cli("drain", f"{unique}-nobody", addr=consul_addr)
     assert missing.returncode == 3 and "nobody" in missing.stderr
     await registry.deregister_agent(agent_id)
+
+
+async def test_draining_survives_the_re_registration_after_a_loss(
+    consul_addr: str, registry: AgentRegistry, unique: str
+) -> None:
+    """When Consul loses a draining agent, the heartbeat that registers it again drains it again."""
+    agent_id = await registry.register_agent(
+        AgentRegistration(agent_type=unique, capabilities=["work"], endpoint="http://127.0.0.1:7003", ttl=60)
+    )
+    await registry.set_draining(agent_id)
+    consul_put(consul_addr, f"/v1/agent/service/deregister/{agent_id}")
+    await registry.heartbeat(agent_id)
+    info = await registry.get_agent(agent_id)
+    assert info.draining and info.status is AgentStatus.PASSING
+    await registry.deregister_agent(agent_id)
