@@ -80,7 +80,7 @@ async def test_sidecar_registers_cards_follows_changes_and_drains(
 
     await eventually(both_registered, 15, "both card agents registered")
     found = await registry.discover_agents(DiscoveryRequest(capabilities=["hello-world"]), cached=False)
-    assert [a.agent_id for a in found] == [alpha_id]
+    assert [a.agent_id for a in found if a.agent_type == unique] == [alpha_id]
     assert await registry.get_agent_card(alpha_id) == alpha.card()
     response = await api.get(f"/v1/agents/{beta_id}/card")
     assert await response.json() == beta.card()
@@ -93,7 +93,8 @@ async def test_sidecar_registers_cards_follows_changes_and_drains(
 
     async def translates() -> bool:
         request = DiscoveryRequest(capabilities=["translate"])
-        return [a.agent_id for a in await registry.discover_agents(request, cached=False)] == [alpha_id]
+        found = await registry.discover_agents(request, cached=False)
+        return [a.agent_id for a in found if a.agent_type == unique] == [alpha_id]
 
     await eventually(translates, 10, "the new skill discoverable")
     assert time.monotonic() - changed_at < INTERVAL + 1.0
