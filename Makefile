@@ -73,6 +73,7 @@ bench: venv consul
 	$(BIN)/python -m benchmarks.security
 	$(BIN)/python -m benchmarks.api
 	$(BIN)/python -m benchmarks.dns_sidecar
+	$(BIN)/python -m benchmarks.read_validation
 	$(BIN)/python -m benchmarks.a2a
 	$(MAKE) bench-client
 

@@ -185,35 +185,34 @@ class _ServiceWatch(_Watched):
         self.service = service
         self.view = ServiceView(())
         self.dirty = False
-        #: The AgentInfo built from each entry of the last answer, keyed by the entry's text.
-        self._converted: dict[str, AgentInfo] = {}
+        #: The AgentInfo built from each entry of the last answer, keyed by the entry's text (None for an
+        #: entry that is not an agent, so it is not judged again while its text stays the same).
+        self._converted: dict[str, AgentInfo | None] = {}
 
     async def _deliver(self, response: ConsulResponse) -> None:
         started = time.monotonic()
         text = response.body if isinstance(response.body, str) else ""
         converted, fresh = self._reuse(text)
-        fresh = [(key, e) for key, e in fresh if wire.is_agent_service(e["Service"]["Service"])]
         if fresh:
             infos = await self.cache.to_infos([e for _, e in fresh], self.datacenter or None)
             converted.update(zip((key for key, _ in fresh), infos, strict=True))
         self._converted = converted
-        self.view = ServiceView(converted.values())
+        self.view = ServiceView(info for info in converted.values() if info is not None)
         self.dirty = False
         observe_watch_lag(response.meta.last_contact_ms / 1000 + time.monotonic() - started)
         self.cache.changed()
 
-    def _reuse(self, text: str) -> tuple[dict[str, AgentInfo], list[tuple[str, Any]]]:
+    def _reuse(self, text: str) -> tuple[dict[str, AgentInfo | None], list[tuple[str, Any]]]:
         """The AgentInfos kept from the last answer for the entries that did not change, keyed by their
         text, and the changed entries decoded, with their keys; all decoded afresh when the answer cannot
         be split (each then keyed by its position, a key no piece of text can equal)."""
         pieces = wire.split_health_entries(text)
         if pieces is not None:
-            reused: dict[str, AgentInfo] = {}
+            reused: dict[str, AgentInfo | None] = {}
             fresh: list[tuple[str, Any]] = []
             for piece in pieces:
-                info = self._converted.get(piece)
-                if info is not None:
-                    reused[piece] = info
+                if piece in self._converted:
+                    reused[piece] = self._converted[piece]
                     continue
                 entry = wire.health_entry(piece)
                 if entry is None:
@@ -247,7 +246,7 @@ class DiscoveryCache:
         self,
         gateway: ConsulGateway,
         *,
-        to_infos: Callable[[Sequence[Mapping[str, Any]], str | None], Awaitable[list[AgentInfo]]],
+        to_infos: Callable[[Sequence[Mapping[str, Any]], str | None], Awaitable[list[AgentInfo | None]]],
         max_stale: float = 60.0,
         idle_timeout: float = 300.0,
         max_watches: int = MAX_WATCHES,
@@ -256,8 +255,8 @@ class DiscoveryCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.gateway = gateway
-        #: Health entries to AgentInfos, reading KV metadata where needed (the registry's, shared with
-        #: direct queries).
+        #: Health entries to AgentInfos, position for position (None: not an agent), reading KV metadata
+        #: where needed (the registry's, shared with direct queries).
         self.to_infos = to_infos
         self.max_stale = max_stale
         self.idle_timeout = idle_timeout

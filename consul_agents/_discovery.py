@@ -31,8 +31,9 @@ log = logging.getLogger("consul_agents.discovery")
 #: How long the list of datacenters (and so their nearest-first order) is reused.
 DATACENTERS_TTL = 30.0
 
-#: Health entries to AgentInfos (agent services only), reading KV metadata in the datacenter given.
-ToInfos = Callable[[Sequence[Mapping[str, Any]], str | None], Awaitable[list[AgentInfo]]]
+#: Health entries to AgentInfos, position for position (None: not an agent, or skipped as untrusted),
+#: reading KV metadata in the datacenter given.
+ToInfos = Callable[[Sequence[Mapping[str, Any]], str | None], Awaitable[list[AgentInfo | None]]]
 Accept = Callable[[list[AgentInfo]], bool]
 
 
@@ -215,7 +216,7 @@ class Discoverer:
         found: list[AgentInfo] = []
         for response in responses:
             infos = await self._to_infos(response.body or [], dc)
-            found.extend(info for info in infos if wire.matches(request, info))
+            found.extend(info for info in infos if info is not None and wire.matches(request, info))
         found.sort(key=lambda info: (info.agent_type, info.agent_id))
         known_leader = all(r.meta.known_leader for r in responses)
         last_contact = max((r.meta.last_contact_ms for r in responses), default=0)

@@ -209,6 +209,7 @@ class ConsulGateway:
         params: list[tuple[str, Any]],
         body: Any,
         timeout: float,
+        raw: bool = False,
     ) -> consul.base.Response:
         http = self._parent._http if self._parent is not None else self._http
         if http is None:
@@ -221,6 +222,8 @@ class ConsulGateway:
         options: dict[str, Any] = {"params": params, "headers": headers, "connections_timeout": timeout}
         if method != "GET":
             options["data"] = data
+        elif raw:
+            options["raw"] = True  # the body as bytes: py-consul would decode it as strict UTF-8
         try:
             response: consul.base.Response = await getattr(http, method.lower())(lambda r: r, path, **options)
         except (TimeoutError, consul.Timeout) as exc:
@@ -254,13 +257,15 @@ class ConsulGateway:
         wait: float | None = None,
         consistency: str | None = None,
         allow_404: bool = False,
-        decode: Callable[[str], Any] | None = None,
+        decode: Callable[[Any], Any] | None = None,
+        raw: bool = False,
     ) -> ConsulResponse:
         """Send one request; reads (GET) are retried on outage, writes are not.
 
         ``index``/``wait`` make a blocking query; its timeout is then wait + wait/16 + the normal timeout,
         longer than Consul's own jitter, as Consul's blocking-query rules require. ``decode`` turns a
-        successful answer's text into its body (default: JSON, or the text when it is not JSON).
+        successful answer's text into its body (default: JSON, or the text when it is not JSON). With
+        ``raw`` (GET only) ``decode`` gets the body's bytes: for KV values, which need not be UTF-8.
         """
         if any(segment in (".", "..") for segment in path.split("/")):
             # The URL would be normalised to another endpoint, called with this client's token.
@@ -281,11 +286,15 @@ class ConsulGateway:
         attempt = 0
         while True:
             try:
-                response = await self._send(operation, method, path, query, body, timeout)
+                response = await self._send(operation, method, path, query, body, timeout, raw)
                 if response.code == 404 and allow_404:
                     return ConsulResponse(404, None, _meta_from(response.headers))
                 if response.code >= 400:
-                    detail = str(response.body)
+                    detail = (
+                        response.body.decode("utf-8", "replace")
+                        if isinstance(response.body, bytes)
+                        else str(response.body)
+                    )
                     if delays and response.code == 500 and "rpc error" in detail.lower():
                         delays = _RPC_ERROR_RETRY_DELAYS
                     _raise_for(operation, self.address, response.code, detail)

@@ -11,8 +11,10 @@ built for each scrape by :func:`fleet_exposition`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
+from cachetools import LRUCache
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from consul_agents._errors import (
@@ -24,10 +26,12 @@ from consul_agents._errors import (
 )
 from consul_agents._models import AgentInfo
 from consul_agents._tracing import annotate
+from consul_agents._wire_read import SKIP_REASONS, Skipped
 
 __all__ = [
     "CACHE_HIT_RATIO",
     "CACHE_REQUESTS",
+    "ENTRIES_SKIPPED",
     "HTTP_DURATION",
     "OPERATIONS",
     "OPERATION_DURATION",
@@ -37,7 +41,10 @@ __all__ = [
     "outcome_of",
     "record_cache",
     "record_operation",
+    "record_skipped",
 ]
+
+log = logging.getLogger("consul_agents.discovery")
 
 # Registry operations take from well under a millisecond (cached) to seconds (a Consul outage and retries).
 _LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
@@ -74,6 +81,16 @@ HTTP_DURATION = Histogram(
     ["method", "route", "status"],
     buckets=_LATENCY_BUCKETS,
 )
+
+ENTRIES_SKIPPED = Counter(
+    "consul_agents_entries_skipped",
+    "Entries read from Consul that are not agents as this library writes them, skipped by reason: "
+    + ", ".join(SKIP_REASONS)
+    + ". Counted once per entry and reason, not per read.",
+    ["reason"],
+)
+for _reason in SKIP_REASONS:
+    ENTRIES_SKIPPED.labels(_reason)
 
 _cache_counts = {"hit": 0, "miss": 0}
 
@@ -144,3 +161,18 @@ def fleet_exposition(agents: Iterable[AgentInfo]) -> bytes:
     for (datacenter, agent_type, status), count in sorted(counts.items()):
         gauge.labels(datacenter, agent_type, status).set(count)
     return generate_latest(registry)
+
+
+#: The (datacenter, service, agent id, reason) already counted and logged: each is reported once, not on
+#: every read. Bounded: an entry forgotten among more recent ones is reported again.
+_skipped_seen: LRUCache[tuple[str, str, str, str], None] = LRUCache(maxsize=1024)
+
+
+def record_skipped(skipped: Skipped, datacenter: str = "") -> None:
+    """Count an entry skipped as untrusted input and log it at WARNING, once per entry and reason."""
+    key = (datacenter, skipped.service, skipped.agent_id, skipped.reason)
+    if key in _skipped_seen:
+        return
+    _skipped_seen[key] = None
+    ENTRIES_SKIPPED.labels(skipped.reason).inc()
+    log.warning("%s%s", skipped, f" (datacenter {datacenter})" if datacenter else "")

@@ -142,7 +142,28 @@ def _finite_unit(value: float) -> float:
     return value
 
 
+_GO_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h))+$")
+_GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
 def _duration(value: Any) -> Any:
+    """Seconds as a number, a Go/Consul duration ("15s", "1m30s", "500ms"), or what pydantic parses
+    (ISO 8601 "PT15S", "00:00:15"); anything else is refused in words a config file's author understands."""
+    if isinstance(value, str):
+        text = value.strip()
+        if _GO_DURATION.match(text):
+            value = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _GO_PART.findall(text))
+        else:
+            try:
+                value = float(text)
+            except ValueError:
+                if not text.upper().startswith(("P", "-P")) and ":" not in text:
+                    raise ValueError(
+                        f"{value[:40]!r} is not a duration: give seconds (15) or a number with a unit "
+                        "(500ms, 15s, 2m, 1h)"
+                    ) from None
+                return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value) or abs(value) > _MAX_DURATION.total_seconds():
             raise ValueError(f"{value!r} seconds is not a usable duration")

@@ -19,7 +19,7 @@ import logging
 import math
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +30,7 @@ from cachetools import LRUCache
 
 from consul_agents import _card_ops as cards
 from consul_agents import _wire as wire
+from consul_agents import _wire_read as wire_read
 from consul_agents._cache import WatchBudget, request_key
 from consul_agents._cards import CardError, CardPolicy, CardVerifier
 from consul_agents._discovery import Discoverer
@@ -43,6 +44,7 @@ from consul_agents._errors import (
 from consul_agents._gateway import ConsulGateway
 from consul_agents._instrument import instrumented
 from consul_agents._lease import OutlierDetector, OutlierPolicy
+from consul_agents._metrics import record_skipped
 from consul_agents._models import (
     AGENT_ID_PATTERN,
     AgentInfo,
@@ -435,25 +437,26 @@ class AgentRegistry:
 
     # -- reads --------------------------------------------------------------------------------------------
 
-    async def _infos(self, entries: Sequence[Mapping[str, Any]], region: str | None) -> list[AgentInfo]:
-        """Health entries as AgentInfos (agent services only), with the metadata kept in KV read for those
-        whose metadata is too large for Meta."""
-        wanted = [
-            (wire.agent_type_of(e["Service"]["Service"]), e["Service"]["ID"])
-            for e in entries
-            if wire.needs_kv_metadata(e)
-        ]
-        kv: dict[str, str] = {}
+    async def _infos(self, entries: Any, region: str | None) -> list[AgentInfo | None]:
+        """Health entries as AgentInfos, position for position: None for an entry that is not an agent (not
+        an agent service, or skipped as untrusted input: counted and logged once, see ``_wire_read``). The
+        metadata kept in KV is read for the agents whose metadata is too large for Meta."""
+        if not isinstance(entries, list):
+            raise ConsulRequestError("read agents", 200, "the answer is not a list of entries")
+        wanted = {key for key in map(wire_read.kv_metadata_wanted, entries) if key is not None}
+        kv: dict[str, bytes] = {}
         if wanted:
-            values = await asyncio.gather(*(self._kv_metadata(t, agent_id, region) for t, agent_id in wanted))
-            kv = {
-                agent_id: value
-                for (_, agent_id), value in zip(wanted, values, strict=True)
-                if value is not None
-            }
-        return wire.entries_to_infos(entries, kv_metadata=kv)
+            pairs = sorted(wanted)
+            values = await asyncio.gather(*(self._kv_metadata(t, agent_id, region) for t, agent_id in pairs))
+            kv = {agent_id: v for (_, agent_id), v in zip(pairs, values, strict=True) if v is not None}
+        results = wire_read.read_entries(entries, kv_metadata=kv)
+        for result in results:
+            if isinstance(result, wire_read.Skipped):
+                record_skipped(result, region or "")
+        return [result if isinstance(result, AgentInfo) else None for result in results]
 
-    async def _kv_metadata(self, agent_type: str, agent_id: str, region: str | None) -> str | None:
+    async def _kv_metadata(self, agent_type: str, agent_id: str, region: str | None) -> bytes | None:
+        """The KV value as bytes: KV holds any bytes, and its metadata is checked when it is read."""
         response = await self._gateway.get(
             f"read metadata of agent {agent_id!r}",
             f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}",
@@ -461,8 +464,10 @@ class AgentRegistry:
             datacenter=region,
             consistency=self._discovery_consistency,
             allow_404=True,
+            raw=True,
+            decode=bytes,
         )
-        return wire.kv_metadata_text(response.body)
+        return response.body if isinstance(response.body, bytes) else None
 
     async def _service_name_of(self, agent_id: str) -> str:
         name = self._service_names.get(agent_id)
@@ -491,10 +496,13 @@ class AgentRegistry:
             params={"filter": f"Service.ID == {wire.quote(agent_id)}"},
             decode=wire.health_entries,
         )
-        infos = await self._infos(response.body or [], None)
+        entries = response.body or []
+        infos = [info for info in await self._infos(entries, None) if info is not None]
         if not infos:
             self._service_names.pop(agent_id, None)
-            raise AgentNotFoundError(agent_id)
+            # An entry Consul holds but that is skipped as untrusted input is not an agent either.
+            detail = "its entry in Consul is not one this library could have written" if entries else ""
+            raise AgentNotFoundError(agent_id, detail)
         return infos[0]
 
     async def get_agent_status(self, agent_id: str) -> AgentStatus:

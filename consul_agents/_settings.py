@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from consul_agents._errors import InvalidAgentError
 
-__all__ = ["ConsulSettings"]
+__all__ = ["ConsulSettings", "check_token", "read_token_file"]
 
 _DEFAULT_ADDRESS = "http://127.0.0.1:8500"
 
@@ -78,7 +78,11 @@ class ConsulSettings:
                 field="consul_url",
             )
         if token is None:
-            token = env.get("CONSUL_HTTP_TOKEN") or _token_from_file(env.get("CONSUL_HTTP_TOKEN_FILE"))
+            token = check_token(env.get("CONSUL_HTTP_TOKEN"), "CONSUL_HTTP_TOKEN") or _token_from_file(
+                env.get("CONSUL_HTTP_TOKEN_FILE")
+            )
+        else:
+            token = check_token(token, "the token") or ""
         if verify is None:
             # Like Consul's own client: an empty or unparsable value leaves verification on.
             verify = env.get("CONSUL_HTTP_SSL_VERIFY", "").strip().lower() not in {"0", "false", "no", "off"}
@@ -137,9 +141,47 @@ def _address_from_env(env: Mapping[str, str]) -> str | None:
 def _token_from_file(path: str | None) -> str | None:
     if not path:
         return None
+    return read_token_file(path, f"CONSUL_HTTP_TOKEN_FILE {path!r}")
+
+
+#: A token file larger than this is not a token file (a Consul token is a 36-character UUID).
+MAX_TOKEN_FILE = 4096
+_TOKEN_CHARACTERS = re.compile(r"^[\x21-\x7e]+$")
+
+
+def check_token(token: str | None, source: str) -> str | None:
+    """The token from ``source`` without surrounding whitespace (as Consul's CLI reads a token file), or
+    None when empty. A token must be one word of visible ASCII (Consul's are UUIDs): anything else, which
+    HTTP could not carry in a header, is InvalidAgentError naming ``source``, never the token itself.
+    """
+    if token is None:
+        return None
+    value = token.strip()
+    if not value:
+        return None
+    if _TOKEN_CHARACTERS.match(value):
+        return value
+    if value.startswith(("{", "[")):
+        problem = (
+            "holds JSON, not a token: give a file holding only the token's secret (for a file written "
+            "by `acl setup -o tokens.json`: jq -r '.<name>.secret_id' tokens.json > <name>.token)"
+        )
+    elif any(character.isspace() for character in value):
+        problem = "holds more than one line or word; it must hold only the token"
+    else:
+        problem = "holds characters a Consul token cannot have (control characters or non-ASCII)"
+    raise InvalidAgentError(f"{source} {problem}", field="token")
+
+
+def read_token_file(path: str | Path, source: str) -> str | None:
+    """The token held by the file at ``path`` (see :func:`check_token`); errors name ``source``."""
     try:
-        return Path(path).read_text().strip() or None
+        with Path(path).open("rb") as handle:
+            raw = handle.read(MAX_TOKEN_FILE + 1)
     except OSError as exc:
+        raise InvalidAgentError(f"{source} cannot be read: {exc.strerror or exc}", field="token") from exc
+    if len(raw) > MAX_TOKEN_FILE:
         raise InvalidAgentError(
-            f"CONSUL_HTTP_TOKEN_FILE {path!r} cannot be read: {exc.strerror}", field="token"
-        ) from exc
+            f"{source} is larger than {MAX_TOKEN_FILE} bytes: not a token file", field="token"
+        )
+    return check_token(raw.decode("utf-8", errors="replace"), source)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -256,8 +257,16 @@ def ttl_update(status: AgentStatus, output: str | None = None) -> dict[str, str]
     return {"Status": status.value, "Output": output if output is not None else f"heartbeat: {status.value}"}
 
 
+#: An agent type as the model accepts it: a lowercase DNS label that leaves "agent-<type>" one too.
+_AGENT_TYPE = re.compile(rf"[a-z0-9](?:[a-z0-9-]{{0,{61 - len(SERVICE_PREFIX)}}}[a-z0-9])?")
+
+
 def is_agent_service(service_name: str) -> bool:
-    return service_name.startswith(SERVICE_PREFIX) and len(service_name) > len(SERVICE_PREFIX)
+    """Whether a Consul service name is ``agent-<type>`` for a type this library registers; any other
+    service (``web``, ``agent-Foo_Bar``) is not an agent, whoever registered it."""
+    return service_name.startswith(SERVICE_PREFIX) and bool(
+        _AGENT_TYPE.fullmatch(service_name, len(SERVICE_PREFIX))
+    )
 
 
 def agent_type_of(service_name: str) -> str:
@@ -287,11 +296,6 @@ def is_draining(checks: Iterable[Mapping[str, Any]]) -> bool:
     return any(_is_draining_check(check) for check in checks)
 
 
-def _card_meta(meta: Mapping[str, str], key: str) -> str | None:
-    value = meta.get(key)
-    return value if isinstance(value, str) and value else None
-
-
 def _parse_load(text: str | None) -> float:
     try:
         load = float(text) if text is not None else 0.0
@@ -312,82 +316,29 @@ def kv_metadata_text(value: Any) -> str | None:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
+def entry_to_info(entry: Any, *, kv_metadata: str | bytes | None = None, staleness: float = 0.0) -> AgentInfo:
+    """One health entry as an AgentInfo (ValueError when it is not an agent): see :mod:`._wire_read`."""
+    from consul_agents import _wire_read  # the read side imports this module
 
-
-def _endpoint_of(service: Mapping[str, Any], node: Mapping[str, Any]) -> str:
-    meta = service.get("Meta") or {}
-    if meta.get(META_ENDPOINT):
-        return str(meta[META_ENDPOINT])
-    host = service.get("Address") or node.get("Address") or ""
-    return f"http://{host}:{service.get('Port', 0)}"
-
-
-def _decode_metadata(meta_value: str | None, kv_value: str | None) -> dict[str, Any]:
-    raw = kv_value if meta_value == METADATA_IN_KV else meta_value
-    if not raw:
-        return {}
-    try:
-        decoded = json.loads(raw)
-    except ValueError:
-        return {}
-    return decoded if isinstance(decoded, dict) else {}
-
-
-def entry_to_info(
-    entry: Mapping[str, Any], *, kv_metadata: str | None = None, staleness: float = 0.0
-) -> AgentInfo:
-    """One ``/v1/health/service`` entry as an AgentInfo."""
-    service = entry["Service"]
-    node = entry.get("Node") or {}
-    meta: Mapping[str, str] = service.get("Meta") or {}
-    checks = entry.get("Checks") or []
-    status = aggregate_status(checks)
-    weights = service.get("Weights") or {}
-    return AgentInfo(
-        agent_id=service["ID"],
-        agent_type=agent_type_of(service["Service"]),
-        capabilities=list(service.get("Tags") or []),
-        status=status,
-        endpoint=_endpoint_of(service, node),
-        health_score=HEALTH_SCORES[status],
-        current_load=_parse_load(meta.get(META_LOAD)),
-        last_heartbeat=_parse_time(meta.get(META_HEARTBEAT)),
-        metadata=_decode_metadata(meta.get(META_METADATA), kv_metadata),
-        tags={k: v for k, v in meta.items() if k not in _OWN_META},
-        datacenter=str(node.get("Datacenter", "")),
-        weight=int(weights.get("Passing", 1) or 1),
-        node=str(node.get("Node", "")),
-        staleness=staleness,
-        card_digest=_card_meta(meta, META_CARD_DIGEST),
-        card_version=_card_meta(meta, META_CARD_VERSION),
-        draining=is_draining(checks),
-    )
+    return _wire_read.entry_to_info(entry, kv_metadata=kv_metadata, staleness=staleness)
 
 
 def entries_to_infos(
-    entries: Iterable[Mapping[str, Any]],
-    *,
-    kv_metadata: Mapping[str, str] | None = None,
-    staleness: float = 0.0,
+    entries: Iterable[Any], *, kv_metadata: Mapping[str, str | bytes] | None = None, staleness: float = 0.0
 ) -> list[AgentInfo]:
-    kv = kv_metadata or {}
-    return [
-        entry_to_info(e, kv_metadata=kv.get(e["Service"]["ID"]), staleness=staleness)
-        for e in entries
-        if is_agent_service(e["Service"]["Service"])
-    ]
+    """The agents among health entries, entries that are not agents left out: see :mod:`._wire_read`."""
+    from consul_agents import _wire_read
+
+    return _wire_read.infos_only(
+        _wire_read.read_entries(entries, kv_metadata=kv_metadata, staleness=staleness)
+    )
 
 
-def needs_kv_metadata(entry: Mapping[str, Any]) -> bool:
-    return bool((entry["Service"].get("Meta") or {}).get(META_METADATA) == METADATA_IN_KV)
+def needs_kv_metadata(entry: Any) -> bool:
+    """Whether an agent entry's metadata is in KV, under a key safe to read (see :mod:`._wire_read`)."""
+    from consul_agents import _wire_read
+
+    return _wire_read.kv_metadata_wanted(entry) is not None
 
 
 def quote(value: str) -> str:
@@ -530,10 +481,17 @@ def health_entries(text: str | bytes) -> Any:
     try:
         return _HEALTH_ENTRIES.validate_json(text)
     except ValidationError:
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
+        pass
+    try:
+        return json.loads(text)
+    except RecursionError:
+        # An entry nests deeper than Python's parser goes (a Connect proxy's Config holds any JSON its
+        # registrar sends, and Consul accepts thousands of levels): decode entry by entry instead; the entry
+        # that does not decode is None (read as malformed), and the others stand.
+        pieces = split_health_entries(text) if isinstance(text, str) else None
+        return text if pieces is None else [health_entry(piece) for piece in pieces]
+    except ValueError:
+        return text
 
 
 def split_health_entries(text: str) -> list[str] | None:

@@ -12,20 +12,21 @@ points at a file (created 0600) or stdout. They are never logged, never in a rep
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from consul_agents import _acl_rules as rules
 from consul_agents._acl_rules import AclConfig, TokenKind, TokenSpec
 from consul_agents._errors import ConsulRequestError, InvalidAgentError
 from consul_agents._gateway import ConsulGateway
+from consul_agents._yaml import load_yaml
 
 __all__ = [
     "AclConfig",
@@ -56,23 +57,18 @@ class ProvisionedToken:
 
 
 def load_config(path: str | Path) -> AclConfig:
-    """Read and validate an ACL file; raises InvalidAgentError naming the file and the faulty field."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InvalidAgentError(
-            f"cannot read ACL config {str(path)!r}: {exc.strerror}", field="path"
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise InvalidAgentError(f"ACL config {str(path)!r} is not valid YAML: {exc}", field="path") from exc
+    """Read and validate an ACL file; raises InvalidAgentError naming the file, the faulty field and its line.
+
+    The file is read by the project's bounded YAML loader (:mod:`consul_agents._yaml`).
+    """
+    document = load_yaml(path)
+    raw = document.data
     if not isinstance(raw, Mapping):
-        raise InvalidAgentError(
-            f"ACL config {str(path)!r} must be a mapping with a 'tokens' list", field="path"
-        )
+        raise InvalidAgentError(f"{path}: expected a mapping with a 'tokens' list", field="path")
     try:
-        return AclConfig(**raw)
+        return AclConfig(**{str(key): value for key, value in raw.items()})
     except InvalidAgentError as exc:
-        raise InvalidAgentError(f"ACL config {str(path)!r}: {exc}", field=exc.field) from exc
+        raise document.field_error(exc) from exc
 
 
 async def _list(gateway: ConsulGateway, what: str, path: str) -> list[dict[str, Any]]:
@@ -189,15 +185,22 @@ def tokens_json(tokens: Sequence[ProvisionedToken]) -> str:
 
 
 def write_tokens(tokens: Sequence[ProvisionedToken], path: str | Path) -> None:
-    """Write :func:`tokens_json` to ``path``, readable by its owner only (0600), replacing it atomically."""
+    """Write :func:`tokens_json` to ``path``, readable by its owner only (0600), replacing it atomically.
+
+    The secrets go first to a temporary file that :func:`tempfile.mkstemp` creates in the target's folder
+    (an unpredictable name, ``O_CREAT | O_EXCL | O_NOFOLLOW``, mode 0600 from the start), which is then
+    renamed over ``path``: another local user who can write the folder can neither pre-create nor link the
+    file the secrets are written to, and a link planted at ``path`` is replaced, never written through.
+    """
     target = Path(path)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o600)
             handle.write(tokens_json(tokens) + "\n")
-        partial.replace(target)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
         raise

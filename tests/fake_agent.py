@@ -3,6 +3,8 @@
 Run ``python fake_agent.py``; it binds a free loopback port and prints ``PORT <n>`` once it listens.
 ``GET /health`` answers as the current mode says: ``ok`` (200 with ``{"load": <load>}``), ``hung``
 (never answers), ``status:<n>`` (that HTTP status), ``garbage`` (200 with a body that is not JSON).
+Hostile modes for the sidecar's probe: ``nested`` (200 with ``{"load": ...}`` nested 100,000 deep),
+``huge`` (200 streaming 20 MB of JSON), ``badutf8`` (200 with bytes that are not UTF-8).
 ``POST /control?mode=...&load=...&draining=true|false`` changes the mode, load and the ``draining`` field of
 the answer; it always answers, even when hung.
 """
@@ -27,6 +29,21 @@ async def health(request: web.Request) -> web.Response:
         return web.json_response({"load": STATE["load"]}, status=int(mode.split(":", 1)[1]))
     if mode == "garbage":
         return web.Response(text="not json")
+    if mode == "nested":
+        depth = 100_000
+        return web.Response(
+            text='{"load": ' + "[" * depth + "]" * depth + "}", content_type="application/json"
+        )
+    if mode == "huge":
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'{"pad": "')
+        for _ in range(20):
+            await response.write(b"x" * 1_000_000)
+        await response.write(b'", "load": 0.5}')
+        return response
+    if mode == "badutf8":
+        return web.Response(body=b'{"load": \xff\xfe\xc0}', content_type="application/json")
     return web.json_response(
         {"load": STATE["load"], "stats": {"load": STATE["load"]}, "draining": STATE["draining"]}
     )

@@ -149,11 +149,11 @@ def write_sidecar_file(path: Path, agents: list[dict[str, Any]]) -> Path:
 class SidecarProcess:
     """``consul-agents sidecar FILE`` in a child process (stderr goes to a log file the test can read)."""
 
-    def __init__(self, config: Path, consul_addr: str, log: Path) -> None:
+    def __init__(self, config: Path, consul_addr: str, log: Path, *extra: str) -> None:
         self.log = log
         self._log_handle = log.open("w")
         self.proc = subprocess.Popen(
-            [*CLI, "sidecar", str(config), "-http-addr", consul_addr],
+            [*CLI, "sidecar", str(config), "-http-addr", consul_addr, *extra],
             stdout=subprocess.DEVNULL,
             stderr=self._log_handle,
             env=cli_env(),

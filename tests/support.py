@@ -15,7 +15,16 @@ import pytest
 
 from consul_agents import AgentInfo, AgentRegistration, AgentStatus
 
-__all__ = ["candidate", "consul_get", "consul_get_text", "consul_put", "eventually", "registration"]
+__all__ = [
+    "GOOD_META",
+    "candidate",
+    "consul_get",
+    "consul_get_text",
+    "consul_put",
+    "eventually",
+    "raw_agent",
+    "registration",
+]
 
 
 def consul_get(addr: str, path: str, token: str | None = None) -> tuple[Any, int]:
@@ -77,3 +86,39 @@ def candidate(agent_id: str, load: float = 0.0, weight: int = 1, health: float =
         last_heartbeat=None,
         weight=weight,
     )
+
+
+#: The Meta this library writes for an agent at load 0 (the most attractive load).
+GOOD_META = {
+    "agent-endpoint": "http://127.0.0.1:9001",
+    "agent-load": "0",
+    "agent-heartbeat": "2026-01-01T00:00:00.000+00:00",
+    "agent-ttl": "3600s",
+}
+
+
+def raw_agent(
+    addr: str,
+    agent_type: str,
+    agent_id: str,
+    *,
+    tags: list[str] | None = None,
+    meta: dict[str, str | None] | None = None,
+    check: bool = True,
+    token: str | None = None,
+) -> None:
+    """Register through Consul's agent API, as anyone holding ``service:write`` on ``agent-<type>`` can:
+    by default an entry exactly like this library's (capability "plan", load 0), except for ``meta``
+    overrides (None removes a key), ``tags`` and ``check`` (False: no check ``service:<id>``)."""
+    merged = {k: v for k, v in {**GOOD_META, **(meta or {})}.items() if v is not None}
+    body: dict[str, Any] = {
+        "ID": agent_id,
+        "Name": f"agent-{agent_type}",
+        "Tags": tags if tags is not None else ["plan"],
+        "Address": "127.0.0.1",
+        "Port": 9001,
+        "Meta": merged,
+    }
+    if check:
+        body["Check"] = {"CheckID": f"service:{agent_id}", "TTL": "3600s", "Status": "passing"}
+    consul_put(addr, "/v1/agent/service/register", body, token=token)

@@ -16,6 +16,7 @@ from aiohttp import web
 from consul_agents._errors import ConsulAgentsError
 from consul_agents._metrics import HTTP_DURATION
 from consul_agents._registry import AgentRegistry
+from consul_agents.api._body import MAX_BODY_BYTES
 from consul_agents.api._card_routes import card_routes
 from consul_agents.api._errors import BadRequest, error_response, response_for
 from consul_agents.api._keys import OPENAPI, REGISTRY_KEY, VIEWS
@@ -76,7 +77,7 @@ def create_app(
     caller sent, so the API can do nothing its caller could not do directly.
     """
     registry = AgentRegistry(consul_url, "", datacenter, ca_cert=ca_cert, verify=verify, timeout=timeout)
-    app = web.Application(middlewares=[_timing, _errors])
+    app = web.Application(middlewares=[_timing, _errors], client_max_size=MAX_BODY_BYTES)
     app[OPENAPI] = openapi_document()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -17,11 +17,13 @@ __all__ = ["BadRequest", "error_response", "response_for"]
 
 
 class BadRequest(Exception):
-    """The HTTP request itself is malformed (not JSON, a query parameter that does not parse): 400."""
+    """The HTTP request itself is malformed (not JSON, a query parameter that does not parse): 400, or
+    413 for a body too large to read."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None, *, status: int = 400) -> None:
         super().__init__(message)
         self.field = field
+        self.status = status
 
 
 def error_response(status: int, kind: str, message: str, field: str | None = None) -> web.Response:
@@ -37,7 +39,7 @@ def response_for(exc: ConsulAgentsError | BadRequest) -> web.Response:
     any other error Consul answered with is 502: the request was fine, the upstream was not.
     """
     if isinstance(exc, BadRequest):
-        return error_response(400, "bad_request", str(exc), exc.field)
+        return error_response(exc.status, "bad_request", str(exc), exc.field)
     if isinstance(exc, InvalidAgentError):
         return error_response(422, "invalid", str(exc), exc.field)
     if isinstance(exc, AgentNotFoundError):

@@ -46,9 +46,11 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
 ]
 
 _ERRORS = {
-    400: "The request is malformed: not JSON, or a query parameter that does not parse.",
+    400: "The request is malformed: not JSON, JSON nested more than 64 deep, or a query parameter that "
+    "does not parse.",
     403: "Consul's ACLs refused the caller's token.",
     404: "No such agent (or, for select, no agent matches).",
+    413: "The body is larger than 1 MiB.",
     422: "A value is invalid; `field` names it.",
     502: "Consul answered with an unexpected error.",
     503: "Consul cannot be reached or has no leader.",
@@ -184,7 +186,7 @@ def openapi_document() -> dict[str, Any]:
                 "registerAgent",
                 "Register an agent (or update one with the same agent_id)",
                 {201: {**_json(_ref("RegisterResponse"), "Registered."), "links": _AGENT_LINKS}},
-                (400, 403, 422, 502, 503),
+                (400, 403, 413, 422, 502, 503),
                 body="AgentRegistration",
             ),
             "get": _operation(
@@ -216,7 +218,7 @@ def openapi_document() -> dict[str, Any]:
                 "heartbeat",
                 "Prove an agent alive and report its load",
                 {204: {"description": "Recorded."}},
-                (400, 403, 404, 422, 502, 503),
+                (400, 403, 404, 413, 422, 502, 503),
                 body="HeartbeatRequest",
                 body_required=False,
                 parameters=[_AGENT_ID],
@@ -227,7 +229,7 @@ def openapi_document() -> dict[str, Any]:
                 "setMaintenance",
                 "Put an agent in maintenance or take it out",
                 {204: {"description": "Done."}},
-                (400, 403, 404, 422, 502, 503),
+                (400, 403, 404, 413, 422, 502, 503),
                 body="MaintenanceRequest",
                 parameters=[_AGENT_ID],
             ),
@@ -237,7 +239,7 @@ def openapi_document() -> dict[str, Any]:
                 "selectAgent",
                 "Pick one live agent matching the criteria with the chosen strategy",
                 {200: _json(_ref("AgentInfo"), "The chosen agent.")},
-                (400, 403, 404, 422, 502, 503),
+                (400, 403, 404, 413, 422, 502, 503),
                 body="SelectionCriteria",
                 body_required=False,
             ),

@@ -6,7 +6,6 @@ Handlers raise our errors; the middleware in :mod:`consul_agents.api._app` turns
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from importlib import resources
 from typing import Any, TypeVar
@@ -27,6 +26,7 @@ from consul_agents._models import (
 )
 from consul_agents._registry import AgentRegistry
 from consul_agents._routing import check_region
+from consul_agents.api._body import read_json_object
 from consul_agents.api._errors import BadRequest, error_response
 from consul_agents.api._keys import OPENAPI, REGISTRY_KEY, VIEWS
 from consul_agents.api._schemas import (
@@ -71,18 +71,8 @@ def _json(model: BaseModel | list[Any], status: int = 200) -> web.Response:
 
 
 async def _body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        if optional:
-            return {}
-        raise BadRequest("the request needs a JSON object body")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
+    """The JSON object body, bounded in size and depth before it is parsed (see :mod:`.._body`)."""
+    return await read_json_object(request, optional=optional)
 
 
 def _parse(model: type[M], body: dict[str, Any]) -> M:

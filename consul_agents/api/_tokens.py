@@ -16,7 +16,9 @@ from collections import OrderedDict
 
 from aiohttp import web
 
+from consul_agents._errors import InvalidAgentError
 from consul_agents._registry import AgentRegistry
+from consul_agents._settings import check_token
 from consul_agents.api._errors import BadRequest
 
 __all__ = ["TokenViews", "token_of"]
@@ -25,17 +27,24 @@ log = logging.getLogger("consul_agents.api")
 
 
 def token_of(request: web.Request) -> str | None:
-    """The caller's Consul token, or None for the anonymous token."""
+    """The caller's Consul token, or None for the anonymous token; a malformed one is a 400."""
     token = request.headers.get("X-Consul-Token")
     if token:
-        return token
+        return _checked(token, "X-Consul-Token")
     authorization = request.headers.get("Authorization")
     if authorization is None:
         return None
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         raise BadRequest("the Authorization header must be 'Bearer <Consul ACL token>'", "Authorization")
-    return credentials.strip()
+    return _checked(credentials, "Authorization")
+
+
+def _checked(token: str, header: str) -> str | None:
+    try:
+        return check_token(token, f"the {header} header")
+    except InvalidAgentError as exc:
+        raise BadRequest(str(exc), header) from exc
 
 
 def token_key(token: str | None) -> str:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import math
 import signal
 import sys
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -19,6 +22,7 @@ from consul_agents._errors import (
 )
 from consul_agents._models import AgentInfo, AgentStatus
 from consul_agents._registry import AgentRegistry
+from consul_agents._settings import check_token, read_token_file
 
 __all__ = [
     "EXIT_DENIED",
@@ -27,15 +31,19 @@ __all__ = [
     "EXIT_OK",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
+    "PrintableFormatter",
     "add_connection_flags",
     "add_filter_flags",
     "add_output_flags",
     "filter_fields",
     "key_values",
     "make_registry",
+    "positive_int",
+    "positive_number",
     "print_agents",
     "print_json",
     "print_table",
+    "printable",
     "run_handler",
     "split_csv",
     "stop_on_signals",
@@ -92,6 +100,24 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
 
 
+def positive_number(value: str) -> float:
+    """An argparse type: a finite number above 0 (seconds, for example)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number above 0")
+    return number
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return int(value)
+
+
 def split_csv(value: str | None) -> list[str]:
     """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
     return [item.strip() for item in (value or "").split(",") if item.strip()]
@@ -137,15 +163,9 @@ def filter_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_registry(args: argparse.Namespace, **kwargs: Any) -> AgentRegistry:
-    token = args.token
+    token = check_token(args.token, "-token") if args.token is not None else None
     if token is None and args.token_file:
-        try:
-            with open(args.token_file) as handle:
-                token = handle.read().strip()
-        except OSError as exc:
-            raise InvalidAgentError(
-                f"cannot read token file {args.token_file!r}: {exc.strerror}", field="token_file"
-            ) from exc
+        token = read_token_file(args.token_file, f"token file {args.token_file!r}") or ""
     return AgentRegistry(args.http_addr, token, args.datacenter, ca_cert=args.ca_file, **kwargs)
 
 
@@ -168,8 +188,43 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+#: Unicode categories never printed raw: control characters (ESC starts terminal sequences that retitle
+#: windows or clear screens), format characters (bidirectional overrides that reorder what is shown),
+#: surrogates and line or paragraph separators.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _escape(character: str) -> str:
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: object, *, keep_newlines: bool = False) -> str:
+    """``text`` safe for a terminal: every control or format character as a visible escape (``\\x1b``).
+
+    Everything the CLI prints that came from Consul (ids, endpoints, tags, capabilities, Consul's own error
+    text) goes through here, since anyone who can write one agent type can write those strings.
+    """
+    value = str(text)
+    if value.isprintable():  # the common case, in C
+        return value
+    return "".join(
+        character
+        if (keep_newlines and character == "\n") or unicodedata.category(character) not in _UNPRINTABLE
+        else _escape(character)
+        for character in value
+    )
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines (which quote agents' answers and Consul's errors) with control characters escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), keep_newlines=True)
+
+
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    text_rows = [[str(cell) for cell in row] for row in rows]
+    text_rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in text_rows]) for i, h in enumerate(headers)]
     for row in [list(headers), *text_rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -219,7 +274,7 @@ def run_handler(args: argparse.Namespace) -> int:
     try:
         return handler(args)
     except ConsulAgentsError as exc:
-        print(f"consul-agents: {exc}", file=sys.stderr)
+        print(f"consul-agents: {printable(exc)}", file=sys.stderr)
         return exit_code_for(exc)
     except KeyboardInterrupt:
         return 130

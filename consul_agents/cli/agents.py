@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
+from consul_agents._bounded_json import loads_bounded
+from consul_agents._errors import InvalidAgentError
 from consul_agents._models import AgentRegistration, DiscoveryRequest, SelectionCriteria
 from consul_agents._selection import STRATEGIES
 from consul_agents.cli._common import (
@@ -25,6 +26,20 @@ from consul_agents.cli._common import (
 
 __all__ = ["register"]
 
+#: Far deeper than any metadata, far below what would make the parser or the model recurse too deep; the
+#: model applies its own, documented bound after this.
+MAX_METADATA_NESTING = 64
+
+
+def _metadata(text: str | None) -> Any:
+    """``--metadata`` as JSON; anything that does not parse, or nests absurdly deep, is exit 2."""
+    if not text:
+        return {}
+    try:
+        return loads_bounded(text, MAX_METADATA_NESTING)
+    except ValueError as exc:
+        raise InvalidAgentError(f"--metadata is not a usable JSON object: {exc}", field="metadata") from exc
+
 
 def _register(args: argparse.Namespace) -> int:
     registration = AgentRegistration(
@@ -33,7 +48,7 @@ def _register(args: argparse.Namespace) -> int:
         endpoint=args.endpoint,
         agent_id=args.id,
         tags=key_values(args.tag, "--tag"),
-        metadata=json.loads(args.metadata) if args.metadata else {},
+        metadata=_metadata(args.metadata),
         weight=args.weight,
         ttl=args.ttl,
         deregister_after=args.deregister_after,

@@ -10,12 +10,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from consul_agents._errors import InvalidAgentError
 from consul_agents._models import AgentRegistration, DiscoveryRequest, SelectionCriteria
 from consul_agents._registry import AgentRegistry, AgentSession
 from consul_agents._selection import STRATEGIES
+from consul_agents._yaml import load_yaml
 from consul_agents.cli._common import EXIT_OK, print_agents, print_table, stop_on_signals
 from consul_agents.dev import run_dev_server
 
@@ -25,26 +24,23 @@ DEFAULT_FLEET = Path("config/demo-fleet.yaml")
 
 
 def load_fleet(path: Path) -> list[AgentRegistration]:
-    """The registrations of a fleet file; errors name the file and the entry."""
-    try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidAgentError(f"{path}: cannot read fleet file: {exc}", field="fleet") from exc
-    entries = document.get("agents") if isinstance(document, dict) else None
+    """The registrations of a fleet file; errors name the file, the entry, the field and its line."""
+    document = load_yaml(path)
+    entries = document.data.get("agents") if isinstance(document.data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise InvalidAgentError(f"{path}: expected a non-empty list under 'agents'", field="agents")
     fleet = []
     for index, entry in enumerate(entries):
+        where = f"agents[{index}]"
+        if not isinstance(entry, dict):
+            error = InvalidAgentError(f"{path}: {where} is not a mapping", field=where)
+            raise document.locate(error)
         try:
-            fleet.append(AgentRegistration(**entry))
+            fleet.append(AgentRegistration(**{str(key): value for key, value in entry.items()}))
         except InvalidAgentError as exc:
-            raise InvalidAgentError(
-                f"{path}: agents[{index}]: {exc}", field=f"agents[{index}].{exc.field}"
-            ) from exc
-        except TypeError as exc:
-            raise InvalidAgentError(
-                f"{path}: agents[{index}] is not a mapping", field=f"agents[{index}]"
-            ) from exc
+            field = f"{where}.{exc.field}"
+            message = str(exc).removeprefix(f"invalid {exc.field}: ")
+            raise document.locate(InvalidAgentError(f"{path}: {field}: {message}", field=field)) from exc
     return fleet
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from consul_agents._models import DiscoveryRequest
 from consul_agents._registry import AgentRegistry
-from consul_agents.cli._common import EXIT_OK, add_connection_flags, split_csv, with_registry
+from consul_agents.cli._common import EXIT_OK, add_connection_flags, printable, split_csv, with_registry
 from consul_agents.dns import (
     SetupOutcome,
     query_dns_name,
@@ -41,7 +41,7 @@ async def _set_up(args: argparse.Namespace, registry: AgentRegistry) -> list[tup
 
 def _setup(args: argparse.Namespace) -> int:
     for dc, outcome in with_registry(args, lambda registry: _set_up(args, registry)):
-        print(f"{dc}: prepared query template {outcome}")
+        print(f"{printable(dc)}: prepared query template {outcome}")
     print("Resolve with e.g.: " + query_dns_name("<type>", "<capability>"))
     return EXIT_OK
 

@@ -10,8 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from consul_agents import _wire as wire
-from consul_agents._errors import InvalidAgentError
-from consul_agents.cli._common import EXIT_ERROR, EXIT_OK, add_connection_flags, make_registry
+from consul_agents._errors import ConsulAgentsError, InvalidAgentError
+from consul_agents.cli._common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    PrintableFormatter,
+    add_connection_flags,
+    make_registry,
+    printable,
+)
 from consul_agents.sidecar.config import load_config
 from consul_agents.sidecar.render import render
 from consul_agents.sidecar.runner import run_sidecar
@@ -20,14 +27,19 @@ __all__ = ["register"]
 
 
 def _sidecar(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler])
     config = load_config(args.file)
     registry = make_registry(args)
-    clean = asyncio.run(run_sidecar(config, registry))
+    try:
+        clean = asyncio.run(run_sidecar(config, registry))
+    except ConsulAgentsError:
+        raise  # the CLI's one line and exit code (denied 4, invalid 2, ...)
+    except Exception as exc:
+        # Logged with its traceback where it happened; the agents were deregistered before this.
+        print(f"consul-agents: sidecar stopped after an unexpected error: {printable(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK if clean else EXIT_ERROR
 
 
@@ -47,7 +59,7 @@ def _render(args: argparse.Namespace) -> int:
             print(
                 f"consul-agents: note: metadata of {spec.agent_id!r} is too large for Meta; store it with\n"
                 f"  consul kv put {wire.metadata_key(spec.registration.agent_type, spec.agent_id)} "
-                f"'{kv_value}'",
+                f"'{printable(kv_value)}'",
                 file=sys.stderr,
             )
     return EXIT_OK

@@ -23,7 +23,10 @@ from consul_agents.cli._common import (
     add_filter_flags,
     add_output_flags,
     filter_fields,
+    positive_int,
+    positive_number,
     print_agents,
+    printable,
     with_registry,
 )
 
@@ -108,7 +111,7 @@ async def _watch(args: argparse.Namespace, registry: AgentRegistry, request: Dis
             if args.json:
                 print(json.dumps(change.to_json()), flush=True)
             else:
-                print(f"{datetime.now():%H:%M:%S} {change.to_line()}", flush=True)
+                print(f"{datetime.now():%H:%M:%S} {printable(change.to_line())}", flush=True)
             reported += 1
             if args.count is not None and reported >= args.count:
                 return
@@ -131,10 +134,13 @@ def register(subparsers: Any) -> None:
     )
     add_filter_flags(parser)
     parser.add_argument(
-        "--interval", type=float, default=5.0, help="longest wait between two looks, in seconds (default 5)"
+        "--interval",
+        type=positive_number,
+        default=5.0,
+        help="longest wait between two looks, in seconds (default 5)",
     )
-    parser.add_argument("--count", type=int, help="exit after this many changes")
-    parser.add_argument("--timeout", type=float, help="exit after this many seconds")
+    parser.add_argument("--count", type=positive_int, help="exit after this many changes")
+    parser.add_argument("--timeout", type=positive_number, help="exit after this many seconds")
     add_connection_flags(parser)
     add_output_flags(parser)
     parser.set_defaults(handler=_handler)

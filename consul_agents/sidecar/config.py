@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from consul_agents._errors import InvalidAgentError
 from consul_agents._models import AgentRegistration, Duration, invalid_agent_error
+from consul_agents._yaml import load_yaml
 from consul_agents.sidecar.cards import WELL_KNOWN_CARD_PATH
 
 __all__ = ["AgentSpec", "HealthProbe", "SidecarConfig", "load_config"]
@@ -132,10 +132,11 @@ def _entry(path: Path, index: int, entry: Any) -> AgentSpec:
     where = f"agents[{index}]"
     if not isinstance(entry, Mapping):
         raise InvalidAgentError(f"{path}: {where}: expected a mapping of agent fields", field=where)
-    fields = dict(entry)
+    fields = {str(key): value for key, value in entry.items()}
     health = fields.pop("health", None) or {}
     if not isinstance(health, Mapping):
         raise InvalidAgentError(f"{path}: {where}.health: expected a mapping", field=f"{where}.health")
+    health = {str(key): value for key, value in health.items()}
     card = fields.pop("card", None)
     extra: list[str] = []
     if card is not None and card is not False:
@@ -186,7 +187,7 @@ def parse_config(path: Path, document: Any) -> SidecarConfig:
         raise InvalidAgentError(
             f"{path}: agents: expected a mapping whose 'agents' key lists the agents", field="agents"
         )
-    unknown = sorted(set(document) - {"agents"})
+    unknown = sorted({str(key) for key in document} - {"agents"})
     if unknown:
         raise InvalidAgentError(f"{path}: {unknown[0]}: unknown top-level key", field=str(unknown[0]))
     entries = document.get("agents")
@@ -206,14 +207,13 @@ def parse_config(path: Path, document: Any) -> SidecarConfig:
 
 
 def load_config(path: Path | str) -> SidecarConfig:
-    """Read and validate a sidecar file; InvalidAgentError names the file, the field and the problem."""
-    path = Path(path)
+    """Read and validate a sidecar file; InvalidAgentError names the file, field, line and problem.
+
+    The file is read by the project's bounded YAML loader (:mod:`consul_agents._yaml`): a file too large,
+    too deep or whose aliases expand too far is refused before it is walked.
+    """
+    document = load_yaml(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InvalidAgentError(f"{path}: cannot read: {exc.strerror}", field="file") from exc
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidAgentError(f"{path}: not valid YAML: {exc}", field="file") from exc
-    return parse_config(path, document)
+        return parse_config(document.path, document.data)
+    except InvalidAgentError as exc:
+        raise document.locate(exc) from exc

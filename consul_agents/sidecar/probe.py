@@ -8,19 +8,27 @@ critical, never passing.
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from consul_agents._bounded_json import loads_bounded
 from consul_agents._models import AgentStatus
 from consul_agents.sidecar.config import AgentSpec, HealthProbe
 
 __all__ = ["ProbeResult", "probe", "verdict"]
 
+log = logging.getLogger("consul_agents.sidecar")
+
 _OUTPUT_LIMIT = 200
+#: The most of a health answer the probe reads when it looks for the load: a status document is small, and
+#: an agent that streams megabytes does not get to make its sidecar hold them.
+MAX_PROBE_BODY = 64 * 1024
+#: The deepest JSON a health answer may nest (the load is at most a few dotted levels down).
+MAX_PROBE_DEPTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +53,8 @@ def _field(document: Any, dotted: str) -> Any:
 
 def _load_from(body: str, field: str) -> float | None:
     try:
-        value = _field(json.loads(body), field)
-    except ValueError:
+        value = _field(loads_bounded(body, MAX_PROBE_DEPTH), field)
+    except ValueError:  # not JSON, not UTF-8, or nested too deep: the agent's report is unreadable
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -59,7 +67,7 @@ def _draining_from(body: str, field: str | None) -> bool | None:
     if field is None:
         return None
     try:
-        value = _field(json.loads(body), field)
+        value = _field(loads_bounded(body, MAX_PROBE_DEPTH), field)
     except ValueError:
         return None
     return value if isinstance(value, bool) else None
@@ -100,6 +108,14 @@ def _verdict(
     return ProbeResult(AgentStatus.PASSING, load, f"GET {url}: HTTP {http_status}")
 
 
+async def _read_body(response: aiohttp.ClientResponse) -> str:
+    """At most :data:`MAX_PROBE_BODY` bytes of the answer; a longer answer yields no load."""
+    raw = await response.content.read(MAX_PROBE_BODY + 1)
+    if len(raw) > MAX_PROBE_BODY:
+        return ""
+    return raw.decode("utf-8", errors="replace")
+
+
 async def probe(session: aiohttp.ClientSession, spec: AgentSpec) -> ProbeResult:
     """Probe one agent once. Never raises for anything the agent does; every failure is a verdict."""
     url = spec.probe_url
@@ -108,7 +124,7 @@ async def probe(session: aiohttp.ClientSession, spec: AgentSpec) -> ProbeResult:
         async with asyncio.timeout(timeout):
             async with session.get(url, allow_redirects=False) as response:
                 reads = spec.health.load_field or spec.health.draining_field
-                body = await response.text(errors="replace") if reads else ""
+                body = await _read_body(response) if reads else ""
                 return verdict(spec.health, url, response.status, body)
     except TimeoutError:
         return verdict(spec.health, url, None, "", f"no answer within {timeout:g}s (hung)")
@@ -116,3 +132,8 @@ async def probe(session: aiohttp.ClientSession, spec: AgentSpec) -> ProbeResult:
         return verdict(spec.health, url, None, "", f"{type(exc).__name__}: {exc}")
     except OSError as exc:
         return verdict(spec.health, url, None, "", f"{type(exc).__name__}: {exc.strerror or exc}")
+    except Exception as exc:
+        # Whatever the agent sent, a probe's outcome is a verdict: an error here must not stop the sidecar
+        # (and with it every other agent of the file). Logged, since it means a case this module missed.
+        log.warning("probe of %s failed unexpectedly: %s", url, type(exc).__name__, exc_info=True)
+        return verdict(spec.health, url, None, "", f"probe failed: {type(exc).__name__}")

@@ -7,7 +7,8 @@ Life of one agent (one task each, so a hung agent never delays another's heartbe
 2. every ``health.interval``: probe, then heartbeat the verdict (``output`` says what the probe saw) and the
    load read from the answer. :meth:`AgentRegistry.heartbeat` re-registers the agent from its registration
    when the local Consul agent lost it (a Consul restart), so the sidecar needs no restart of its own;
-3. on stop (SIGTERM or SIGINT in :func:`run_sidecar`): deregister.
+3. on stop (SIGTERM or SIGINT in :func:`run_sidecar`): deregister every agent, each on its own (one that
+   fails is logged and the others are still removed), also when an agent's task failed.
 
 An agent with a ``card`` (A2A) is registered from the card it serves, fetched every interval with
 If-None-Match: a changed card is re-registered at once (a new skill is discoverable within one interval),
@@ -71,18 +72,24 @@ class Sidecar:
                 for spec in self.config.agents
             ]
             waiter = asyncio.create_task(stop.wait())
+            failure: BaseException | None = None
             try:
-                done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-                failed = [task for task in done if task is not waiter and task.exception() is not None]
+                await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
             finally:
+                # Whatever ended the wait (stop, an agent's task failing, run() being cancelled), every
+                # task is stopped and every agent deregistered before anything is raised.
+                ended = [task.done() for task in tasks]  # before the stop: those failed on their own
                 for task in [waiter, *tasks]:
                     task.cancel()
-                for task in [waiter, *tasks]:
-                    with suppress(asyncio.CancelledError, ConsulAgentsError):
-                        await task
+                outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+                for spec, outcome, on_its_own in zip(self.config.agents, outcomes, ended, strict=True):
+                    if isinstance(outcome, Exception):
+                        failure = failure or (outcome if on_its_own else None)
+                        if not isinstance(outcome, ConsulAgentsError):
+                            log.error("agent %s: looking after it failed", spec.agent_id, exc_info=outcome)
                 clean = await self._deregister_all()
-        if failed:
-            raise failed[0].exception()  # type: ignore[misc]
+        if failure is not None:
+            raise failure
         return clean
 
     async def _look_after(self, session: aiohttp.ClientSession, spec: AgentSpec, stop: asyncio.Event) -> None:
@@ -169,21 +176,28 @@ class Sidecar:
                 log.warning("agent %s: could not change draining: %s", agent_id, exc)
 
     async def _deregister_all(self) -> bool:
+        """Deregister every agent this sidecar registered (or tried to), concurrently, each bounded by the
+        registry's timeout; one failure is logged and never keeps the others registered."""
+        agent_ids = sorted(self.registered | self._attempted)
+        outcomes = await asyncio.gather(
+            *(self.registry.deregister_agent(agent_id) for agent_id in agent_ids), return_exceptions=True
+        )
         clean = True
-        for agent_id in sorted(self.registered | self._attempted):
+        for agent_id, outcome in zip(agent_ids, outcomes, strict=True):
             confirmed = agent_id in self.registered
-            try:
-                if await self.registry.deregister_agent(agent_id) or confirmed:
-                    log.info("deregistered agent %s", agent_id)
-            except ConsulAgentsError as exc:
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+            if isinstance(outcome, BaseException):
                 # A registration Consul never confirmed most likely never landed: not a failure to clean up.
                 clean = clean and not confirmed
                 log.log(
                     logging.ERROR if confirmed else logging.WARNING,
                     "could not deregister agent %s: %s",
                     agent_id,
-                    exc,
+                    outcome,
                 )
+            elif outcome or confirmed:
+                log.info("deregistered agent %s", agent_id)
         self.registered.clear()
         self._attempted.clear()
         return clean

@@ -191,7 +191,7 @@ def hostile_cards(served: dict[str, Any]) -> dict[str, dict[str, Any]]:
 async def test_hostile_cards_are_refused_and_nothing_is_written(
     consul_addr: str, api: Any, unique: str, agents: tuple[A2AAgent, A2AAgent]
 ) -> None:
-    """Hostile cards sent to the REST API get a 422 naming the problem; Consul holds nothing afterwards."""
+    """Hostile cards sent to the REST API get a 4xx naming the problem; Consul holds nothing afterwards."""
     served = agents[0].card()
     for name, card in hostile_cards(served).items():
         with pytest.raises(InvalidAgentError):
@@ -204,8 +204,11 @@ async def test_hostile_cards_are_refused_and_nothing_is_written(
         }
         response = await api.post("/v1/agents", data=json.dumps(body))
         text = await response.text()
-        assert response.status == 422, (name, text)
-        assert "card" in json.loads(text)["message"], name
+        # The REST body reader may refuse first (400, e.g. nesting past its own bound); either way a clear
+        # client error naming the problem, never a 500, and nothing written.
+        assert response.status in (400, 422), (name, text)
+        message = json.loads(text)["message"]
+        assert "card" in message or "deep" in message, (name, message)
     services, _ = consul_get(consul_addr, f"/v1/catalog/service/agent-{unique}")
     assert services == []
     assert kv_keys(consul_addr, f"consul-agents/metadata/{unique}/") == []

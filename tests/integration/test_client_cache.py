@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import MakeConsul, skip_if_external
-from support import consul_get_text, consul_put, eventually, registration
+from support import consul_get_text, consul_put, eventually, raw_agent, registration
 
 from consul_agents import (
     AgentRegistry,
@@ -129,8 +129,9 @@ async def both_layouts(
 async def test_cached_answers_equal_direct_queries(
     both_layouts: tuple[AgentRegistry, AgentRegistry], unique: str
 ) -> None:
-    """Over a random fleet (types, capabilities, tags, loads, every status) and 80 random requests, the
-    cached answer equals the direct Consul query."""
+    """Over a random fleet (types, capabilities, tags, loads, every status, and entries this library could
+    not have written) and 80 random requests, the cached answer equals the direct Consul query, and holds
+    no hostile entry."""
     cached, direct = both_layouts
     rng = random.Random(unique)
     types = [f"{unique}{k}" for k in "abc"]
@@ -152,6 +153,26 @@ async def test_cached_answers_equal_direct_queries(
             await direct.heartbeat(agent_id, status=AgentStatus.WARNING)
         elif roll < 0.4:
             await direct.set_maintenance(agent_id, True, "test")
+    # Entries this library could not have written, among them: both paths must skip them alike.
+    hostile: list[dict[str, Any]] = [
+        {"check": False},
+        {"meta": {"agent-load": "junk"}},
+        {"meta": {"agent-endpoint": "nowhere"}},
+        {"meta": {"agent-heartbeat": "never"}},
+        {"meta": {"agent-metadata": "[1]"}},
+        {"tags": ["Not-A-Label"]},
+    ]
+    addr = direct.discovery.gateway.address
+    for i, fields in enumerate(hostile * 2):
+        tags = fields.get("tags", rng.sample(caps, rng.randint(1, 3)))
+        raw_agent(
+            addr,
+            rng.choice(types),
+            f"{unique}-h{i}",
+            tags=tags,
+            meta=fields.get("meta"),
+            check=fields.get("check", True),
+        )
 
     def random_request() -> DiscoveryRequest:
         return DiscoveryRequest(
@@ -171,7 +192,9 @@ async def test_cached_answers_equal_direct_queries(
         await eventually(lambda r=request: agree(r), 5, f"cache converged for {request}")  # type: ignore[misc]
     for _ in range(80):
         request = random_request()
-        assert await cached.discover_agents(request) == await direct.discover_agents(request), request
+        answer = await cached.discover_agents(request)
+        assert answer == await direct.discover_agents(request), request
+        assert not [a.agent_id for a in answer if a.agent_id.startswith(f"{unique}-h")], request
 
 
 async def test_unchanged_entries_are_not_converted_again(server_mode_addr: str, unique: str) -> None:
@@ -204,9 +227,17 @@ async def test_an_entry_forging_a_boundary_does_not_fool_the_cache(
     object shaped like an entry that Consul writes right after a comma, as it writes entries. Splitting
     the answer there must not invent that agent: the cache notices and decodes the answer whole."""
     service = f"agent-{unique}"
+    # The bearer carries what an agent of this library carries (a check service:<id>, its Meta, a
+    # capability), so it is an agent. The ghost cannot carry Checks: Go writes a map's keys sorted, so an
+    # object starting with "Node" has no "Checks"; the untrusted-entry rules would skip it (no_check).
+    meta = {
+        "agent-endpoint": "http://10.0.0.1:1",
+        "agent-load": "0",
+        "agent-heartbeat": "2026-01-01T00:00:00+00:00",
+    }
     ghost = {
         "Node": {"Node": "n", "Address": "10.0.0.1"},
-        "Service": {"ID": f"{unique}-ghost", "Service": service, "Port": 1},
+        "Service": {"ID": f"{unique}-ghost", "Service": service, "Port": 1, "Tags": ["plan"], "Meta": meta},
     }
     request = DiscoveryRequest(agent_type=unique)
     async with (
@@ -223,7 +254,10 @@ async def test_an_entry_forging_a_boundary_does_not_fool_the_cache(
                 "Name": service,
                 "Kind": "connect-proxy",
                 "Port": 9999,
+                "Tags": ["plan"],
+                "Meta": meta,
                 "Proxy": {"DestinationServiceName": "x", "Config": {"list": [{"a": 1}, ghost]}},
+                "Check": {"CheckID": f"service:{unique}-bearer", "TTL": "1h", "Status": "passing"},
             },
         )
         await direct.register_agent(registration(unique, agent_id=f"{unique}-z"))

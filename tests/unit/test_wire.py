@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from consul_agents import InvalidAgentError
 from consul_agents import _wire as wire
+from consul_agents import _wire_read as wire_read
 from consul_agents._models import AgentInfo, AgentRegistration, AgentStatus, DiscoveryRequest
 
 HEARTBEAT = datetime(2026, 11, 23, 12, 30, 45, 123000, tzinfo=UTC)
@@ -194,8 +195,8 @@ def test_round_trip_through_health_entry(r: AgentRegistration, load: float, big:
     body = wire.service_definition(r, "id-1", load=load, heartbeat=HEARTBEAT)
     _, kv_value = wire.encode_metadata(r.metadata)
     entry = health_entry(body)
-    assert wire.needs_kv_metadata(entry) == (kv_value is not None)
-    info = wire.entry_to_info(entry, kv_metadata=kv_value)
+    assert (wire_read.kv_metadata_wanted(entry) is not None) == (kv_value is not None)
+    info = wire_read.entry_to_info(entry, kv_metadata=kv_value)
     assert info.agent_id == "id-1"
     assert info.agent_type == r.agent_type
     assert info.capabilities == r.capabilities
@@ -212,31 +213,21 @@ def test_round_trip_through_health_entry(r: AgentRegistration, load: float, big:
     assert entry["Service"]["Meta"]["agent-ttl"] == wire.format_duration(r.ttl)
 
 
-def test_entries_to_infos_skips_non_agents_and_uses_kv() -> None:
-    """entries_to_infos drops non-agent services and feeds each agent its KV metadata by id."""
+def test_read_entries_skips_non_agents_and_uses_kv() -> None:
+    """read_entries answers None for services that are not agents and feeds each agent its KV metadata by
+    id."""
     body = wire.service_definition(reg(metadata={"big": "b" * 600}), "x", load=0.5, heartbeat=HEARTBEAT)
     entry = health_entry(body)
     other = health_entry({**body, "ID": "web-1", "Name": "web"})
     bare = health_entry({**body, "ID": "p", "Name": "agent-"})
-    infos = wire.entries_to_infos(
+    results = wire_read.read_entries(
         [other, entry, bare], kv_metadata={"x": json.dumps({"big": "b" * 600})}, staleness=2.5
     )
+    assert results[0] is None and results[2] is None
+    infos = wire_read.infos_only(results)
     assert [i.agent_id for i in infos] == ["x"]
     assert infos[0].metadata == {"big": "b" * 600}
     assert infos[0].staleness == 2.5
-
-
-def test_foreign_service_entry_defaults() -> None:
-    """A service registered without this library gets its endpoint from Address/Port and neutral defaults."""
-    entry = {
-        "Node": {"Node": "n", "Address": "192.168.0.9", "Datacenter": "dc2"},
-        "Service": {"ID": "w", "Service": "agent-web", "Tags": None, "Address": "", "Port": 80, "Meta": None},
-        "Checks": [],
-    }
-    info = wire.entry_to_info(entry)
-    assert info.endpoint == "http://192.168.0.9:80"
-    assert (info.capabilities, info.tags, info.metadata, info.weight) == ([], {}, {}, 1)
-    assert (info.current_load, info.last_heartbeat, info.status) == (0.0, None, AgentStatus.PASSING)
 
 
 @pytest.mark.parametrize(
@@ -295,7 +286,7 @@ def test_health_score(status: AgentStatus, score: float) -> None:
     checks = _checks(("service:a", check_status))
     if status is AgentStatus.MAINTENANCE:
         checks += _checks(("_service_maintenance:a", "critical"))
-    info = wire.entry_to_info(health_entry(body, checks=checks))
+    info = wire_read.entry_to_info(health_entry(body, checks=checks))
     assert (info.status, info.health_score) == (status, score)
 
 
@@ -573,8 +564,8 @@ def test_split_entries_decode_like_the_whole_answer(entries: list[dict[str, Any]
     assert pieces is not None
     assert [wire.health_entry(p) for p in pieces] == wire.health_entries(text)
     assert len(pieces) == len(entries)
-    assert [wire.entry_to_info(wire.health_entry(p)) for p in pieces] == [
-        wire.entry_to_info(e) for e in entries
+    assert [wire_read.read_entry(wire.health_entry(p)) for p in pieces] == [
+        wire_read.read_entry(e) for e in entries
     ]
 
 
