@@ -13,7 +13,7 @@ from acl_support import acl_consul, master_token, provision_tokens
 from aiohttp import test_utils
 from processes import CLI, A2AAgent
 
-from consul_agents import AgentRegistration, AgentRegistry
+from consul_agents import AgentRegistration, AgentRegistry, PermissionDeniedError
 from consul_agents.api import create_app
 from consul_agents.dev import ConsulDevServer
 
@@ -181,3 +181,37 @@ def test_render_refuses_card_agents(tmp_path: Any) -> None:
     )
     assert done.returncode == 2
     assert "agents[0].card" in done.stderr
+
+
+async def test_a_registrar_token_registers_cards_and_drains_only_its_own_type(
+    acl_server: ConsulDevServer, agents: tuple[A2AAgent, A2AAgent]
+) -> None:
+    """With Consul ACLs, a registrar of type A stores A's card (same KV rules as metadata) and drains A's
+    agent; draining another type's agent or registering a card of another type is denied."""
+    master = master_token(acl_server)
+    tokens = await provision_tokens(
+        acl_server.http_addr, master, {"name": "reg-a", "kind": "registrar", "agent_types": ["drain-a"]}
+    )
+    alpha, beta = agents
+    async with (
+        AgentRegistry(acl_server.http_addr, master) as admin,
+        AgentRegistry(acl_server.http_addr, tokens["reg-a"].secret_id) as registrar,
+    ):
+        own = await registrar.register_agent(
+            AgentRegistration.from_agent_card(alpha.card(), agent_type="drain-a")
+        )
+        other = await admin.register_agent(
+            AgentRegistration.from_agent_card(beta.card(), agent_type="drain-b")
+        )
+        assert await admin.get_agent_card(own) == alpha.card()
+        await registrar.set_draining(own)
+        assert (await admin.get_agent(own)).draining
+        with pytest.raises(PermissionDeniedError):
+            await registrar.set_draining(other)
+        assert not (await admin.get_agent(other)).draining
+        with pytest.raises(PermissionDeniedError):
+            await registrar.register_agent(
+                AgentRegistration.from_agent_card(beta.card(), agent_type="drain-b")
+            )
+        await registrar.deregister_agent(own)
+        await admin.deregister_agent(other)
