@@ -26,9 +26,11 @@ def printable(text: str) -> str:
     return text.replace("\x1b", "\\x1b").replace("\x07", "\\x07").replace(BIDI, "\\u202e")
 
 
-def hostile_service(agent_type: str, agent_id: str, tag_value: str) -> dict[str, Any]:
+def hostile_service(
+    agent_type: str, agent_id: str, tag_value: str, capability: str = "plan"
+) -> dict[str, Any]:
     """A service as this library encodes it, then edited the way a raw Consul client can: control
-    sequences in the endpoint, a capability and a tag value."""
+    sequences in the endpoint and a tag value (and, when given, in a capability)."""
     definition = wire.service_definition(
         registration(agent_type, agent_id=agent_id, tags={"tier": "x"}),
         agent_id,
@@ -37,7 +39,7 @@ def hostile_service(agent_type: str, agent_id: str, tag_value: str) -> dict[str,
     )
     definition["Meta"]["agent-endpoint"] = f"http://127.0.0.1:9000/{TITLE}{CLEAR}{BIDI}"
     definition["Meta"]["tier"] = tag_value
-    definition["Tags"] = ["plan", f"x{CLEAR}"]
+    definition["Tags"] = sorted({"plan", capability})
     return definition
 
 
@@ -46,6 +48,17 @@ def hostile(consul_addr: str, unique: str) -> Iterator[str]:
     """An agent of type ``unique`` registered straight into Consul with control sequences in its strings."""
     agent_id = f"{unique}-1"
     consul_put(consul_addr, "/v1/agent/service/register", hostile_service(unique, agent_id, f"gold{TITLE}"))
+    yield agent_id
+    consul_put(consul_addr, f"/v1/agent/service/deregister/{agent_id}")
+
+
+@pytest.fixture
+def hostile_capability(consul_addr: str, unique: str) -> Iterator[str]:
+    """An agent of type ``unique`` whose capability holds a screen-clearing sequence: discovery skips such
+    an entry (it is not a DNS label), but ``types`` lists the catalog's tags as they are."""
+    agent_id = f"{unique}-1"
+    service = hostile_service(unique, agent_id, "gold", capability=f"x{CLEAR}")
+    consul_put(consul_addr, "/v1/agent/service/register", service)
     yield agent_id
     consul_put(consul_addr, f"/v1/agent/service/deregister/{agent_id}")
 
@@ -80,7 +93,7 @@ def test_tables_escape_endpoints(
     assert_escaped(done.stdout, f"/{TITLE}{CLEAR}{BIDI}")
 
 
-def test_types_escapes_capabilities(consul_addr: str, unique: str, hostile: str) -> None:
+def test_types_escapes_capabilities(consul_addr: str, unique: str, hostile_capability: str) -> None:
     """`types` prints a capability holding a screen-clearing sequence escaped."""
     done = run("types", "-http-addr", consul_addr)
     assert done.returncode == 0, done.stderr
