@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -88,9 +88,36 @@ def skill_capability(skill_id: str) -> str:
     return label
 
 
+def _shape_ok(card: Mapping[str, Any]) -> bool:
+    """The fast check, without recursion: plain dicts with string keys and lists, nested at most
+    MAX_CARD_DEPTH deep. JSON types, finite numbers and valid text are checked by serialising the card."""
+    stack: list[tuple[Any, int]] = [(card, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        value, depth = pop()
+        if depth > MAX_CARD_DEPTH:
+            return False
+        children: Iterable[Any]
+        if type(value) is dict:
+            for key in value:
+                if type(key) is not str:
+                    return False
+            children = value.values()
+        elif type(value) is list:
+            children = value
+        else:
+            return False  # another Mapping or sequence type: the slow walk names it
+        for item in children:
+            kind = type(item)
+            if kind is dict or kind is list:
+                push((item, depth + 1))
+    return True
+
+
 def _check_value(value: Any, path: str, depth: int) -> None:
-    """Bounded walk: JSON types only, finite numbers, UTF-8-encodable strings, nesting under the limit."""
-    if depth > MAX_CARD_DEPTH:
+    """The slow walk that names where a card is wrong: JSON types only, finite numbers, UTF-8-encodable
+    strings, containers nested at most MAX_CARD_DEPTH deep."""
+    if depth > MAX_CARD_DEPTH and isinstance(value, Mapping | list):
         raise CardError(f"card nests deeper than {MAX_CARD_DEPTH} levels (at {path})", path)
     if isinstance(value, Mapping):
         for key, item in value.items():
@@ -164,12 +191,14 @@ def validate_card(card: Any) -> CardFields:
     """
     if not isinstance(card, Mapping):
         raise CardError(f"an Agent Card must be a JSON object, not {type(card).__name__}")
-    _check_value(card, "card", 1)
     try:
+        if not _shape_ok(card):
+            raise ValueError("shape")
         text = card_text(card)
+        size = len(text.encode())
     except (TypeError, ValueError, RecursionError) as exc:
+        _check_value(card, "card", 1)  # raises, naming the place
         raise CardError(f"card is not JSON-serialisable: {str(exc)[:120]}") from exc
-    size = len(text.encode())
     if size > MAX_CARD_BYTES:
         raise CardError(f"card is {size} bytes once serialised; at most {MAX_CARD_BYTES}")
     _string(card, "name", "")

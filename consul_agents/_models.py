@@ -14,6 +14,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -77,6 +78,8 @@ _MAX_DURATION = timedelta(days=30)
 _MAX_TYPE_LENGTH = 63 - len(SERVICE_PREFIX)  # the service name "agent-<type>" must itself be a DNS label
 #: Meta keys of an agent registered with an Agent Card (its digest and version); see `_cards`.
 CARD_META_KEYS = ("agent-card-digest", "agent-card-version")
+#: The card from_agent_card has just validated, for the model validator of the registration it builds.
+_VALIDATED_CARD: ContextVar[CardFields | None] = ContextVar("validated_card", default=None)
 
 
 class AgentStatus(StrEnum):
@@ -249,21 +252,25 @@ class AgentRegistration(_Model):
         except CardError as exc:
             raise InvalidAgentError(f"invalid {exc.field}: {exc}", field=exc.field) from exc
         extra = [c.lower() for c in capabilities if c.lower() not in derived.capabilities]
-        return cls(
-            agent_type=agent_type,
-            agent_id=agent_id,
-            capabilities=[*derived.capabilities, *extra],
-            endpoint=endpoint or derived.endpoint,
-            card=dict(card),
-            **fields,
-        )
+        token = _VALIDATED_CARD.set(derived)  # the card was just validated: the model takes what that found
+        try:
+            return cls(
+                agent_type=agent_type,
+                agent_id=agent_id,
+                capabilities=[*derived.capabilities, *extra],
+                endpoint=endpoint or derived.endpoint,
+                card=dict(card),
+                **fields,
+            )
+        finally:
+            _VALIDATED_CARD.reset(token)
 
     @model_validator(mode="after")
     def _check_card(self) -> AgentRegistration:
         if self.card is None:
             return self
         try:
-            derived = validate_card(self.card)
+            derived = _VALIDATED_CARD.get() or validate_card(self.card)
         except CardError as exc:
             raise ValueError(f"{exc.field}: {exc}") from exc
         missing = [c for c in derived.capabilities if c not in self.capabilities]
