@@ -15,6 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from consul_agents._card_ops import RegisteredCard
+from consul_agents._errors import InvalidAgentError
+from consul_agents._models import AgentRegistration
 from consul_agents.api._routes import _agent_id, _body, _parse, _view, discovery_request
 from consul_agents.api._schemas import DrainingRequest
 
@@ -49,6 +51,26 @@ def _entry(entry: RegisteredCard) -> dict[str, Any]:
         "verified": entry.verified,
         "card": entry.card,
     }
+
+
+@card_routes.post("/v1/cards")
+async def register_from_card(request: web.Request) -> web.Response:
+    """Register an agent from its A2A Agent Card: ``{"agent_type": ..., "card": {...}}`` plus any other
+    registration field; the capabilities are the card's skills (and ``capabilities``, if given)."""
+    body = await _body(request)
+    agent_type, card = body.pop("agent_type", None), body.pop("card", None)
+    if not isinstance(agent_type, str):
+        raise InvalidAgentError("invalid agent_type: a string is required", field="agent_type")
+    if not isinstance(card, dict):
+        raise InvalidAgentError("invalid card: the Agent Card must be a JSON object", field="card")
+    unknown = sorted(set(body) - set(AgentRegistration.model_fields))
+    if unknown:
+        raise InvalidAgentError(f"invalid {unknown[0][:64]}: not a registration field", field=unknown[0][:64])
+    registration = AgentRegistration.from_agent_card(card, agent_type=agent_type, **body)
+    agent_id = await _view(request).register_agent(registration)
+    response = web.json_response({"agent_id": agent_id}, status=201)
+    response.headers["Location"] = f"/v1/agents/{agent_id}"
+    return response
 
 
 @card_routes.get("/v1/agents/{agent_id}/card")

@@ -138,11 +138,27 @@ _DISCOVERY = [
 ]
 
 
-def _card_paths() -> dict[str, Any]:
+def _card_paths(schemas: dict[str, Any]) -> dict[str, Any]:
     """A2A: an agent's card, the card listing, draining (see consul_agents.api._card_routes)."""
     card = {"type": "object", "description": "An A2A Agent Card, as registered."}
     etag = {"ETag": {"description": "Strong: the card's digest.", "schema": {"type": "string"}}}
     listing = {"type": "object", "properties": {"cards": {"type": "array", "items": {"type": "object"}}}}
+    schemas["CardRegistration"] = {
+        "type": "object",
+        "required": ["agent_type", "card"],
+        "properties": {
+            "agent_type": {"type": "string"},
+            "card": card,
+            **{
+                name: value
+                for name, value in schemas["AgentRegistration"]["properties"].items()
+                if name not in ("agent_type", "card", "capabilities", "endpoint")
+            },
+            "capabilities": {"type": "array", "items": {"type": "string"}},
+            "endpoint": {"type": "string"},
+        },
+        "additionalProperties": False,
+    }
     return {
         "/v1/agents/{agent_id}/card": {
             "get": _operation(
@@ -164,6 +180,13 @@ def _card_paths() -> dict[str, Any]:
             ),
         },
         "/v1/cards": {
+            "post": _operation(
+                "registerFromCard",
+                "Register an agent from its A2A Agent Card (its skills are the capabilities)",
+                {201: _json(_ref("RegisterResponse"), "Registered.")},
+                (400, 403, 422, 502, 503),
+                body="CardRegistration",
+            ),
             "get": _operation(
                 "listCards",
                 "The A2A Agent Cards of the live agents matching every filter given",
@@ -280,7 +303,7 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
-    paths.update(_card_paths())
+    paths.update(_card_paths(schemas))
     return {
         "openapi": "3.1.0",
         "info": {

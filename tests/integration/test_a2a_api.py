@@ -215,3 +215,31 @@ async def test_a_registrar_token_registers_cards_and_drains_only_its_own_type(
             )
         await registrar.deregister_agent(own)
         await admin.deregister_agent(other)
+
+
+async def test_register_from_card_over_rest(
+    api: test_utils.TestClient[Any, Any],
+    registry: AgentRegistry,
+    unique: str,
+    agents: tuple[A2AAgent, A2AAgent],
+) -> None:
+    """POST /v1/cards registers an agent from its card (skills as capabilities); bad bodies are 4xx."""
+    alpha, _ = agents
+    body = {"agent_type": unique, "card": alpha.card(), "tags": {"tier": "gold"}, "ttl": 60}
+    response = await api.post("/v1/cards", data=json.dumps(body))
+    assert response.status == 201, await response.text()
+    agent_id = (await response.json())["agent_id"]
+    assert response.headers["Location"] == f"/v1/agents/{agent_id}"
+    info = await registry.get_agent(agent_id)
+    assert info.capabilities == ["echo", "hello-world"] and info.tags == {"tier": "gold"}
+    assert await registry.get_agent_card(agent_id) == alpha.card()
+    bad_bodies = [
+        {"agent_type": unique},
+        {"agent_type": unique, "card": "not an object"},
+        {"agent_type": unique, "card": alpha.card(), "cls": 1},
+        {"agent_type": unique, "card": {**alpha.card(), "skills": []}},
+    ]
+    for bad in bad_bodies:
+        answer = await api.post("/v1/cards", data=json.dumps(bad))
+        assert answer.status == 422, (bad, await answer.text())
+    await registry.deregister_agent(agent_id)
