@@ -148,6 +148,9 @@ def add_filter_flags(parser: argparse.ArgumentParser) -> None:
         "--tag", action="append", metavar="KEY=VALUE", help="tag that must match (repeatable)"
     )
     parser.add_argument("--region", help="Consul datacenter to discover in")
+    parser.add_argument(
+        "--draining", action="store_true", help="include draining agents (shown as draining; never selected)"
+    )
 
 
 def filter_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -159,6 +162,7 @@ def filter_fields(args: argparse.Namespace) -> dict[str, Any]:
         "max_load": args.max_load,
         "tags": key_values(args.tag, "--tag"),
         "region": args.region,
+        "include_draining": args.draining,
     }
 
 

@@ -35,7 +35,7 @@ def _card(args: argparse.Namespace) -> int:
 
 
 def _cards(args: argparse.Namespace) -> int:
-    request = DiscoveryRequest(**filter_fields(args), include_draining=args.draining)
+    request = DiscoveryRequest(**filter_fields(args))
     entries = with_registry(args, lambda registry: registry.agent_cards(request))
     if args.json:
         print_json([{"agent_id": e.agent.agent_id, "card_digest": e.digest, "card": e.card} for e in entries])
@@ -81,4 +81,3 @@ def register(subparsers: Any) -> None:
         subparsers, "cards", "List the A2A Agent Cards of the live agents that match filters.", _cards
     )
     add_filter_flags(p)
-    p.add_argument("--draining", action="store_true", help="include draining agents")

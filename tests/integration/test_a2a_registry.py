@@ -325,3 +325,18 @@ async def test_draining_survives_the_re_registration_after_a_loss(
     info = await registry.get_agent(agent_id)
     assert info.draining and info.status is AgentStatus.PASSING
     await registry.deregister_agent(agent_id)
+
+
+async def test_cli_discover_shows_draining_agents_only_when_asked(
+    consul_addr: str, registry: AgentRegistry, unique: str
+) -> None:
+    """`discover --draining` lists a draining agent flagged draining; plain `discover` leaves it out."""
+    agent_id = await registry.register_agent(
+        AgentRegistration(agent_type=unique, capabilities=["work"], endpoint="http://127.0.0.1:7004", ttl=60)
+    )
+    await registry.set_draining(agent_id)
+    plain = cli("discover", "--type", unique, addr=consul_addr)
+    asked = cli("discover", "--type", unique, "--draining", addr=consul_addr)
+    await registry.deregister_agent(agent_id)
+    assert plain.returncode == 0 and agent_id not in plain.stdout
+    assert asked.returncode == 0 and agent_id in asked.stdout and "passing,draining" in asked.stdout
