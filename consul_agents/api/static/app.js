@@ -40,7 +40,9 @@ function group(agents) {
 
 function row(agent) {
   const load = el("span", { class: "bar" }, el("span", { style: `width:${Math.round(agent.current_load * 100)}%` }));
-  const caps = el("td", {}, ...agent.capabilities.map((c) => el("span", { class: "cap" }, c)));
+  const caps = el("td", {}, ...agent.capabilities.map((c) => el("span", { class: "cap" }, c)),
+    ...(agent.card_digest ? [el("span", { class: "cap a2a", title: "A2A Agent Card " + agent.card_digest },
+      "A2A card " + (agent.card_version || ""))] : []));
   return el("tr", { "data-agent-id": agent.agent_id },
     el("td", { class: "id", title: agent.endpoint }, agent.agent_id),
     el("td", {}, el("span", { class: "status " + agent.status }, agent.status),
