@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from consul_agents._bounded_json import nests_deeper_than
 from consul_agents._models import (
     AGENT_ID_PATTERN,
     CARD_META_KEYS,
@@ -109,8 +110,6 @@ _CARD_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _META_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _RESERVED = (RESERVED_META_PREFIX, "consul-")
-#: What the depth scan looks at: brackets, quotes and backslashes (one linear pass, no backtracking).
-_SPECIAL = re.compile(r'[\[\]{}"\\]')
 _SHOWN = 80
 
 
@@ -143,34 +142,6 @@ class _Refused(Exception):
         self.detail = detail
 
 
-def _too_deep(text: str) -> bool:
-    """Whether the JSON ``text`` nests deeper than MAX_READ_DEPTH, found without parsing it, in one pass
-    over its brackets, quotes and backslashes (brackets inside strings do not count)."""
-    if text.count("[") + text.count("{") <= MAX_READ_DEPTH:
-        return False  # cannot be too deep: skip the scan
-    depth = 0
-    in_string = False
-    escaped_at = -1
-    for match in _SPECIAL.finditer(text):
-        char, position = match.group(), match.start()
-        if in_string:
-            if position == escaped_at:
-                continue
-            if char == "\\":
-                escaped_at = position + 1
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > MAX_READ_DEPTH:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
-
-
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -182,17 +153,18 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 def decode_metadata(raw: str | bytes) -> dict[str, Any]:
     """Metadata JSON as read from Meta or KV; ValueError naming the problem when it is not metadata this
     library could have written (not UTF-8, too large, too deep, not a JSON object, NaN or Infinity)."""
-    if len(raw) > MAX_METADATA_BYTES:
-        raise ValueError(f"{len(raw)} bytes, more than {MAX_METADATA_BYTES}")
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from exc
-    if _too_deep(raw):
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    if len(data) > MAX_METADATA_BYTES:
+        raise ValueError(f"{len(data)} bytes, more than {MAX_METADATA_BYTES}")
+    try:
+        text = data.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    # Fewer opening brackets than the bound cannot nest past it: the scan is skipped in the common case.
+    if data.count(b"[") + data.count(b"{") > MAX_READ_DEPTH and nests_deeper_than(data, MAX_READ_DEPTH):
         raise ValueError(f"nested deeper than {MAX_READ_DEPTH}")
     try:
-        decoded = _DECODER.decode(raw)
+        decoded = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise ValueError(f"not JSON: {_shown(str(exc))}") from exc
     if not isinstance(decoded, dict):

@@ -6,7 +6,8 @@ costs anything. :func:`load_yaml` refuses, with an error naming the file and the
 * a file larger than :data:`MAX_BYTES`, or that is not UTF-8;
 * nesting deeper than :data:`MAX_DEPTH` (PyYAML's composer recurses once per level);
 * aliases that expand to more than :data:`MAX_VALUES` values, or that refer to themselves: a 700-byte
-  "billion laughs" document expands to 10^9 values, which costs nothing to parse and everything to walk.
+  "billion laughs" document expands to 10^9 values, which costs nothing to parse and everything to walk;
+* a key given twice in one mapping (PyYAML would keep the last one silently).
 
 Expansion is measured while the document is composed, node by node (each node's expanded size and depth
 from its children's, which are already measured), so a bomb is refused after a few hundred nodes. Anchors
@@ -74,6 +75,7 @@ class _BoundedLoader(yaml.SafeLoader):
             children = node.value
         elif isinstance(node, yaml.MappingNode):
             children = [item for pair in node.value for item in pair]
+            _refuse_duplicate_keys(node)
         size, depth = 1, 1
         for child in children:
             if child is None:  # pragma: no cover - PyYAML composes a node for every event
@@ -92,6 +94,20 @@ class _BoundedLoader(yaml.SafeLoader):
             )
         self._measured[id(node)] = (size, depth)
         return node
+
+
+def _refuse_duplicate_keys(node: yaml.MappingNode) -> None:
+    """PyYAML keeps the last of two equal keys without a word; a second ``health:`` is a mistake to show."""
+    seen: dict[str, Any] = {}
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        if key.value in seen:
+            raise yaml.composer.ComposerError(
+                problem=f"the key {key.value[:64]!r} is given twice (first at {_where(seen[key.value])})",
+                problem_mark=key.start_mark,
+            )
+        seen[key.value] = key.start_mark
 
 
 def _where(mark: Any) -> str:

@@ -22,7 +22,7 @@ __all__ = ["register"]
 
 def _check_output(path: str) -> None:
     """Refuse an unwritable --output before provisioning, so that no token is created only to be lost."""
-    folder = Path(path).resolve().parent
+    folder = Path(path).absolute().parent  # where the file is created: a link at ``path`` is replaced
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise InvalidAgentError(
             f"cannot write tokens to {path!r}: {folder} is not a writable folder", field="output"

@@ -49,8 +49,12 @@ class HealthProbe(BaseModel):
     @field_validator("path")
     @classmethod
     def _check_path(cls, value: str) -> str:
-        if not value.startswith("/") or any(c.isspace() for c in value):
-            raise ValueError(f"path {value!r} must start with '/' and contain no spaces")
+        if not value.startswith("/") or any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError(
+                f"path {value!r} must start with '/' and contain no spaces or control characters"
+            )
+        if len(value) > 1024:
+            raise ValueError(f"path of {len(value)} characters is longer than 1024")
         return value
 
     @field_validator("interval", "timeout")

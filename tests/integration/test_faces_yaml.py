@@ -200,3 +200,38 @@ def test_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
 def test_bounds_are_documented_constants() -> None:
     """The bounds are sane: deep enough for any config, far below what would hurt."""
     assert 32 <= MAX_DEPTH <= 128 and 10_000 <= MAX_VALUES <= 1_000_000 and MAX_BYTES >= 256 * 1024
+
+
+@pytest.mark.parametrize(("name", "argv"), READERS, ids=READER_IDS)
+def test_a_key_given_twice_is_an_error_naming_both_lines(
+    tmp_path: Path, name: str, argv: Callable[[Path], list[str]]
+) -> None:
+    """A key written twice in one mapping (PyYAML silently keeps the last) is exit 2 naming both lines."""
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "agents:\n  - agent_type: p\n    capabilities: [a]\n    endpoint: http://h:1\n"
+        "    ttl: 15\n    ttl: 20\n"
+    )
+    done = run_cli(argv(path))
+    assert done.returncode == 2
+    assert (
+        f"{path}: not valid YAML at line 6, column 5: the key 'ttl' is given twice (first at line 5"
+        in done.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    "path_value", ['"/health\\e]0;x\\a"', '"/' + "x" * 2000 + '"'], ids=["escape", "long"]
+)
+def test_health_path_with_control_characters_or_absurd_length_is_refused(
+    tmp_path: Path, path_value: str
+) -> None:
+    """A probe path holding terminal escapes or thousands of characters is exit 2 naming the field."""
+    path = tmp_path / "agents.yaml"
+    path.write_text(
+        "agents:\n  - agent_type: p\n    capabilities: [a]\n    endpoint: http://h:1\n"
+        f"    health: {{path: {path_value}}}\n"
+    )
+    done = run_cli(["render", str(path)])
+    assert done.returncode == 2, done.stderr
+    assert f"{path}: agents[0].health.path:" in done.stderr and "\x1b" not in done.stderr

@@ -423,3 +423,31 @@ async def test_a_service_name_that_is_not_an_agent_type_breaks_no_reader(
     assert await all_answers(cached, direct, DiscoveryRequest(capabilities=[cap])) == ([good], [good])
     types = await direct.agent_types()
     assert unique in types and not [t for t in types if t.startswith(unique) and t != unique]
+
+
+async def test_the_cache_reuses_entries_beside_a_skipped_one(
+    addr: str, both: tuple[AgentRegistry, AgentRegistry], unique: str
+) -> None:
+    """With a skipped entry among a type's agents, a change to one agent converts only that one: the others
+    keep their AgentInfo (the same object) and the skipped entry stays remembered as not an agent."""
+    cached, direct = both
+    ids = [await direct.register_agent(registration(unique, agent_id=f"{unique}-{i}")) for i in range(3)]
+    raw_agent(addr, unique, f"{unique}-junk", meta={"agent-load": "junk"})
+    request = DiscoveryRequest(agent_type=unique)
+
+    async def converged() -> bool:
+        return await all_answers(cached, direct, request) == (ids, ids)
+
+    await eventually(converged, 5, "cache caught up with the fleet")
+    before = {a.agent_id: a for a in await cached.discover_agents(request)}
+    await direct.heartbeat(ids[1], load=0.7)
+
+    async def reported() -> bool:
+        return [a.current_load for a in await cached.discover_agents(request)] == [0.0, 0.7, 0.0]
+
+    await eventually(reported, 5, "cache caught up with the load report")
+    after = {a.agent_id: a for a in await cached.discover_agents(request)}
+    assert after[ids[0]] is before[ids[0]] and after[ids[2]] is before[ids[2]]
+    assert after[ids[1]] is not before[ids[1]]
+    watch = cached.discovery.cache._services[("", f"agent-{unique}")]
+    assert sorted(info is None for info in watch._converted.values()) == [False, False, False, True]
