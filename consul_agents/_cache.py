@@ -10,7 +10,13 @@ split into its entries without parsing it, and an entry whose text is unchanged 
 from it, so only the changed entries are parsed (see :func:`_wire.split_health_entries`).
 
 Questions that name no agent type need the list of services: one more watch, on ``/v1/catalog/services``,
-per datacenter. Watches start on first use and stop after ``idle_timeout`` without use, or on close.
+per datacenter. Metadata too large for Meta lives in KV, which the service's answer does not reflect: while
+a watched service has such agents, one more watch follows its type's KV prefix. Watches start on first use
+(several at once when a question needs several) and stop after ``idle_timeout`` without use, or on close.
+
+The cache builds AgentInfos itself, from ``_wire``; nothing above it hands it code to run. It is owned by
+one registry (or ``with_token`` view); the :class:`WatchBudget` of the connection pool they share owns
+every cache's watches, so closing the pool's registry stops them all.
 
 Fail-static: when a watch cannot reach Consul, its last snapshot keeps answering, marked with its staleness,
 for ``max_stale`` seconds; after that, :class:`RegistryUnavailableError`.
@@ -20,23 +26,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cachetools import LRUCache
 
 from consul_agents import _wire as wire
+from consul_agents import _wire_read as wire_read
 from consul_agents._errors import ConsulAgentsError, ConsulRequestError, RegistryUnavailableError
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
-from consul_agents._metrics import observe_watch_lag
+from consul_agents._metrics import observe_watch_lag, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
 from consul_agents._watch import Watch, WatchPolicy
 
-__all__ = ["CachedAnswer", "DiscoveryCache", "ServiceView", "TooManyServices", "WatchBudget", "request_key"]
+__all__ = [
+    "CacheClosed",
+    "CacheCold",
+    "CachedAnswer",
+    "DiscoveryCache",
+    "NotCached",
+    "ServiceView",
+    "TooManyServices",
+    "WatchBudget",
+    "request_key",
+]
 
 log = logging.getLogger("consul_agents.cache")
 
@@ -48,21 +66,59 @@ MAX_WATCHES = 48
 
 
 class WatchBudget:
-    """How many watches the caches sharing one connection pool may run together."""
+    """The owner of the watches of every cache sharing one connection pool (a registry and its
+    ``with_token`` views): how many may run together, and stopping them all before the pool closes.
+
+    A cache is closed by its owner (the pool's registry, on close) or released by its view once no query
+    holds it (:meth:`DiscoveryCache.retire`); either way no watch outlives the pool.
+    """
 
     def __init__(self, limit: int = MAX_WATCHES) -> None:
         self.limit = limit
+        #: Weak: a cache nobody holds and that runs no watch (whose tasks would hold it) may go.
         self._caches: weakref.WeakSet[DiscoveryCache] = weakref.WeakSet()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def join(self, cache: DiscoveryCache) -> None:
         self._caches.add(cache)
 
+    def leave(self, cache: DiscoveryCache) -> None:
+        self._caches.discard(cache)
+
     def in_use(self) -> int:
-        return sum(cache.watch_slots for cache in self._caches)
+        return sum(cache.watch_slots for cache in list(self._caches))
+
+    def running(self) -> int:
+        """Watches running now in every cache of the pool."""
+        return sum(cache.watch_count for cache in list(self._caches))
+
+    def close_later(self, cache: DiscoveryCache) -> asyncio.Task[None]:
+        """Close ``cache`` in a task of the owner's (awaited by :meth:`close`), not the caller's."""
+        task = asyncio.create_task(cache.close(), name="discovery-cache-close")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return task
+
+    async def close(self) -> None:
+        """Stop every watch of every cache of the pool (the pool is about to close)."""
+        caches = list(self._caches)
+        await asyncio.gather(*(cache.close() for cache in caches), *list(self._closing))
 
 
-class TooManyServices(Exception):
+class NotCached(Exception):
+    """The cache does not answer this question: ask Consul directly."""
+
+
+class TooManyServices(NotCached):
     """The question spans more services than the cache may watch at once: ask Consul directly."""
+
+
+class CacheClosed(NotCached):
+    """The cache is closed (its view was released or its registry closed): ask Consul directly."""
+
+
+class CacheCold(NotCached):
+    """The cache starts watching only from its ``admit_after``-th question: ask Consul directly."""
 
 
 RequestKey = tuple[Any, ...]
@@ -138,6 +194,10 @@ class CachedAnswer:
     hit: bool = True
 
 
+def _healthy(watch: Watch) -> bool:
+    return watch.running and (watch.error is None or isinstance(watch.error, RegistryUnavailableError))
+
+
 class _Watched:
     """One Consul endpoint in one datacenter, read by a :class:`Watch` whose answers ``_deliver`` keeps."""
 
@@ -149,13 +209,18 @@ class _Watched:
         operation: str,
         path: str,
         decode: Callable[[str], Any] | None = None,
+        params: dict[str, Any] | None = None,
+        allow_404: bool = False,
     ) -> None:
         self.cache = cache
         self.datacenter = datacenter
         self.last_used = cache.clock()
+        self.dirty = False
         self._operation = operation
         self._path = path
         self._decode = decode
+        self._params = params
+        self._allow_404 = allow_404
         name = f"{datacenter or 'local'}/{name}"
         self.watch = Watch(name, self._fetch, self._deliver, policy=cache.policy, clock=cache.clock)
 
@@ -164,19 +229,71 @@ class _Watched:
             self._operation,
             "GET",
             self._path,
+            params=self._params,
             datacenter=self.datacenter or None,
             index=index,
             wait=wait,
             consistency="stale",
             decode=self._decode,
+            allow_404=self._allow_404,
         )
 
     async def _deliver(self, response: ConsulResponse) -> None:
         raise NotImplementedError
 
+    def watches(self) -> list[Watch]:
+        return [self.watch]
+
+    def usable(self) -> bool:
+        """Every watch running, and none whose last read ended in an answered error (denied, bad request).
+
+        Only an outage is served fail-static: when Consul answers that the token is no longer allowed,
+        the watch is replaced, so the caller gets the answer Consul gives now.
+        """
+        return all(_healthy(watch) for watch in self.watches())
+
+    async def start(self) -> None:
+        await self.watch.start()
+
+    async def stop(self) -> None:
+        for watch in self.watches():
+            await watch.stop()
+
+    async def refresh(self) -> None:
+        """Re-read now (after this client wrote): the answer Consul holds replaces the watched one."""
+        await self.watch.refresh()
+
+
+class _MetadataWatch(_Watched):
+    """A watch on the KV prefix of one agent type: the metadata too large for Meta, by agent id.
+
+    The service's own answer does not change when only the KV value does, so the metadata is watched on
+    its own; a key that does not exist yet (``consul-agents render`` then ``consul kv put``) is simply
+    absent until it is written, never remembered as empty.
+    """
+
+    def __init__(self, owner: _ServiceWatch, agent_type: str) -> None:
+        super().__init__(
+            owner.cache,
+            owner.datacenter,
+            f"metadata/{agent_type}",
+            f"watch metadata of agent type {agent_type!r}",
+            f"/v1/kv/{wire.metadata_prefix(agent_type)}",
+            params={"recurse": ""},
+            allow_404=True,
+        )
+        self._owner = owner
+        self._agent_type = agent_type
+        self.values: dict[str, bytes] = {}
+
+    async def _deliver(self, response: ConsulResponse) -> None:
+        self.values = wire.kv_metadata_values(response.body, self._agent_type)
+        self._owner.metadata_changed()
+
 
 class _ServiceWatch(_Watched):
-    """A watch on ``/v1/health/service/<name>`` in one datacenter and the view it keeps current."""
+    """A watch on ``/v1/health/service/<name>`` in one datacenter and the view it keeps current, with a
+    watch on the agents' KV metadata while any of them keeps its metadata there."""
 
     def __init__(self, cache: DiscoveryCache, datacenter: str, service: str) -> None:
         operation = f"watch agents of service {service!r}"
@@ -184,46 +301,101 @@ class _ServiceWatch(_Watched):
         super().__init__(cache, datacenter, service, operation, f"/v1/health/service/{service}", decode=str)
         self.service = service
         self.view = ServiceView(())
-        self.dirty = False
         #: The AgentInfo built from each entry of the last answer, keyed by the entry's text (None for an
         #: entry that is not an agent, so it is not judged again while its text stays the same).
         self._converted: dict[str, AgentInfo | None] = {}
+        #: The entries whose metadata is in KV, keyed by their text: converted again when the KV changes.
+        self._kv_entries: dict[str, Any] = {}
+        self.metadata: _MetadataWatch | None = None
+
+    def watches(self) -> list[Watch]:
+        return [self.watch] if self.metadata is None else [self.watch, self.metadata.watch]
+
+    def usable(self) -> bool:
+        if self.metadata is None:  # the common case, on every cached read: no list built
+            return _healthy(self.watch)
+        return _healthy(self.watch) and _healthy(self.metadata.watch)
+
+    async def refresh(self) -> None:
+        if self.metadata is not None:
+            await self.metadata.refresh()
+        await self.watch.refresh()
 
     async def _deliver(self, response: ConsulResponse) -> None:
         started = time.monotonic()
         text = response.body if isinstance(response.body, str) else ""
-        converted, fresh = self._reuse(text)
-        if fresh:
-            infos = await self.cache.to_infos([e for _, e in fresh], self.datacenter or None)
-            converted.update(zip((key for key, _ in fresh), infos, strict=True))
+        converted, kv_entries, fresh = self._reuse(text)
+        plain = []
+        for key, entry in fresh:
+            if wire_read.kv_metadata_wanted(entry) is not None:
+                kv_entries[key] = entry
+            else:
+                plain.append((key, entry))
+        if plain:
+            results = self._read([e for _, e in plain])
+            converted.update(zip((key for key, _ in plain), results, strict=True))
         self._converted = converted
-        self.view = ServiceView(info for info in converted.values() if info is not None)
-        self.dirty = False
+        self._kv_entries = kv_entries
+        if kv_entries and self.metadata is None:
+            metadata = _MetadataWatch(self, wire.agent_type_of(self.service))
+            await metadata.start()
+            self.metadata = metadata
+        elif not kv_entries and self.metadata is not None:
+            metadata, self.metadata = self.metadata, None
+            await metadata.stop()
+        self._rebuild()
         observe_watch_lag(response.meta.last_contact_ms / 1000 + time.monotonic() - started)
+
+    def metadata_changed(self) -> None:
+        if self._kv_entries:
+            self._rebuild()
+
+    def _read(self, entries: list[Any], kv: Mapping[str, bytes] | None = None) -> list[AgentInfo | None]:
+        """Entries as AgentInfos, position for position (None: not an agent, or skipped as untrusted input,
+        counted and logged once)."""
+        results = wire_read.read_entries(entries, kv_metadata=kv)
+        for result in results:
+            if isinstance(result, wire_read.Skipped):
+                record_skipped(result, self.datacenter)
+        return [result if isinstance(result, AgentInfo) else None for result in results]
+
+    def _rebuild(self) -> None:
+        infos = [info for info in self._converted.values() if info is not None]
+        if self._kv_entries:
+            values = self.metadata.values if self.metadata is not None else {}
+            infos += [info for info in self._read(list(self._kv_entries.values()), values) if info]
+        self.view = ServiceView(infos)
+        self.dirty = False
         self.cache.changed()
 
-    def _reuse(self, text: str) -> tuple[dict[str, AgentInfo | None], list[tuple[str, Any]]]:
-        """The AgentInfos kept from the last answer for the entries that did not change, keyed by their
-        text, and the changed entries decoded, with their keys; all decoded afresh when the answer cannot
-        be split (each then keyed by its position, a key no piece of text can equal)."""
+    def _reuse(self, text: str) -> tuple[dict[str, AgentInfo | None], dict[str, Any], list[tuple[str, Any]]]:
+        """What the last answer's unchanged entries gave, keyed by their text (the AgentInfos, None for
+        those that are not agents, and the entries whose metadata is in KV), and the changed entries
+        decoded, with their keys; all decoded afresh when the answer cannot be split (each then keyed by
+        its position, a key no piece of text can equal)."""
         pieces = wire.split_health_entries(text)
         if pieces is not None:
             reused: dict[str, AgentInfo | None] = {}
+            kept: dict[str, Any] = {}
             fresh: list[tuple[str, Any]] = []
             for piece in pieces:
                 if piece in self._converted:
                     reused[piece] = self._converted[piece]
+                    continue
+                entry = self._kv_entries.get(piece)
+                if entry is not None:
+                    kept[piece] = entry
                     continue
                 entry = wire.health_entry(piece)
                 if entry is None:
                     break
                 fresh.append((piece, entry))
             else:
-                return reused, fresh
+                return reused, kept, fresh
         entries = wire.health_entries(text)
         if not isinstance(entries, list):
             raise ConsulRequestError(f"watch {self.service!r}", 200, "the answer is not a list of entries")
-        return {}, [(f"#{position}", entry) for position, entry in enumerate(entries)]
+        return {}, {}, [(f"#{position}", entry) for position, entry in enumerate(entries)]
 
 
 class _CatalogWatch(_Watched):
@@ -234,30 +406,39 @@ class _CatalogWatch(_Watched):
         self.services: dict[str, list[str]] = {}
 
     async def _deliver(self, response: ConsulResponse) -> None:
-        body: Mapping[str, Any] = response.body or {}
-        self.services = {name: list(tags or []) for name, tags in body.items() if wire.is_agent_service(name)}
+        self.services = wire.agent_services(response.body)
+        self.dirty = False
         self.cache.changed()
 
 
+WatchKey = tuple[str, str]
+
+
 class DiscoveryCache:
-    """The watches of one registry client, keyed by (datacenter, service); "" is the local datacenter."""
+    """The watches of one registry client, keyed by (datacenter, service); "" is the local datacenter.
+
+    Lifetime: the cache belongs to one registry (or one ``with_token`` view). :meth:`close` stops every
+    watch; :meth:`retire` releases the cache once no query holds it, so a view released while requests
+    still use it keeps answering them. A closed cache raises :class:`CacheClosed` (ask Consul directly).
+    Watches start in tasks of the cache's own, shared by every caller waiting for them: a caller that is
+    cancelled stops waiting, and the start goes on for the others.
+    """
 
     def __init__(
         self,
         gateway: ConsulGateway,
         *,
-        to_infos: Callable[[Sequence[Mapping[str, Any]], str | None], Awaitable[list[AgentInfo | None]]],
         max_stale: float = 60.0,
         idle_timeout: float = 300.0,
         max_watches: int = MAX_WATCHES,
         budget: WatchBudget | None = None,
         policy: WatchPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        admit_after: int = 1,
     ) -> None:
         self.gateway = gateway
-        #: Health entries to AgentInfos, position for position (None: not an agent), reading KV metadata
-        #: where needed (the registry's, shared with direct queries).
-        self.to_infos = to_infos
+        #: Questions answered directly before the first watch starts (see CacheCold).
+        self._cold = max(admit_after, 1) - 1
         self.max_stale = max_stale
         self.idle_timeout = idle_timeout
         self.max_watches = max_watches
@@ -265,30 +446,33 @@ class DiscoveryCache:
         self.budget.join(self)
         self.policy = policy or WatchPolicy()
         self.clock = clock
-        self._services: dict[tuple[str, str], _ServiceWatch] = {}
+        self._services: dict[WatchKey, _ServiceWatch] = {}
         self._catalogs: dict[str, _CatalogWatch] = {}
-        self._starting: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._starting: dict[WatchKey, asyncio.Task[Any]] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._misses = 0
+        self._holders = 0
+        self._retiring = False
         self.closed = False
 
     def __repr__(self) -> str:
         return f"DiscoveryCache(watches={self.watch_count})"
 
+    def _entries(self) -> list[_Watched]:
+        return [*self._services.values(), *self._catalogs.values()]
+
     @property
     def watch_slots(self) -> int:
         """Watches this cache holds or is starting (each one a pooled connection)."""
-        return len(self._services) + len(self._catalogs) + len(self._starting)
+        return sum(len(entry.watches()) for entry in self._entries()) + len(self._starting)
 
     @property
     def watch_count(self) -> int:
-        return sum(w.watch.running for w in self._services.values()) + sum(
-            c.watch.running for c in self._catalogs.values()
-        )
+        return sum(watch.running for watch in self.watches())
 
     def watches(self) -> list[Watch]:
-        return [w.watch for w in self._services.values()] + [c.watch for c in self._catalogs.values()]
+        return [watch for entry in self._entries() for watch in entry.watches()]
 
     def changed(self) -> None:
         """Wake whoever waits in :meth:`wait_changed`."""
@@ -304,40 +488,80 @@ class DiscoveryCache:
             return False
         return True
 
-    def invalidate(self, service: str | None = None) -> None:
-        """This client just wrote to ``service`` (None: unknown): the next read of it asks Consul directly."""
-        for (_, name), entry in self._services.items():
+    def invalidate(self, service: str | None = None, *, catalog: bool = False) -> None:
+        """This client just wrote to ``service`` (None: unknown): the next read of it asks Consul directly.
+
+        ``catalog``: the write may have added a service or a capability (a registration), so questions that
+        name no agent type re-read the list of services too.
+        """
+        for (_, name), watched in self._services.items():
             if service is None or name == service:
-                entry.dirty = True
+                watched.dirty = True
+        if catalog or service is None:
+            for catalog_watch in self._catalogs.values():
+                catalog_watch.dirty = True
+
+    def retire(self) -> asyncio.Task[None] | None:
+        """Release the cache: closed (its watches stopped) now if no query holds it, else when the last
+        query holding it ends. Queries arriving later raise CacheClosed. Returns the closing task when
+        the close starts now."""
+        self._retiring = True
+        if self._holders == 0 and not self.closed:
+            self.closed = True
+            return self.budget.close_later(self)
+        return None
 
     async def query(self, request: DiscoveryRequest, datacenter: str = "") -> CachedAnswer:
         """The agents of ``datacenter`` matching ``request``, from the views (starting watches as needed)."""
         if self.closed:
-            raise RuntimeError("the discovery cache is closed")
-        key = request_key(request)
-        misses = self._misses
-        staleness = 0.0
-        if request.agent_type is not None:
-            names = [SERVICE_PREFIX + request.agent_type]
-        else:
-            catalog = await self._catalog(datacenter)
-            staleness = catalog.watch.staleness()
-            names = wire.service_names_for(request, catalog.services)
-            if len(names) + 1 > self.max_watches:
-                raise TooManyServices(len(names))
-        found: list[AgentInfo] = []
-        known_leader = True
-        last_contact = 0
-        for name in names:
-            entry = await self._service(datacenter, name)
-            staleness = max(staleness, self._check_fresh(entry.watch))
-            found.extend(entry.view.query(request, key))
-            known_leader = known_leader and entry.watch.meta.known_leader
-            last_contact = max(last_contact, entry.watch.meta.last_contact_ms)
-        if staleness > 0:
-            found = [agent.model_copy(update={"staleness": staleness}) for agent in found]
-        hit = self._misses == misses
-        return CachedAnswer(found, staleness, QueryMeta(0, known_leader, last_contact), hit)
+            raise CacheClosed()
+        if self._cold:
+            self._cold -= 1
+            raise CacheCold()
+        self._holders += 1
+        try:
+            key = request_key(request)
+            misses = self._misses
+            staleness = 0.0
+            if request.agent_type is not None:
+                names = [SERVICE_PREFIX + request.agent_type]
+            else:
+                catalog = await self._catalog(datacenter)
+                staleness = catalog.watch.staleness()
+                names = wire.service_names_for(request, catalog.services)
+                if len(names) + 1 > self.max_watches:
+                    raise TooManyServices(len(names))
+            entries = [self._services.get((datacenter, name)) for name in names]
+            ready = [entry for entry in entries if entry is not None and not entry.dirty and entry.usable()]
+            if len(ready) == len(entries):
+                now = self.clock()
+                for entry in ready:
+                    entry.last_used = now
+            else:
+                pending = [name for name, entry in zip(names, entries, strict=True) if entry not in ready]
+                if len(pending) > 1:
+                    # first use of several services: their first reads go out together, not one after another
+                    await asyncio.gather(*(self._service(datacenter, name) for name in pending))
+                ready = [await self._service(datacenter, name) for name in names]
+            found: list[AgentInfo] = []
+            known_leader = True
+            last_contact = 0
+            for entry in ready:
+                staleness = max(staleness, self._check_fresh(entry.watch))
+                if entry.metadata is not None:
+                    staleness = max(staleness, self._check_fresh(entry.metadata.watch))
+                found.extend(entry.view.query(request, key))
+                known_leader = known_leader and entry.watch.meta.known_leader
+                last_contact = max(last_contact, entry.watch.meta.last_contact_ms)
+            if staleness > 0:
+                found = [agent.model_copy(update={"staleness": staleness}) for agent in found]
+            hit = self._misses == misses
+            return CachedAnswer(found, staleness, QueryMeta(0, known_leader, last_contact), hit)
+        finally:
+            self._holders -= 1
+            if self._retiring and self._holders == 0 and not self.closed:
+                self.closed = True
+                self.budget.close_later(self)
 
     def _check_fresh(self, watch: Watch) -> float:
         staleness = watch.staleness()
@@ -349,83 +573,92 @@ class DiscoveryCache:
             )
         return staleness
 
-    @staticmethod
-    def _usable(watch: Watch | None) -> bool:
-        """A running watch whose last read did not end in an answered error (denied, bad request).
-
-        Only an outage is served fail-static: when Consul answers that the token is no longer allowed,
-        the watch is replaced, so the caller gets the answer Consul gives now.
-        """
-        if watch is None or not watch.running:
-            return False
-        return watch.error is None or isinstance(watch.error, RegistryUnavailableError)
-
     async def _catalog(self, datacenter: str) -> _CatalogWatch:
         entry = self._catalogs.get(datacenter)
-        if entry is None or not self._usable(entry.watch):
+        if entry is None or not entry.usable():
             if entry is not None:
-                await self._catalogs.pop(datacenter).watch.stop()
+                await self._catalogs.pop(datacenter).stop()
             entry = await self._start((datacenter, ""), lambda: _CatalogWatch(self, datacenter))
-        entry.last_used = self.clock()
+        await self._use(entry)
         self._check_fresh(entry.watch)
         return entry
 
     async def _service(self, datacenter: str, service: str) -> _ServiceWatch:
         entry = self._services.get((datacenter, service))
-        if entry is None or not self._usable(entry.watch):
+        if entry is None or not entry.usable():
             if entry is not None:
-                await self._services.pop((datacenter, service)).watch.stop()
+                await self._services.pop((datacenter, service)).stop()
             entry = await self._start((datacenter, service), lambda: _ServiceWatch(self, datacenter, service))
+        await self._use(entry)
+        return entry
+
+    async def _use(self, entry: _Watched) -> None:
         entry.last_used = self.clock()
         if entry.dirty:
             entry.dirty = False
             self._misses += 1
             try:
-                await entry.watch.refresh()
+                await entry.refresh()
             except ConsulAgentsError as exc:
                 log.debug("refresh of %s after a write failed: %s", entry.watch.name, exc)
-        return entry
-
-    async def _start(self, key: tuple[str, str], make: Callable[[], Any]) -> Any:
-        """Start the watch for ``key`` ((datacenter, "") is the catalog's), shared by concurrent first
-        users; raises its first read's error, or TooManyServices when no watch may start."""
-        self._misses += 1
-        pending = self._starting.get(key)
-        if pending is not None:
-            await asyncio.shield(pending)
-        else:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._starting[key] = future
-            try:
-                await self._make_room()
-                entry = make()
-                await entry.watch.start()
-                if not key[1]:
-                    self._catalogs[key[0]] = entry
-                else:
-                    self._services[key] = entry
-                future.set_result(None)
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: concurrent waiters get it through shield
+            except asyncio.CancelledError:
+                entry.dirty = True  # the next reader re-reads instead
                 raise
-            finally:
-                del self._starting[key]
-            self._ensure_reaper()
-        return self._services[key] if key[1] else self._catalogs[key[0]]
+
+    async def _start(self, key: WatchKey, make: Callable[[], _Watched]) -> Any:
+        """Start the watch for ``key`` ((datacenter, "") is the catalog's), shared by concurrent first
+        users; raises its first read's error, or TooManyServices when no watch may start.
+
+        The start runs in a task of the cache's own: cancelling one waiting caller never cancels the start
+        the others wait for (nor makes them see CancelledError)."""
+        self._misses += 1
+        task = self._starting.get(key)
+        if task is None:
+            where = f"{key[0] or 'local'}/{key[1] or 'catalog'}"
+            task = asyncio.create_task(self._open(key, make), name=f"watch-start:{where}")
+            self._starting[key] = task
+            task.add_done_callback(functools.partial(self._started, key))
+        return await asyncio.shield(task)
+
+    def _started(self, key: WatchKey, task: asyncio.Task[Any]) -> None:
+        if self._starting.get(key) is task:
+            del self._starting[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter got it; nobody may be left to wait
+
+    async def _open(self, key: WatchKey, make: Callable[[], _Watched]) -> _Watched:
+        if self.closed:
+            raise CacheClosed()
+        await self._make_room()
+        entry = make()
+        try:
+            await entry.start()
+            if self.closed:
+                raise CacheClosed()
+        except BaseException:
+            await asyncio.shield(entry.stop())
+            raise
+        self._starting.pop(key, None)
+        if isinstance(entry, _ServiceWatch):
+            self._services[key] = entry
+        else:
+            assert isinstance(entry, _CatalogWatch)
+            self._catalogs[key[0]] = entry
+        self._ensure_reaper()
+        return entry
 
     async def _make_room(self) -> None:
         """Stop this cache's least recently used watches so that the one starting fits within
         ``max_watches`` and the shared budget; TooManyServices when it still does not fit."""
-        entries: list[tuple[float, tuple[str, str]]] = [(w.last_used, k) for k, w in self._services.items()]
+        entries: list[tuple[float, WatchKey]] = [(w.last_used, k) for k, w in self._services.items()]
         entries += [(c.last_used, (dc, "")) for dc, c in self._catalogs.items()]
         entries.sort()
         while entries and (self.watch_slots > self.max_watches or self.budget.in_use() > self.budget.limit):
             _, (datacenter, service) = entries.pop(0)
             if service:
-                await self._services.pop((datacenter, service)).watch.stop()
+                await self._services.pop((datacenter, service)).stop()
             else:
-                await self._catalogs.pop(datacenter).watch.stop()
+                await self._catalogs.pop(datacenter).stop()
         if self.budget.in_use() > self.budget.limit:
             raise TooManyServices(self.budget.limit)
 
@@ -444,18 +677,25 @@ class DiscoveryCache:
         idle_services = [k for k, w in self._services.items() if w.last_used < limit]
         idle_catalogs = [k for k, c in self._catalogs.items() if c.last_used < limit]
         for key in idle_services:
-            await self._services.pop(key).watch.stop()
+            await self._services.pop(key).stop()
         for dc in idle_catalogs:
-            await self._catalogs.pop(dc).watch.stop()
+            await self._catalogs.pop(dc).stop()
         return len(idle_services) + len(idle_catalogs)
 
     async def close(self) -> None:
+        """Stop every watch, those still starting included."""
         self.closed = True
+        starting = list(self._starting.values())
+        for task in starting:
+            task.cancel()
+        await asyncio.gather(*starting, return_exceptions=True)
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        for watch in self.watches():
-            await watch.stop()
+        entries = self._entries()
         self._services.clear()
         self._catalogs.clear()
+        for entry in entries:
+            await entry.stop()
+        self.budget.leave(self)

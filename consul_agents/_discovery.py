@@ -12,15 +12,21 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from consul_agents import _wire as wire
-from consul_agents._cache import DiscoveryCache, TooManyServices, WatchBudget
-from consul_agents._errors import ConsulAgentsError, PermissionDeniedError, RegistryUnavailableError
+from consul_agents import _wire_read as wire_read
+from consul_agents._cache import DiscoveryCache, NotCached, WatchBudget
+from consul_agents._errors import (
+    ConsulAgentsError,
+    ConsulRequestError,
+    PermissionDeniedError,
+    RegistryUnavailableError,
+)
 from consul_agents._gateway import ConsulGateway, QueryMeta
-from consul_agents._metrics import record_cache
-from consul_agents._models import SERVICE_PREFIX, AgentInfo, DiscoveryRequest, DiscoveryResult
+from consul_agents._metrics import record_cache, record_skipped
+from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest, DiscoveryResult
 from consul_agents._routing import check_region, datacenter_order
 from consul_agents._watch import WatchPolicy
 
@@ -31,9 +37,6 @@ log = logging.getLogger("consul_agents.discovery")
 #: How long the list of datacenters (and so their nearest-first order) is reused.
 DATACENTERS_TTL = 30.0
 
-#: Health entries to AgentInfos, position for position (None: not an agent, or skipped as untrusted),
-#: reading KV metadata in the datacenter given.
-ToInfos = Callable[[Sequence[Mapping[str, Any]], str | None], Awaitable[list[AgentInfo | None]]]
 Accept = Callable[[list[AgentInfo]], bool]
 
 
@@ -43,7 +46,6 @@ class Discoverer:
     def __init__(
         self,
         gateway: ConsulGateway,
-        to_infos: ToInfos,
         *,
         cache: bool = True,
         max_stale: float = 60.0,
@@ -54,6 +56,7 @@ class Discoverer:
         consistency: str | None = None,
         watch_budget: WatchBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cache_admit_after: int = 1,
     ) -> None:
         self.gateway = gateway
         self.use_cache = cache
@@ -61,22 +64,67 @@ class Discoverer:
         self.max_failover = max_failover
         #: Consistency of direct queries ("stale" or None); the watches always read stale.
         self.consistency = consistency
-        self._to_infos = to_infos
         self._clock = clock
         self.cache = DiscoveryCache(
             gateway,
-            to_infos=to_infos,
             max_stale=max_stale,
             idle_timeout=cache_idle,
             budget=watch_budget,
             policy=watch_policy,
             clock=clock,
+            admit_after=cache_admit_after,
         )
         self._local: str | None = gateway.settings.datacenter or None
+        #: The owning registry's Discoverer, for a view's (see share_location).
+        self._owner: Discoverer | None = None
         self._datacenters: tuple[float, list[str]] | None = None
 
     async def close(self) -> None:
         await self.cache.close()
+
+    def share_location(self, owner: Discoverer) -> None:
+        """Share the local datacenter with ``owner`` (the owning registry's discovery): whichever learns it
+        first tells the other, so a view for a new token does not ask Consul again. It does not depend on
+        the token; only how it is found does (``/v1/agent/self`` needs agent:read)."""
+        self._owner = owner
+        self._local = self._local or owner._local
+
+    def release(self) -> asyncio.Task[None] | None:
+        """Release the cache once no query holds it (a view's owner let go of the view); the closing
+        task when it closes now."""
+        return self.cache.retire()
+
+    async def infos(self, entries: Any, datacenter: str | None) -> list[AgentInfo]:
+        """Health entries read directly as AgentInfos: the agents among them, with the metadata kept in KV
+        read, in ``datacenter`` (None: the local one), for those whose metadata is too large for Meta.
+        Entries skipped as untrusted input are counted and logged once (see ``_wire_read``)."""
+        if not isinstance(entries, list):
+            raise ConsulRequestError("read agents", 200, "the answer is not a list of entries")
+        wanted = {key for key in map(wire_read.kv_metadata_wanted, entries) if key is not None}
+        kv: dict[str, bytes] = {}
+        if wanted:
+            pairs = sorted(wanted)
+            values = await asyncio.gather(*(self._kv_metadata(t, a, datacenter) for t, a in pairs))
+            kv = {a: value for (_, a), value in zip(pairs, values, strict=True) if value is not None}
+        results = wire_read.read_entries(entries, kv_metadata=kv)
+        for result in results:
+            if isinstance(result, wire_read.Skipped):
+                record_skipped(result, datacenter or "")
+        return wire_read.infos_only(results)
+
+    async def _kv_metadata(self, agent_type: str, agent_id: str, datacenter: str | None) -> bytes | None:
+        """The KV value as bytes: KV holds any bytes, and its metadata is checked when it is read."""
+        response = await self.gateway.get(
+            f"read metadata of agent {agent_id!r}",
+            f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}",
+            params={"raw": ""},
+            datacenter=datacenter,
+            consistency=self.consistency,
+            allow_404=True,
+            raw=True,
+            decode=bytes,
+        )
+        return response.body if isinstance(response.body, bytes) else None
 
     async def local_datacenter(self) -> str:
         """The datacenter of the Consul agent this client talks to (asked once).
@@ -85,6 +133,8 @@ class Discoverer:
         lacks; then the first of ``/v1/catalog/datacenters`` (no ACL) stands in: Consul sorts by round-trip
         time from the answering server, and its own datacenter is at distance zero.
         """
+        if self._local is None and self._owner is not None:
+            self._local = self._owner._local
         if self._local is None:
             try:
                 response = await self.gateway.get("read local datacenter", "/v1/agent/self")
@@ -95,6 +145,8 @@ class Discoverer:
                 known = await self.datacenters()
                 local = known[0] if known else ""
             self._local = local
+            if self._owner is not None and self._owner._local is None:
+                self._owner._local = local
         return self._local
 
     async def datacenters(self) -> list[str]:
@@ -112,7 +164,7 @@ class Discoverer:
         response = await self.gateway.get(
             "list agent types", "/v1/catalog/services", datacenter=datacenter, consistency=self.consistency
         )
-        return dict(response.body or {})
+        return wire.agent_services(response.body)
 
     async def discover(
         self, request: DiscoveryRequest, *, cached: bool | None = None, accept: Accept | None = None
@@ -158,6 +210,40 @@ class Discoverer:
         assert first_error is not None
         raise first_error
 
+    async def census(self) -> list[AgentInfo]:
+        """Every agent of every status in every datacenter Consul knows, each datacenter from its own
+        answer (no failover mixes them): the local one from the cache (if enabled), the others read
+        directly, so a census never starts a watch in a remote datacenter. A remote datacenter that
+        cannot answer is left out (logged); the local one's error is raised."""
+        local = await self.local_datacenter()
+        known = await self.datacenters()
+        remote = [dc for dc in known if dc != local]
+
+        async def every_status(datacenter: str, cached: bool) -> list[AgentInfo]:
+            answers = await asyncio.gather(
+                # Draining agents are alive: counted too (under their status).
+                *(
+                    self._ask(DiscoveryRequest(status=s, include_draining=True), datacenter, cached)
+                    for s in AgentStatus
+                )
+            )
+            return [agent for answer in answers for agent in answer.agents]
+
+        results = await asyncio.gather(
+            every_status(local, self.use_cache),
+            *(every_status(dc, False) for dc in remote),
+            return_exceptions=True,
+        )
+        found: list[AgentInfo] = []
+        for datacenter, result in zip([local, *remote], results, strict=True):
+            if isinstance(result, BaseException):
+                if datacenter == local or not isinstance(result, ConsulAgentsError):
+                    raise result
+                log.info("census: datacenter %s left out: %s", datacenter, result)
+                continue
+            found.extend(result)
+        return found
+
     async def _failover_order(self, local: str) -> list[str]:
         try:
             known = await self.datacenters()
@@ -173,7 +259,7 @@ class Discoverer:
             key = "" if datacenter == self._local else datacenter
             try:
                 answer = await self.cache.query(request, key)
-            except TooManyServices:
+            except NotCached:
                 return await self._ask(request, datacenter, use_cache=False)
             record_cache(answer.hit)
             return DiscoveryResult(
@@ -215,8 +301,8 @@ class Discoverer:
         )
         found: list[AgentInfo] = []
         for response in responses:
-            infos = await self._to_infos(response.body or [], dc)
-            found.extend(info for info in infos if info is not None and wire.matches(request, info))
+            infos = await self.infos(response.body or [], dc)
+            found.extend(info for info in infos if wire.matches(request, info))
         found.sort(key=lambda info: (info.agent_type, info.agent_id))
         known_leader = all(r.meta.known_leader for r in responses)
         last_contact = max((r.meta.last_contact_ms for r in responses), default=0)

@@ -5,6 +5,11 @@ ejected from this client's selections for ``base_ejection`` seconds times the nu
 ejected (capped at ``max_ejection``): an agent that keeps failing stays out longer each time. An agent that
 then stays clear of ejection for ``max_ejection`` seconds starts again from one.
 
+Records are bounded: an agent's record is forgotten once it has been clear of ejection for
+``max_ejection`` seconds with no failure since (it would start again from one anyway), and at most
+``max_records`` agents are remembered (the least recently active forgotten first), so a client that sees
+agents come and go for months keeps only what still matters.
+
 Ejection never removes more than ``max_ejected_share`` of the candidates of one selection (at least one
 candidate always stays): when many agents fail at once, the fault is more likely on the caller's side or in
 the network, and sending traffic to "failing" agents beats sending none.
@@ -17,9 +22,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from cachetools import LRUCache
+
 from consul_agents._errors import InvalidAgentError
 
-__all__ = ["OutlierDetector", "OutlierPolicy"]
+__all__ = ["MAX_OUTLIER_RECORDS", "OutlierDetector", "OutlierPolicy"]
+
+#: Agents an OutlierDetector remembers at most.
+MAX_OUTLIER_RECORDS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,17 +56,27 @@ class _Record:
     ejections: int = 0
     ejected_at: float = 0.0
     ejected_until: float = field(default=-math.inf)
+    last_failure: float = field(default=-math.inf)
 
 
 class OutlierDetector:
     """Counts lease outcomes per agent and says which agents are ejected now."""
 
     def __init__(
-        self, policy: OutlierPolicy | None = None, *, clock: Callable[[], float] = time.monotonic
+        self,
+        policy: OutlierPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_records: int = MAX_OUTLIER_RECORDS,
     ) -> None:
         self.policy = policy or OutlierPolicy()
         self._clock = clock
-        self._records: dict[str, _Record] = {}
+        self._records: LRUCache[str, _Record] = LRUCache(maxsize=max_records)
+        self._next_sweep = -math.inf
+
+    def __len__(self) -> int:
+        """How many agents have a record."""
+        return len(self._records)
 
     def __repr__(self) -> str:
         return f"OutlierDetector(ejected={sorted(self.ejected_now())})"
@@ -69,13 +89,17 @@ class OutlierDetector:
     def record(self, agent_id: str, success: bool) -> bool:
         """Count one outcome; True when this failure ejected the agent."""
         now = self._clock()
-        record = self._records.setdefault(agent_id, _Record())
+        self._sweep(now)
+        record = self._records.get(agent_id)
+        if record is None:
+            record = self._records[agent_id] = _Record()
         if success:
             record.failures = 0
             if record.ejections == 0 and now >= record.ejected_until:
                 self._records.pop(agent_id, None)
             return False
         record.failures += 1
+        record.last_failure = now
         if record.failures < self.policy.consecutive_failures or now < record.ejected_until:
             return False
         if record.ejections and now - record.ejected_until >= self.policy.max_ejection:
@@ -87,6 +111,19 @@ class OutlierDetector:
             self.policy.base_ejection * record.ejections, self.policy.max_ejection
         )
         return True
+
+    def _expired(self, record: _Record, now: float) -> bool:
+        """Clear of ejection and of failures for max_ejection seconds: nothing left worth remembering."""
+        quiet_since = max(record.ejected_until, record.last_failure)
+        return now - quiet_since >= self.policy.max_ejection
+
+    def _sweep(self, now: float) -> None:
+        """Forget expired records, at most once per max_ejection / 4 (amortised over the outcomes)."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + max(self.policy.max_ejection / 4, 1.0)
+        for agent_id in [a for a, r in self._records.items() if self._expired(r, now)]:
+            del self._records[agent_id]
 
     def ejection_of(self, agent_id: str) -> float:
         """Seconds left of the agent's ejection (0 when it is not ejected)."""

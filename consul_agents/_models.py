@@ -35,6 +35,7 @@ from pydantic import (
 
 from consul_agents._cards import CardError, CardFields, validate_card
 from consul_agents._errors import InvalidAgentError
+from consul_agents._frozen import FrozenDict, freeze, freeze_flat
 
 __all__ = [
     "AGENT_ID_PATTERN",
@@ -340,13 +341,17 @@ class AgentRegistration(_Model):
 
 
 class AgentInfo(BaseModel):
-    """One registered agent as Consul's catalog reports it."""
+    """One registered agent as Consul's catalog reports it.
+
+    Read-only throughout: the cache hands the same AgentInfo to every caller, so ``capabilities``,
+    ``tags`` and ``metadata`` (at any depth) are frozen lists and dicts; copy them to change them.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     agent_id: str
     agent_type: str
-    capabilities: list[str]
+    capabilities: Annotated[list[str], AfterValidator(freeze_flat)]
     status: AgentStatus
     endpoint: str
     #: 1.0 when passing, 0.5 when warning, 0.0 when critical or in maintenance.
@@ -356,8 +361,8 @@ class AgentInfo(BaseModel):
     #: When the agent last reported a change (registration, load or status); a passing status proves a
     #: heartbeat within the TTL besides. None for services registered without this library.
     last_heartbeat: datetime | None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    tags: dict[str, str] = Field(default_factory=dict)
+    metadata: Annotated[dict[str, Any], AfterValidator(freeze)] = Field(default_factory=FrozenDict)
+    tags: Annotated[dict[str, str], AfterValidator(freeze_flat)] = Field(default_factory=FrozenDict)
     datacenter: str = ""
     weight: int = 1
     node: str = ""

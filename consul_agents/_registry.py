@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import math
 import random
@@ -30,8 +31,7 @@ from cachetools import LRUCache
 
 from consul_agents import _card_ops as cards
 from consul_agents import _wire as wire
-from consul_agents import _wire_read as wire_read
-from consul_agents._cache import WatchBudget, request_key
+from consul_agents._cache import WatchBudget
 from consul_agents._cards import CardError, CardPolicy, CardVerifier
 from consul_agents._discovery import Discoverer
 from consul_agents._errors import (
@@ -40,11 +40,11 @@ from consul_agents._errors import (
     ConsulRequestError,
     InvalidAgentError,
     NoAgentAvailableError,
+    RegistryUnavailableError,
 )
 from consul_agents._gateway import ConsulGateway
 from consul_agents._instrument import instrumented
 from consul_agents._lease import OutlierDetector, OutlierPolicy
-from consul_agents._metrics import record_skipped
 from consul_agents._models import (
     AGENT_ID_PATTERN,
     AgentInfo,
@@ -55,7 +55,7 @@ from consul_agents._models import (
     SelectionCriteria,
     utcnow,
 )
-from consul_agents._selection import SelectionState, select
+from consul_agents._selection import SelectionState, select, selection_key
 from consul_agents._settings import ConsulSettings
 from consul_agents._tracing import annotate
 from consul_agents._watch import WatchPolicy
@@ -150,10 +150,7 @@ class AgentRegistry:
         # Discovery from any server's local copy keeps answering while the cluster elects a leader.
         self._discovery_consistency = "stale" if stale_reads else None
         self._gateway = ConsulGateway(self.settings)
-        self._registered: dict[str, _Registered] = {}
-        self._service_names: LRUCache[str, str] = LRUCache(maxsize=10_000)
         self._rng = rng or random.Random()
-        self._selection = SelectionState()
         if math.isnan(max_stale) or max_stale < 0:
             raise InvalidAgentError(f"max_stale {max_stale!r} must be a number >= 0", field="max_stale")
         if max_failover < 0:
@@ -168,39 +165,73 @@ class AgentRegistry:
             "outlier_policy": outlier_policy,
             "stale_reads": stale_reads,
         }
-        #: Shared with with_token() views, which share this registry's connection pool.
+        #: The registry that owns the connection pool and every watch; None for the owner itself.
+        self._parent: AgentRegistry | None = None
+        #: Owns every watch of this registry and of its with_token() views (one connection pool).
         self._watch_budget = WatchBudget()
-        self._discovery = self._new_discovery()
-        self.outliers = OutlierDetector(outlier_policy)
         try:
             self._card_policy = CardPolicy(card_verifier, require_signed_cards)
         except CardError as exc:
             raise InvalidAgentError(str(exc), field="require_signed_cards") from exc
-        self._cards = cards.CardCache(self._card_policy)
+        self._init_client_state()
 
-    def _new_discovery(self) -> Discoverer:
+    def _init_client_state(self, cache_admit_after: int = 1) -> None:
+        """What each client keeps for itself (a registry, and each of its with_token() views): its
+        registrations, selection state, outlier records and discovery cache."""
+        self._registered: dict[str, _Registered] = {}
+        #: Registrations whose write got no answer (Consul may have applied them), by agent id.
+        self._uncertain: dict[str, AgentRegistration] = {}
+        self._service_names: LRUCache[str, str] = LRUCache(maxsize=10_000)
+        self._selection = SelectionState()
+        self.outliers = OutlierDetector(self._client_options["outlier_policy"])
         skip = ("outlier_policy", "stale_reads")
         options = {k: v for k, v in self._client_options.items() if k not in skip}
-        return Discoverer(
+        self._discovery = Discoverer(
             self._gateway,
-            self._infos,
             consistency=self._discovery_consistency,
             watch_budget=self._watch_budget,
+            cache_admit_after=cache_admit_after,
             **options,
         )
+        #: A2A Agent Cards read by this client, by digest (per client: per token).
+        self._cards = cards.CardCache(self._card_policy)
 
     def __repr__(self) -> str:
         return f"AgentRegistry(address={self.settings.address!r}, datacenter={self.settings.datacenter!r})"
 
     async def __aenter__(self) -> Self:
-        await self._gateway.__aenter__()
+        if self._parent is None:
+            await self._gateway.__aenter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self._reconcile_on_close()
+        if self._parent is not None:
+            closing = self._discovery.release()
+            if closing is not None:
+                await asyncio.shield(closing)
+            return
         await self._discovery.close()
+        await self._watch_budget.close()  # the views' watches too: none may outlive the pool
         await self._gateway.close()
+
+    async def _reconcile_on_close(self) -> None:
+        if not self._uncertain:
+            return
+        try:
+            await asyncio.wait_for(self.reconcile(), self.settings.timeout)
+        except (ConsulAgentsError, TimeoutError) as exc:
+            log.warning(
+                "%d registration(s) without an answer left unreconciled: %s", len(self._uncertain), exc
+            )
+
+    def release(self) -> None:
+        """For a with_token() view: its owner no longer needs it. Its cache stops its watches once no
+        call still running holds it; a later call answers from Consul directly. The connection pool
+        stays open (it is the owning registry's)."""
+        self._discovery.release()
 
     @property
     def gateway(self) -> ConsulGateway:
@@ -211,32 +242,36 @@ class AgentRegistry:
         """The read path: its ``cache`` holds the watches."""
         return self._discovery
 
-    def _wrote(self, agent_id: str) -> None:
-        """After a write by this client, the cache re-reads the agent's service once (read-your-writes)."""
-        self._discovery.cache.invalidate(self._service_names.get(agent_id))
+    def _wrote(self, agent_id: str, *, registered: bool = False) -> None:
+        """After a write by this client, the cache re-reads the agent's service once (read-your-writes);
+        after a registration, which may add an agent type or a capability, the list of services too."""
+        self._discovery.cache.invalidate(self._service_names.get(agent_id), catalog=registered)
 
     def with_token(self, token: str | None) -> AgentRegistry:
-        """A registry acting with ``token`` (None: anonymous) over this one's open connection.
+        """A view acting with ``token`` (None: anonymous) over this registry's connection pool.
 
-        The view keeps its own state (remembered registrations, any cache), so nothing Consul showed one
-        token is ever served to another: Consul's ACLs filter what each token sees. Leaving a view's
-        ``async with`` (or never entering it) leaves the shared connection open.
+        A view is a cheap handle: it shares this registry's connection pool and watch budget, and keeps
+        its own client state (remembered registrations, selection state, discovery cache), so nothing
+        Consul showed one token is ever served to another (Consul's ACLs filter what each token sees).
+        This registry owns the view's watches: closing it stops them. Leaving a view's ``async with``, or
+        :meth:`release`, lets the view's cache go once no call of the view is still running.
         """
-        view = AgentRegistry(
-            self.settings.address,
-            token or "",
-            self.settings.datacenter,
-            ca_cert=self.settings.ca_cert,
-            verify=self.settings.verify,
-            timeout=self.settings.timeout,
-            load_threshold=self.load_threshold,
-            **self._client_options,
-        )
+        view: AgentRegistry = object.__new__(AgentRegistry)
+        view.settings = dataclasses.replace(self.settings, token=token or None)
+        view.load_threshold = self.load_threshold
+        view._discovery_consistency = self._discovery_consistency
         view._gateway = self._gateway.with_token(token)
-        view._watch_budget = self._watch_budget
-        view._discovery = view._new_discovery()
+        view._rng = random.Random(self._rng.getrandbits(64))
+        view._client_options = self._client_options
+        owner = self._parent or self
+        view._parent = owner
+        view._watch_budget = owner._watch_budget
         view._card_policy = self._card_policy
-        view._cards = cards.CardCache(self._card_policy)
+        # A view's cache starts watching from its second discovery: a token seen once (callers cycling
+        # through more tokens than a server keeps views for) is answered directly and never starts a
+        # watch it would stop again at once (each such start and stop costs Consul a connection).
+        view._init_client_state(cache_admit_after=2)
+        view._discovery.share_location(owner._discovery)
         return view
 
     # -- writes -------------------------------------------------------------------------------------------
@@ -253,11 +288,63 @@ class AgentRegistry:
             raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
         cards.check_signatures(self._card_policy, registration)
         agent_id = registration.agent_id or f"{registration.agent_type}-{uuid.uuid4().hex[:12]}"
-        await self._write_registration(agent_id, registration, registration.load, status)
+        await self._settle(agent_id)
+        try:
+            await self._write_registration(agent_id, registration, registration.load, status)
+        except RegistryUnavailableError as exc:
+            # No answer: Consul may have applied the write all the same. Remember it, so that a later
+            # call of this client converges (see _settle) instead of leaving an agent nobody tracks.
+            self._uncertain[agent_id] = registration
+            exc.add_note(
+                f"agent {agent_id!r} may have been registered nonetheless: this client's next call (or "
+                "reconcile()) re-reads what Consul holds and removes it unless it is heartbeated"
+            )
+            raise
         self._registered[agent_id] = _Registered(registration, registration.load)
         self._service_names[agent_id] = registration.service_name
-        self._wrote(agent_id)
+        self._wrote(agent_id, registered=True)
         return agent_id
+
+    async def _settle(self, agent_id: str | None) -> None:
+        """Converge the registrations whose write got no answer, before another write of this client.
+
+        The one this call names is adopted (its caller still means that agent: a heartbeat re-registers
+        it if Consul never got it); the others are reconciled.
+        """
+        if not self._uncertain:
+            return
+        registration = self._uncertain.pop(agent_id, None) if agent_id is not None else None
+        if registration is not None and agent_id not in self._registered:
+            assert agent_id is not None
+            self._registered[agent_id] = _Registered(registration, registration.load)
+            self._service_names[agent_id] = registration.service_name
+        if self._uncertain:
+            try:
+                await self.reconcile()
+            except ConsulAgentsError as exc:
+                log.warning("reconciling registrations without an answer failed (retried later): %s", exc)
+
+    async def reconcile(self) -> list[str]:
+        """Re-read what Consul holds for each registration of this client that got no answer (a timeout:
+        Consul may have applied it) and remove what is there, the agent and its KV metadata: its caller
+        was told the registration failed, so nobody would heartbeat or deregister it. Returns the ids
+        removed. Runs by itself before this client's next register, heartbeat or deregister, and on
+        close."""
+        removed = []
+        for agent_id, registration in list(self._uncertain.items()):
+            operation = f"reconcile agent {agent_id!r}"
+            local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
+            if local.status != 404:
+                await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
+                removed.append(agent_id)
+            if wire.encode_metadata(registration.metadata)[1] is not None:
+                key = wire.metadata_key(registration.agent_type, agent_id)
+                await self._gateway.delete(operation, f"/v1/kv/{key}")
+            if registration.card is not None:
+                await cards.delete_cards(self._gateway, operation, registration.agent_type, agent_id)
+            self._uncertain.pop(agent_id, None)
+            self._wrote(agent_id)
+        return removed
 
     async def _write_registration(
         self,
@@ -311,6 +398,7 @@ class AgentRegistry:
         _check_agent_id(agent_id)
         if load is not None:
             load = _check_load(load)
+        await self._settle(agent_id)
         if status is AgentStatus.MAINTENANCE:
             raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
         operation = f"heartbeat agent {agent_id!r}"
@@ -397,6 +485,7 @@ class AgentRegistry:
         local Consul agent is asked first; for its own agents that extra round trip is skipped.
         """
         _check_agent_id(agent_id)
+        await self._settle(agent_id)
         operation = f"deregister agent {agent_id!r}"
         known = self._registered.get(agent_id)
         if known is not None:
@@ -421,10 +510,10 @@ class AgentRegistry:
                 f"agent is registered through the Consul agent of node {info.node!r}; deregister it there",
             )
         await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
-        if (local.body.get("Meta") or {}).get(wire.META_METADATA) == wire.METADATA_IN_KV:
-            agent_type = wire.agent_type_of(str(local.body.get("Service", "")))
-            await self._gateway.delete(operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}")
-        if (local.body.get("Meta") or {}).get(wire.META_CARD_DIGEST):
+        local_key = wire.local_metadata_key(local.body)
+        if local_key is not None:
+            await self._gateway.delete(operation, f"/v1/kv/{local_key}")
+        if isinstance(local.body, dict) and (local.body.get("Meta") or {}).get(wire.META_CARD_DIGEST):
             agent_type = wire.agent_type_of(str(local.body.get("Service", "")))
             await cards.delete_cards(self._gateway, operation, agent_type, agent_id)
         self._forget(agent_id)
@@ -437,38 +526,6 @@ class AgentRegistry:
 
     # -- reads --------------------------------------------------------------------------------------------
 
-    async def _infos(self, entries: Any, region: str | None) -> list[AgentInfo | None]:
-        """Health entries as AgentInfos, position for position: None for an entry that is not an agent (not
-        an agent service, or skipped as untrusted input: counted and logged once, see ``_wire_read``). The
-        metadata kept in KV is read for the agents whose metadata is too large for Meta."""
-        if not isinstance(entries, list):
-            raise ConsulRequestError("read agents", 200, "the answer is not a list of entries")
-        wanted = {key for key in map(wire_read.kv_metadata_wanted, entries) if key is not None}
-        kv: dict[str, bytes] = {}
-        if wanted:
-            pairs = sorted(wanted)
-            values = await asyncio.gather(*(self._kv_metadata(t, agent_id, region) for t, agent_id in pairs))
-            kv = {agent_id: v for (_, agent_id), v in zip(pairs, values, strict=True) if v is not None}
-        results = wire_read.read_entries(entries, kv_metadata=kv)
-        for result in results:
-            if isinstance(result, wire_read.Skipped):
-                record_skipped(result, region or "")
-        return [result if isinstance(result, AgentInfo) else None for result in results]
-
-    async def _kv_metadata(self, agent_type: str, agent_id: str, region: str | None) -> bytes | None:
-        """The KV value as bytes: KV holds any bytes, and its metadata is checked when it is read."""
-        response = await self._gateway.get(
-            f"read metadata of agent {agent_id!r}",
-            f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}",
-            params={"raw": ""},
-            datacenter=region,
-            consistency=self._discovery_consistency,
-            allow_404=True,
-            raw=True,
-            decode=bytes,
-        )
-        return response.body if isinstance(response.body, bytes) else None
-
     async def _service_name_of(self, agent_id: str) -> str:
         name = self._service_names.get(agent_id)
         if name is not None:
@@ -478,12 +535,11 @@ class AgentRegistry:
             "/v1/health/state/any",
             params={"filter": f"ServiceID == {wire.quote(agent_id)}"},
         )
-        for check in response.body or []:
-            service = str(check.get("ServiceName", ""))
-            if wire.is_agent_service(service):
-                self._service_names[agent_id] = service
-                return service
-        raise AgentNotFoundError(agent_id)
+        service = wire.agent_service_of_checks(response.body)
+        if service is None:
+            raise AgentNotFoundError(agent_id)
+        self._service_names[agent_id] = service
+        return service
 
     @instrumented("get_agent")
     async def get_agent(self, agent_id: str) -> AgentInfo:
@@ -497,7 +553,7 @@ class AgentRegistry:
             decode=wire.health_entries,
         )
         entries = response.body or []
-        infos = [info for info in await self._infos(entries, None) if info is not None]
+        infos = await self._discovery.infos(entries, None)
         if not infos:
             self._service_names.pop(agent_id, None)
             # An entry Consul holds but that is skipped as untrusted input is not an agent either.
@@ -542,6 +598,12 @@ class AgentRegistry:
         """Every live agent matching ``request`` (see :meth:`discover`)."""
         return (await self._discovery.discover(request or DiscoveryRequest(), cached=cached)).agents
 
+    async def census(self) -> list[AgentInfo]:
+        """Every agent of every status, in every datacenter, as this client's token sees them: each
+        datacenter counted from its own answer (the local one from the cache, the others read directly,
+        never watched). What ``/metrics`` counts."""
+        return await self._discovery.census()
+
     def _unavailable(self, criteria: SelectionCriteria, agents: list[AgentInfo]) -> list[str]:
         """The ids selection must skip: those the caller excluded, draining ones and those ejected as
         outliers."""
@@ -577,7 +639,7 @@ class AgentRegistry:
             criteria.strategy,
             rng=self._rng,
             state=self._selection,
-            key=(request_key(criteria), result.datacenter),
+            key=selection_key(criteria, result.datacenter),
             exclude=self._unavailable(criteria, result.agents),
         )
 

@@ -24,24 +24,55 @@ import math
 import random as _random
 from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
+from typing import Any
 
-from consul_agents._models import AgentInfo, Strategy
+from cachetools import LRUCache
 
-__all__ = ["STRATEGIES", "SelectionState", "effective_load", "select"]
+from consul_agents._models import AgentInfo, SelectionCriteria, Strategy
+
+__all__ = ["MAX_SELECTION_KEYS", "STRATEGIES", "SelectionState", "effective_load", "select", "selection_key"]
 
 _BY_ID = attrgetter("agent_id")
 STRATEGIES: tuple[Strategy, ...] = ("round_robin", "weighted_random", "least_loaded", "power_of_two")
 
 
-class SelectionState:
-    """What a client remembers between picks: round-robin cursors and requests in flight per agent."""
+#: How many selection keys (pools of candidates) a client remembers cursors and passes for; the least
+#: recently used beyond it start afresh, as a new client would. Any caller of ``POST /v1/select`` can
+#: name new pools at will, so this bounds what they cost: about 1 KB per key and 100 agents.
+MAX_SELECTION_KEYS = 1024
 
-    def __init__(self) -> None:
-        self.cursors: dict[object, int] = {}
+
+def selection_key(criteria: SelectionCriteria, datacenter: str) -> tuple[Any, ...]:
+    """The pool of candidates a rotation (round-robin cursor, weighted schedule) runs over.
+
+    The discovery cache keys its answers by everything a request asks; a rotation needs less: the agents
+    a request can ever name (type, capabilities, tags, status, datacenter) and the strategy. ``max_load``
+    and ``exclude`` only skip agents of that pool for one pick, so they do not start a rotation of their
+    own (a caller varying them must not grow the state or restart the rotation).
+    """
+    return (
+        criteria.strategy,
+        criteria.agent_type,
+        tuple(sorted(criteria.capabilities)),
+        criteria.status,
+        tuple(sorted(criteria.tags.items())),
+        datacenter,
+    )
+
+
+class SelectionState:
+    """What a client remembers between picks: round-robin cursors and requests in flight per agent.
+
+    Cursors and weighted schedules are kept for at most ``max_keys`` selection keys (least recently used
+    forgotten first); in-flight counts only exist while a lease holds them.
+    """
+
+    def __init__(self, max_keys: int = MAX_SELECTION_KEYS) -> None:
+        self.cursors: LRUCache[object, int] = LRUCache(maxsize=max_keys)
         self.in_flight: dict[str, int] = {}
         #: weighted_random: per request key, each agent's next "pass" and the pass of the last pick.
-        self.passes: dict[object, dict[str, float]] = {}
-        self.virtual_time: dict[object, float] = {}
+        self.passes: LRUCache[object, dict[str, float]] = LRUCache(maxsize=max_keys)
+        self.virtual_time: LRUCache[object, float] = LRUCache(maxsize=max_keys)
 
     def acquire(self, agent_id: str) -> None:
         self.in_flight[agent_id] = self.in_flight.get(agent_id, 0) + 1
@@ -101,7 +132,9 @@ def _weighted_random(
     positive = [(c, c.weight * c.health_score) for c in candidates if c.weight * c.health_score > 0]
     if not positive:
         return rng.choice(list(candidates))
-    passes = state.passes.setdefault(key, {})
+    passes = state.passes.get(key)
+    if passes is None:
+        passes = state.passes[key] = {}
     now = state.virtual_time.get(key, 0.0)
     if len(passes) > 2 * len(candidates) + 16:
         current = {c.agent_id for c in candidates}

@@ -27,6 +27,7 @@ used by the cache and to re-check Consul's answers, so cached and uncached answe
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -534,3 +535,72 @@ def local_datacenter(agent_self: Any) -> str:
     """The datacenter of the Consul agent answering ``/v1/agent/self``."""
     config = (agent_self or {}).get("Config") or {}
     return str(config.get("Datacenter", ""))
+
+
+# -- reads of the client layer (KV metadata, the local agent's service, checks) ---------------------------
+
+
+def kv_metadata_values(body: Any, agent_type: str) -> dict[str, bytes]:
+    """``/v1/kv/<metadata prefix of agent_type>?recurse``: each agent's metadata value, by agent id, as the
+    bytes KV holds (checked when the agent is read, see ``_wire_read``).
+
+    Entries that are not under the prefix, name a nested key, hold no value or a value that is not
+    base64 are left out (read as "no metadata"), as a 404 (no key under the prefix) is.
+    """
+    prefix = metadata_prefix(agent_type)
+    values: dict[str, bytes] = {}
+    for item in body if isinstance(body, list) else []:
+        if not isinstance(item, dict):
+            continue
+        key, value = item.get("Key"), item.get("Value")
+        if not isinstance(key, str) or not key.startswith(prefix) or not isinstance(value, str):
+            continue
+        agent_id = key[len(prefix) :]
+        if not agent_id or "/" in agent_id:
+            continue
+        try:
+            values[agent_id] = base64.b64decode(value, validate=True)
+        except ValueError:
+            continue
+    return values
+
+
+def local_metadata_key(agent_service: Any) -> str | None:
+    """``/v1/agent/service/<id>``: the KV key of the agent's metadata when it is kept there, else None."""
+    if not isinstance(agent_service, dict):
+        return None
+    meta = agent_service.get("Meta")
+    name, agent_id = agent_service.get("Service"), agent_service.get("ID")
+    if not isinstance(meta, dict) or meta.get(META_METADATA) != METADATA_IN_KV:
+        return None
+    if not isinstance(name, str) or not isinstance(agent_id, str) or not is_agent_service(name):
+        return None
+    return metadata_key(agent_type_of(name), agent_id)
+
+
+def agent_service_of_checks(body: Any) -> str | None:
+    """``/v1/health/state/any?filter=ServiceID==...``: the agent service the checks belong to, if any."""
+    for check in body if isinstance(body, list) else []:
+        name = check.get("ServiceName") if isinstance(check, dict) else None
+        if isinstance(name, str) and is_agent_service(name):
+            return name
+    return None
+
+
+def agent_services(body: Any) -> dict[str, list[str]]:
+    """``/v1/catalog/services``: the agent services with their tags (anything else, or any value of
+    another shape, left out)."""
+    if not isinstance(body, dict):
+        return {}
+    return {
+        name: [tag for tag in tags if isinstance(tag, str)] if isinstance(tags, list) else []
+        for name, tags in body.items()
+        if isinstance(name, str) and is_agent_service(name)
+    }
+
+
+def acl_text(item: Any, field: str) -> str:
+    """A text field (``ID``, ``AccessorID``, ``SecretID``, ``Name``, ``Description``) of an ACL object
+    Consul returned; "" when it is missing or not text."""
+    value = item.get(field) if isinstance(item, dict) else None
+    return value if isinstance(value, str) else ""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from consul_agents import _acl_rules as rules
+from consul_agents import _wire as wire
 from consul_agents._acl_rules import AclConfig, TokenKind, TokenSpec
 from consul_agents._errors import ConsulRequestError, InvalidAgentError
 from consul_agents._gateway import ConsulGateway
@@ -86,12 +87,11 @@ async def _ensure_policy(
         await gateway.put(f"create ACL policy {name!r}", "/v1/acl/policy", body)
         log.info("created ACL policy %s", name)
         return "created"
-    current = (await gateway.get(f"read ACL policy {name!r}", f"/v1/acl/policy/{stub['ID']}")).body
+    policy_id = wire.acl_text(stub, "ID")
+    current = (await gateway.get(f"read ACL policy {name!r}", f"/v1/acl/policy/{policy_id}")).body
     if rules.policy_up_to_date(current, spec):
         return "unchanged"
-    await gateway.put(
-        f"update ACL policy {name!r}", f"/v1/acl/policy/{stub['ID']}", {**body, "ID": stub["ID"]}
-    )
+    await gateway.put(f"update ACL policy {name!r}", f"/v1/acl/policy/{policy_id}", {**body, "ID": policy_id})
     log.info("updated ACL policy %s", name)
     return "updated"
 
@@ -106,7 +106,7 @@ async def _ensure_token(
         created = await gateway.put(f"create ACL token {spec.name!r}", "/v1/acl/token", body)
         log.info("created ACL token %s", spec.name)
         return "created", dict(created.body)
-    accessor = stub["AccessorID"]
+    accessor = wire.acl_text(stub, "AccessorID")
     current = (await gateway.get(f"read ACL token {spec.name!r}", f"/v1/acl/token/{accessor}")).body
     if rules.token_up_to_date(current, spec):
         return "unchanged", dict(current)
@@ -120,7 +120,7 @@ async def _ensure_token(
 def _by_key(items: Sequence[dict[str, Any]], key: str, what: str) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for item in items:
-        value = str(item.get(key, ""))
+        value = wire.acl_text(item, key)
         if value.startswith((rules.NAME_PREFIX, rules.TOKEN_DESCRIPTION_PREFIX)):
             if value in found:
                 raise ConsulRequestError(
@@ -152,14 +152,14 @@ async def provision(gateway: ConsulGateway, config: AclConfig) -> list[Provision
             await gateway.put(
                 f"set ACL token {spec.name!r} as the agent's default token",
                 "/v1/agent/token/default",
-                {"Token": token["SecretID"]},
+                {"Token": wire.acl_text(token, "SecretID")},
             )
         result.append(
             ProvisionedToken(
                 name=spec.name,
                 kind=spec.kind,
-                accessor_id=str(token["AccessorID"]),
-                secret_id=str(token["SecretID"]),
+                accessor_id=wire.acl_text(token, "AccessorID"),
+                secret_id=wire.acl_text(token, "SecretID"),
                 policy=rules.policy_name(spec),
                 change=change,
             )

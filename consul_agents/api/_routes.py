@@ -5,7 +5,6 @@ Handlers raise our errors; the middleware in :mod:`consul_agents.api._app` turns
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from importlib import resources
 from typing import Any, TypeVar
@@ -220,17 +219,16 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition; the agents gauge counts what the scraper's own token may see."""
+    """Prometheus exposition; the agents gauge counts what the scraper's own token may see, each
+    datacenter from its own answer."""
     view = _view(request)
     fleet = b""
     try:
-        seen = await asyncio.gather(
-            *(view.discover_agents(DiscoveryRequest(status=s, include_draining=True)) for s in AgentStatus)
-        )
+        seen = await view.census()
     except ConsulAgentsError as exc:
         log.info("agents gauge left out of this scrape: %s", exc)
     else:
-        fleet = fleet_exposition(agent for agents in seen for agent in agents)
+        fleet = fleet_exposition(seen)
     body = generate_latest(REGISTRY) + fleet
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

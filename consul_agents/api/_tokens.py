@@ -5,11 +5,14 @@ filter what that token may see. Anything a registry keeps (remembered registrati
 therefore kept per token: one :meth:`AgentRegistry.with_token` view per token, all sharing one connection
 pool, in a small LRU keyed by a SHA-256 digest of the token. The token itself is never a key, a label or a
 log field.
+
+Evicting a view only releases it: a request still using it keeps its cache until that request ends (then
+the cache's watches stop), and a request that picks the evicted view up later is answered by Consul
+directly. The base registry owns every view's watches, so closing it stops them all.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
@@ -53,13 +56,12 @@ def token_key(token: str | None) -> str:
 
 
 class TokenViews:
-    """At most ``size`` registry views, least recently used evicted (and closed) first."""
+    """At most ``size`` registry views, least recently used released first."""
 
     def __init__(self, base: AgentRegistry, size: int = 64) -> None:
         self.base = base
         self.size = size
         self._views: OrderedDict[str, AgentRegistry] = OrderedDict()
-        self._closing: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._views)
@@ -74,19 +76,12 @@ class TokenViews:
         self._views[key] = view
         while len(self._views) > self.size:
             _, evicted = self._views.popitem(last=False)
-            task = asyncio.create_task(_close(evicted))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            evicted.release()
         return view
 
     async def close(self) -> None:
+        """Release every view; the base registry's close then stops whatever still runs."""
         views = list(self._views.values())
         self._views.clear()
-        await asyncio.gather(*(_close(view) for view in views), *self._closing)
-
-
-async def _close(view: AgentRegistry) -> None:
-    try:
-        await view.__aexit__(None, None, None)
-    except Exception:
-        log.exception("closing a registry view failed")
+        for view in views:
+            view.release()

@@ -17,7 +17,8 @@ async def test_views_are_per_token_bounded_and_evicted_views_stop_their_watches(
         first = views.for_token("token-one")
         assert views.for_token("token-one") is first
         assert views.for_token(None) is not first and views.for_token("") is views.for_token(None)
-        await first.discover_agents(DiscoveryRequest(agent_type=unique))
+        assert not (await first.discover(DiscoveryRequest(agent_type=unique))).cached  # a token seen once
+        assert (await first.discover(DiscoveryRequest(agent_type=unique))).cached
         assert first.discovery.cache.watch_count >= 1
 
         views.for_token("token-two")  # token-one is now the least recently used view beyond the bound

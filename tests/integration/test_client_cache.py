@@ -388,6 +388,8 @@ async def test_views_share_one_watch_budget(consul_addr: str, direct: AgentRegis
         parent._watch_budget.limit = 2
         one, two = parent.with_token(None), parent.with_token(None)
         budget = parent._watch_budget
+        for view in (one, two):  # a view's first discovery is direct; its cache starts with the second
+            assert not (await view.discover(DiscoveryRequest(agent_type=types[2]))).cached
         assert (await one.discover(DiscoveryRequest(agent_type=types[0]))).cached
         assert (await one.discover(DiscoveryRequest(agent_type=types[1]))).cached
         assert budget.in_use() == 2
