@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,6 @@ from consul_agents import _wire as wire
 from consul_agents._cards import CardError, CardPolicy, parse_card_text
 from consul_agents._errors import (
     AgentNotFoundError,
-    ConsulAgentsError,
     ConsulRequestError,
     InvalidAgentError,
     PermissionDeniedError,
@@ -41,7 +39,6 @@ __all__ = [
     "list_cards",
     "read_card",
     "set_draining",
-    "undo_card",
     "write_card",
 ]
 
@@ -110,20 +107,6 @@ def _key(registration: AgentRegistration | None, agent_id: str) -> str | None:
     if registration is None or registration.card_fields is None:
         return None
     return wire.card_key(registration.agent_type, agent_id, registration.card_fields.digest)
-
-
-async def undo_card(
-    gateway: ConsulGateway,
-    operation: str,
-    registration: AgentRegistration,
-    previous: AgentRegistration | None,
-    agent_id: str,
-) -> None:
-    """After a failed registration: remove the card just written unless it is the one already registered."""
-    new = _key(registration, agent_id)
-    if new is not None and new != _key(previous, agent_id):
-        with suppress(ConsulAgentsError):
-            await gateway.delete(operation, f"/v1/kv/{new}")
 
 
 async def drop_replaced_card(

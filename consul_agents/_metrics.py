@@ -35,11 +35,13 @@ __all__ = [
     "HTTP_DURATION",
     "OPERATIONS",
     "OPERATION_DURATION",
+    "REGISTRATION_CONFLICTS",
     "WATCH_LAG",
     "fleet_exposition",
     "observe_watch_lag",
     "outcome_of",
     "record_cache",
+    "record_conflict",
     "record_operation",
     "record_skipped",
 ]
@@ -80,6 +82,12 @@ HTTP_DURATION = Histogram(
     "Latency of REST API requests by route template and status code.",
     ["method", "route", "status"],
     buckets=_LATENCY_BUCKETS,
+)
+REGISTRATION_CONFLICTS = Counter(
+    "consul_agents_registration_conflicts",
+    "Agents this client registered whose catalog entry was found no longer matching what it registered "
+    "(another service name, address or port: overwritten behind its back).",
+    ["agent_type"],
 )
 
 ENTRIES_SKIPPED = Counter(
@@ -135,6 +143,10 @@ def record_cache(hit: bool) -> None:
     result = "hit" if hit else "miss"
     _cache_counts[result] += 1
     CACHE_REQUESTS.labels(result).inc()
+
+
+def record_conflict(agent_type: str) -> None:
+    REGISTRATION_CONFLICTS.labels(agent_type).inc()
 
 
 def observe_watch_lag(seconds: float) -> None:

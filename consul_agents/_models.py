@@ -6,6 +6,13 @@ is the first and only gate before Consul: an invalid registration never reaches 
 Names are DNS labels so that every agent type and capability is reachable through Consul DNS:
 lowercase letters, digits and '-', 1 to 63 characters, not starting or ending with '-'. Input is
 lowercased before it is checked (Consul DNS is case-insensitive, so "Plan" and "plan" would collide).
+
+Agent ids are lowercased too: Consul's catalog matches service IDs regardless of case while its local agent
+keeps them apart, so ``CODER-X`` registered beside ``coder-x`` makes one of them vanish from the catalog. An
+id is therefore one name whatever its case: ``CODER-X`` *is* ``coder-x``, in every call that takes an id.
+
+Metadata is a JSON object of at most ``MAX_METADATA_BYTES`` once serialised and ``MAX_METADATA_DEPTH``
+levels of nesting: deeper documents break JSON serialisers (recursion limits) in every reader.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ __all__ = [
     "AGENT_ID_PATTERN",
     "CARD_META_KEYS",
     "MAX_METADATA_BYTES",
+    "MAX_METADATA_DEPTH",
     "MAX_TAGS",
     "RESERVED_META_PREFIX",
     "SERVICE_PREFIX",
@@ -52,6 +60,7 @@ __all__ = [
     "SelectionCriteria",
     "Strategy",
     "invalid_agent_error",
+    "normalise_agent_id",
 ]
 
 #: Every agent type T is registered as the Consul service ``agent-T``: one service name per type lets
@@ -66,6 +75,8 @@ RESERVED_META_KEYS = ("agent-endpoint", "agent-load", "agent-heartbeat", "agent-
 MAX_TAGS = 64 - len(RESERVED_META_KEYS)
 #: Metadata is any JSON object up to this size once serialised. Small metadata lives in Meta, the rest in KV.
 MAX_METADATA_BYTES = 64 * 1024
+#: How deeply metadata may nest: the top-level object is depth 1, ``{"a": {"b": [1]}}`` is depth 3.
+MAX_METADATA_DEPTH = 32
 
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _META_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -109,6 +120,30 @@ def _dns_label(value: str, what: str, max_length: int = 63) -> str:
             f"{what} {value!r} is not a DNS label (letters, digits and '-', not starting or ending with '-')"
         )
     return lowered
+
+
+def normalise_agent_id(value: str) -> str:
+    """The one spelling of an agent id: lowercase (ids are ASCII, see AGENT_ID_PATTERN)."""
+    return value.lower() if value.isascii() else value
+
+
+def _metadata_depth(value: Any, limit: int) -> int:
+    """How deeply ``value`` nests (a scalar is 0), counted without recursion; stops past ``limit``."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _agent_type(value: str) -> str:
@@ -220,6 +255,10 @@ class AgentRegistration(_Model):
     agent_id: str | None = None
     tags: Tags = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: Keep the metadata in Consul's KV store only, whatever its size: then only tokens with KV read on the
+    #: type (discoverers, operators) can read it, not the dns token nor anyone reading service Meta. Small
+    #: metadata otherwise travels in Meta, which every token that resolves the agent can read.
+    private_metadata: bool = False
     weight: int = Field(default=1, ge=1, le=65535)
     load: Load = 0.0
     #: The heartbeat TTL: the agent is critical when no heartbeat arrives for this long.
@@ -298,6 +337,14 @@ class AgentRegistration(_Model):
                 f"agent_id {value!r} must be 1 to 128 letters, digits, '-', '_', '.' or ':', "
                 "starting with a letter or digit"
             )
+        return None if value is None else normalise_agent_id(value)
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _check_metadata_depth(cls, value: Any) -> Any:
+        # Before pydantic or json touch it: both recurse, and a deep enough document exhausts the stack.
+        if _metadata_depth(value, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
         return value
 
     @field_validator("metadata")
@@ -411,13 +458,15 @@ class SelectionCriteria(DiscoveryRequest):
     """A discovery request plus how to pick one agent among the matches."""
 
     strategy: Strategy = "least_loaded"
-    #: Agent ids never to pick (for example, ones that just failed).
+    #: Agent ids never to pick (for example, ones that just failed). Each id also excludes its lowercase
+    #: spelling, the one every id this library registers has.
     exclude: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _dedupe_exclude(self) -> SelectionCriteria:
-        if len(set(self.exclude)) != len(self.exclude):
-            object.__setattr__(self, "exclude", list(dict.fromkeys(self.exclude)))
+        spelled = [*self.exclude, *(normalise_agent_id(agent_id) for agent_id in self.exclude)]
+        if len(set(spelled)) != len(self.exclude):
+            object.__setattr__(self, "exclude", list(dict.fromkeys(spelled)))
         return self
 
 

@@ -9,6 +9,12 @@ Heartbeat cost: a heartbeat is a TTL update on the local agent, which Consul doe
 the status is unchanged. The load is re-published (one catalog write) only when it has moved by at least
 ``load_threshold`` since the last report, or reached 0 or 1; so a steady fleet costs Consul nothing but
 the local TTL resets.
+
+Identity and integrity (see :mod:`consul_agents._integrity`): ids are lowercase; a new registration is
+refused when another service holds its id; a process's writes to one agent hold that agent's lock, so a
+deregistration that returned True is never undone by a heartbeat; KV metadata follows the registration that
+uses it; and every ``verify_every`` heartbeats the client checks that the catalog still holds what it
+registered, reporting a conflict (log, metric, ``AgentSession.conflict``) instead of believing all is well.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any, Self
 from cachetools import LRUCache
 
 from consul_agents import _card_ops as cards
+from consul_agents import _integrity as integrity
 from consul_agents import _wire as wire
 from consul_agents._cache import WatchBudget
 from consul_agents._cards import CardError, CardPolicy, CardVerifier
@@ -40,11 +47,13 @@ from consul_agents._errors import (
     ConsulRequestError,
     InvalidAgentError,
     NoAgentAvailableError,
+    PermissionDeniedError,
     RegistryUnavailableError,
 )
 from consul_agents._gateway import ConsulGateway
 from consul_agents._instrument import instrumented
 from consul_agents._lease import OutlierDetector, OutlierPolicy
+from consul_agents._metrics import record_conflict
 from consul_agents._models import (
     AGENT_ID_PATTERN,
     AgentInfo,
@@ -53,6 +62,7 @@ from consul_agents._models import (
     DiscoveryRequest,
     DiscoveryResult,
     SelectionCriteria,
+    normalise_agent_id,
     utcnow,
 )
 from consul_agents._selection import SelectionState, select, selection_key
@@ -73,6 +83,14 @@ class _Registered:
     reported_load: float
     #: The status this client last sent; None until its first heartbeat (a re-registration keeps Consul's).
     sent_status: AgentStatus | None = None
+    #: Heartbeats since the catalog entry was last verified.
+    beats: int = 0
+    #: The local Consul agent's node, once known (for verifying the catalog entry).
+    node: str | None = None
+    #: What the last verification found wrong with the catalog entry; None when all was well.
+    conflict: str | None = None
+    #: The other service the last verification found holding the id; heartbeats stop touching it then.
+    holder: str | None = None
     #: Whether this client marked it draining (restored with the registration after a loss).
     draining: bool = False
 
@@ -83,13 +101,26 @@ def _check_load(load: float) -> float:
     return float(load)
 
 
-def _check_agent_id(agent_id: str) -> None:
-    """Refuse ids that no registration could have: they end up in URL paths ("../kv/..." would escape)."""
+def _check_agent_id(agent_id: str) -> str:
+    """The id in its one spelling (lowercase, see _models); refuses ids that no registration could have:
+    they end up in URL paths ("../kv/..." would escape)."""
     if not isinstance(agent_id, str) or not AGENT_ID_PATTERN.fullmatch(agent_id):
         raise InvalidAgentError(
             f"invalid agent_id: {agent_id!r} is not an agent id (letters, digits, '-', '_', '.', ':')",
             field="agent_id",
         )
+    return normalise_agent_id(agent_id)
+
+
+def _holder_text(service_name: str) -> str:
+    if wire.is_agent_service(service_name):
+        return f"an agent of type {wire.agent_type_of(service_name)!r}"
+    return f"the Consul service {service_name!r}"
+
+
+def _is_unknown_service(exc: ConsulRequestError) -> bool:
+    """With ACLs on, Consul 1.8 answers 500 "Unknown service" for a service its agent does not know."""
+    return exc.status == 500 and "Unknown service" in str(exc)
 
 
 def _is_unknown_check(exc: ConsulRequestError) -> bool:
@@ -116,6 +147,10 @@ class AgentRegistry:
     then see whether each card verified; with ``require_signed_cards`` unsigned or badly signed cards are
     refused at registration.
     """
+
+    #: Every this many heartbeats of an agent it registered, the client verifies that the catalog still
+    #: holds what it registered (:meth:`verify_registration`); 0 never does.
+    verify_every: int = 12
 
     def __init__(
         self,
@@ -150,6 +185,8 @@ class AgentRegistry:
         # Discovery from any server's local copy keeps answering while the cluster elects a leader.
         self._discovery_consistency = "stale" if stale_reads else None
         self._gateway = ConsulGateway(self.settings)
+        #: Per-agent write locks, shared with with_token views.
+        self._write_locks = integrity.AgentLocks()
         self._rng = rng or random.Random()
         if math.isnan(max_stale) or max_stale < 0:
             raise InvalidAgentError(f"max_stale {max_stale!r} must be a number >= 0", field="max_stale")
@@ -179,6 +216,9 @@ class AgentRegistry:
         """What each client keeps for itself (a registry, and each of its with_token() views): its
         registrations, selection state, outlier records and discovery cache."""
         self._registered: dict[str, _Registered] = {}
+        #: The local Consul agent's node (None until known) and whether /v1/agent/self was tried for it.
+        self._node: str | None = None
+        self._node_asked = False
         #: Registrations whose write got no answer (Consul may have applied them), by agent id.
         self._uncertain: dict[str, AgentRegistration] = {}
         self._service_names: LRUCache[str, str] = LRUCache(maxsize=10_000)
@@ -267,6 +307,8 @@ class AgentRegistry:
         view._parent = owner
         view._watch_budget = owner._watch_budget
         view._card_policy = self._card_policy
+        view._write_locks = owner._write_locks
+        view.verify_every = self.verify_every
         # A view's cache starts watching from its second discovery: a token seen once (callers cycling
         # through more tokens than a server keeps views for) is answered directly and never starts a
         # watch it would stop again at once (each such start and stop costs Consul a connection).
@@ -275,6 +317,9 @@ class AgentRegistry:
         return view
 
     # -- writes -------------------------------------------------------------------------------------------
+    #
+    # Every write concerning one agent holds that agent's lock (shared with with_token views): a heartbeat
+    # that re-publishes the load can never land after a deregistration of the same agent and bring it back.
 
     @instrumented("register")
     async def register_agent(
@@ -283,27 +328,61 @@ class AgentRegistry:
         """Register (or, for a known id, update) an agent; returns its id, the Consul service ID.
 
         ``status`` is the health a new agent starts with (an already registered one keeps its own).
+        An id already held by a service of another type (or, in another case, by any service) is refused
+        with InvalidAgentError naming the holder, as far as the token can see it; beyond that, the local
+        Consul agent's ACLs refuse a registrar an id held there by a type it cannot write.
         """
         if status is AgentStatus.MAINTENANCE:
             raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
         cards.check_signatures(self._card_policy, registration)
         agent_id = registration.agent_id or f"{registration.agent_type}-{uuid.uuid4().hex[:12]}"
-        await self._settle(agent_id)
-        try:
-            await self._write_registration(agent_id, registration, registration.load, status)
-        except RegistryUnavailableError as exc:
-            # No answer: Consul may have applied the write all the same. Remember it, so that a later
-            # call of this client converges (see _settle) instead of leaving an agent nobody tracks.
-            self._uncertain[agent_id] = registration
-            exc.add_note(
-                f"agent {agent_id!r} may have been registered nonetheless: this client's next call (or "
-                "reconcile()) re-reads what Consul holds and removes it unless it is heartbeated"
-            )
-            raise
-        self._registered[agent_id] = _Registered(registration, registration.load)
-        self._service_names[agent_id] = registration.service_name
-        self._wrote(agent_id, registered=True)
+        async with self._write_locks.hold(agent_id):
+            await self._settle(agent_id)
+            previous = self._registered.get(agent_id)
+            if previous is None or previous.registration.service_name != registration.service_name:
+                await self._refuse_held_id(agent_id, registration.service_name)
+            try:
+                await self._write_registration(agent_id, registration, registration.load, status)
+            except RegistryUnavailableError as exc:
+                # No answer: Consul may have applied the write all the same. Remember it, so that a later
+                # call of this client converges (see _settle) instead of leaving an agent nobody tracks.
+                self._uncertain[agent_id] = registration
+                exc.add_note(
+                    f"agent {agent_id!r} may have been registered nonetheless: this client's next call (or "
+                    "reconcile()) re-reads what Consul holds and removes it unless it is heartbeated"
+                )
+                raise
+            if self._node is None:
+                # Learnt once from this agent's check, so later id checks cost one transaction.
+                with suppress(ConsulAgentsError):
+                    await self._local_node(agent_id)
+            self._registered[agent_id] = _Registered(registration, registration.load)
+            self._service_names[agent_id] = registration.service_name
+            self._wrote(agent_id, registered=True)
         return agent_id
+
+    async def _local_node(self, agent_id: str | None = None) -> str | None:
+        """The local Consul agent's node: from /v1/agent/self (once), else from ``agent_id``'s own check."""
+        if self._node is None and not self._node_asked:
+            self._node_asked = True
+            self._node = await integrity.node_name(self._gateway)
+        if self._node is None and agent_id is not None:
+            self._node = await integrity.local_node(self._gateway, agent_id)
+        return self._node
+
+    async def _refuse_held_id(self, agent_id: str, service_name: str) -> None:
+        node = await self._local_node()
+        holder = await integrity.id_holder(self._gateway, agent_id, service_name, node)
+        if holder is None:
+            return
+        held_id, name = holder
+        who = _holder_text(name)
+        spelled = "" if held_id == agent_id else f" (as {held_id!r}; Consul matches ids whatever their case)"
+        raise InvalidAgentError(
+            f"invalid agent_id: {agent_id!r} is already held by {who}{spelled}; "
+            "deregister that one first or choose another id",
+            field="agent_id",
+        )
 
     async def _settle(self, agent_id: str | None) -> None:
         """Converge the registrations whose write got no answer, before another write of this client.
@@ -337,7 +416,8 @@ class AgentRegistry:
             if local.status != 404:
                 await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
                 removed.append(agent_id)
-            if wire.encode_metadata(registration.metadata)[1] is not None:
+            kv_value = wire.encode_metadata(registration.metadata, private=registration.private_metadata)[1]
+            if kv_value is not None:
                 key = wire.metadata_key(registration.agent_type, agent_id)
                 await self._gateway.delete(operation, f"/v1/kv/{key}")
             if registration.card is not None:
@@ -353,33 +433,42 @@ class AgentRegistry:
         load: float,
         status: AgentStatus = AgentStatus.PASSING,
     ) -> None:
-        _, kv_value = wire.encode_metadata(registration.metadata)
+        """KV first, then the service, so a reader never finds Meta pointing at KV with nothing there; then
+        the KV entry once more, in case another client's deregistration, re-registration or reap removed it
+        between the two writes (see integrity.drop_unused_metadata for why this closes the race).
+
+        Registered with metadata that fits in Meta, the agent's former KV entry (this client's, or
+        another's) is removed. A failed service write leaves the KV entry: it may already serve another
+        client's registration of the same id, and the reaper removes it if no agent uses it. An A2A card
+        follows the same order under its digest's key (see _card_ops); the one it replaces is removed.
+        """
+        _, kv_value = wire.encode_metadata(registration.metadata, private=registration.private_metadata)
         operation = f"register agent {agent_id!r}"
         previous = self._registered.get(agent_id)
         kv_path = f"/v1/kv/{wire.metadata_key(registration.agent_type, agent_id)}"
         if kv_value is not None:
             await self._gateway.put(operation, kv_path, kv_value)
+        old_types = [] if kv_value is not None else [registration.agent_type]
+        if previous is not None and previous.registration.agent_type != registration.agent_type:
+            old_types.append(previous.registration.agent_type)
+        stale: list[tuple[str, int]] = []
+        for agent_type in old_types:  # indexes read before the service write: see drop_unused_metadata
+            index = await integrity.metadata_index(self._gateway, operation, agent_type, agent_id)
+            if index is not None:
+                stale.append((agent_type, index))
         body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow(), status=status)
+        await cards.write_card(self._gateway, operation, registration, agent_id)  # before the service
+        await self._gateway.put(operation, "/v1/agent/service/register", body)
+        if kv_value is not None:
+            await self._gateway.put(operation, kv_path, kv_value)
+        # Once more, like the metadata: another client's deregistration of the id may have removed it.
+        await cards.write_card(self._gateway, operation, registration, agent_id)
+        for agent_type, index in stale:
+            await integrity.drop_unused_metadata(self._gateway, operation, agent_id, agent_type, index)
         previous_registration = previous.registration if previous is not None else None
-        try:
-            await cards.write_card(self._gateway, operation, registration, agent_id)
-            await self._gateway.put(operation, "/v1/agent/service/register", body)
-        except ConsulAgentsError:
-            if kv_value is not None and previous is None:
-                with suppress(ConsulAgentsError):
-                    await self._gateway.delete(operation, kv_path)
-            await cards.undo_card(self._gateway, operation, registration, previous_registration, agent_id)
-            raise
         await cards.drop_replaced_card(
             self._gateway, operation, registration, previous_registration, agent_id
         )
-        if (
-            kv_value is None
-            and previous is not None
-            and wire.encode_metadata(previous.registration.metadata)[1]
-        ):
-            old_key = wire.metadata_key(previous.registration.agent_type, agent_id)
-            await self._gateway.delete(operation, f"/v1/kv/{old_key}")
 
     @instrumented("heartbeat")
     async def heartbeat(
@@ -393,15 +482,34 @@ class AgentRegistry:
         """Prove the agent alive (resets its TTL) and report its load.
 
         Re-registers the agent from its last registration if Consul lost it (agent restart, reaping).
-        Raises AgentNotFoundError if it is gone and this client never registered it.
+        Raises AgentNotFoundError if it is gone and this client never registered it, or deregistered it.
+        Every ``verify_every`` heartbeats of an agent it registered, the client checks that the catalog
+        still holds what it registered (see :meth:`registration_conflict`).
         """
-        _check_agent_id(agent_id)
+        agent_id = _check_agent_id(agent_id)
         if load is not None:
             load = _check_load(load)
-        await self._settle(agent_id)
         if status is AgentStatus.MAINTENANCE:
             raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
+        async with self._write_locks.hold(agent_id):
+            await self._settle(agent_id)
+            await self._heartbeat(agent_id, load, status, output)
+
+    async def _heartbeat(
+        self, agent_id: str, load: float | None, status: AgentStatus, output: str | None
+    ) -> None:
         operation = f"heartbeat agent {agent_id!r}"
+        known = self._registered.get(agent_id)
+        if known is not None and known.holder is not None:
+            # Another service holds the id (its TTL check has the same ID as ours): keep off it until a
+            # verification finds the agent's own entry again.
+            await self._verify(agent_id)
+            if known.holder is not None:
+                raise InvalidAgentError(
+                    f"invalid agent_id: {agent_id!r} is now held by {_holder_text(known.holder)}: "
+                    f"{known.conflict}; not heartbeating it",
+                    field="agent_id",
+                )
         path = f"/v1/agent/check/update/{wire.check_id(agent_id)}"
         body = wire.ttl_update(status, output)
         try:
@@ -412,10 +520,17 @@ class AgentRegistry:
             known = self._registered.get(agent_id)
             if known is None:
                 raise AgentNotFoundError(agent_id, "no TTL check on the local Consul agent") from exc
+            try:
+                # While it was gone, another agent may have taken its id: never overwrite that one.
+                await self._refuse_held_id(agent_id, known.registration.service_name)
+            except InvalidAgentError as taken:
+                self._note_conflict(agent_id, known, f"it was missing from Consul and {taken}")
+                raise
             log.warning("agent %s was missing from Consul; re-registering it", agent_id)
             reported = known.reported_load if load is None else load
             await self._write_registration(agent_id, known.registration, reported, status)
             known.reported_load = reported
+            known.node = None
             if known.draining:
                 await cards.set_draining(self, agent_id, True)
             await self._gateway.put(operation, path, body)
@@ -432,6 +547,10 @@ class AgentRegistry:
         else:
             wrote = wrote or known.sent_status is not status
             known.sent_status = status
+            known.beats += 1
+            if self.verify_every and known.beats >= self.verify_every:
+                known.beats = 0
+                await self._verify(agent_id)
         if wrote:
             self._wrote(agent_id)
 
@@ -447,6 +566,20 @@ class AgentRegistry:
         if known is not None:
             if not self._load_changed(known.reported_load, load):
                 return False
+            # A re-registration overwrites whatever holds the id on the local Consul agent: make sure it
+            # is still this agent (Consul may have reaped it and another type taken the id).
+            local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
+            service = wire.local_service_name(local.body) if local.status != 404 else None
+            if service is not None and service != known.registration.service_name:
+                known.holder = service
+                self._note_conflict(
+                    agent_id, known, f"the local Consul agent holds it as {_holder_text(service)}"
+                )
+                raise InvalidAgentError(
+                    f"invalid agent_id: {agent_id!r} is now held by {_holder_text(service)}; "
+                    "not re-publishing its load over it",
+                    field="agent_id",
+                )
             body = wire.service_definition(known.registration, agent_id, load=load, heartbeat=utcnow())
             await self._gateway.put(operation, "/v1/agent/service/register", body)
             known.reported_load = load
@@ -458,51 +591,149 @@ class AgentRegistry:
             return False
         body = wire.with_load(response.body, load=load, heartbeat=utcnow())
         await self._gateway.put(operation, "/v1/agent/service/register", body)
+        # Another process may have deregistered the agent between the read and the write, which then
+        # re-created it without its TTL check: passing forever. Its check tells; undo the write then.
+        checks = await self._gateway.get(
+            operation,
+            "/v1/agent/checks",
+            params={"filter": f"CheckID == {wire.quote(wire.check_id(agent_id))}"},
+        )
+        if not checks.body:
+            await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
+            raise AgentNotFoundError(agent_id, "deregistered while its load was being reported")
         return True
+
+    # -- whether the catalog still holds what this client registered -------------------------------------
+
+    async def _verify(self, agent_id: str) -> None:
+        """Verify in passing: a failure to verify is not a failure of the heartbeat that triggered it."""
+        try:
+            await self.verify_registration(agent_id)
+        except ConsulAgentsError as exc:
+            log.debug("could not verify the registration of agent %s: %s", agent_id, exc)
+
+    async def verify_registration(self, agent_id: str) -> str | None:
+        """Check now that the catalog still holds the agent as this client registered it: same service name
+        (type), address and port. Returns why not (also kept for :meth:`registration_conflict`), or None.
+
+        On Consul before the 2.0 line (fixed upstream by hashicorp/consul PR 23560), a token that may write
+        one service name can overwrite any service by ID through ``PUT /v1/txn``; the owner's local Consul
+        agent keeps answering its heartbeats while the catalog serves the intruder. A conflict is logged
+        at WARNING and counted in ``consul_agents_registration_conflicts``. Costs one read-only transaction
+        (no Raft write), plus one read of the local agent's checks the first time.
+        """
+        agent_id = _check_agent_id(agent_id)
+        known = self._registered.get(agent_id)
+        if known is None:
+            raise AgentNotFoundError(agent_id, "this client did not register it")
+        if known.node is None:
+            known.node = self._node or await integrity.local_node(self._gateway, agent_id)
+            if known.node is None:
+                raise AgentNotFoundError(agent_id, "no TTL check on the local Consul agent")
+        expected = wire.service_definition(
+            known.registration, agent_id, load=known.reported_load, heartbeat=utcnow()
+        )
+        conflict, known.holder = await integrity.registration_conflict(
+            self._gateway, known.node, agent_id, expected
+        )
+        if conflict is not None:
+            self._note_conflict(agent_id, known, conflict)
+        elif known.conflict is not None:
+            log.info("agent %s holds its registration again", agent_id)
+            known.conflict = None
+        return conflict
+
+    @staticmethod
+    def _note_conflict(agent_id: str, known: _Registered, conflict: str) -> None:
+        """Keep what is wrong with an agent's registration; log and count it when it newly goes wrong."""
+        if known.conflict is None:
+            log.warning("agent %s no longer holds its registration: %s", agent_id, conflict)
+            record_conflict(known.registration.agent_type)
+        known.conflict = conflict
+
+    def registration_conflict(self, agent_id: str) -> str | None:
+        """What the last verification of an agent this client registered found wrong (None: nothing, or
+        not verified yet). See :meth:`verify_registration`."""
+        known = self._registered.get(normalise_agent_id(agent_id))
+        return None if known is None else known.conflict
 
     @instrumented("set_maintenance")
     async def set_maintenance(self, agent_id: str, enable: bool, reason: str = "") -> None:
-        """Put an agent in (or take it out of) maintenance: it is then never discovered unless asked for."""
-        _check_agent_id(agent_id)
+        """Put an agent in (or take it out of) maintenance: it is then never discovered unless asked for.
+
+        Raises AgentNotFoundError when the local Consul agent does not know it.
+        """
+        agent_id = _check_agent_id(agent_id)
         params: dict[str, Any] = {"enable": "true" if enable else "false"}
         if reason:
             params["reason"] = reason
-        response = await self._gateway.put(
-            f"set maintenance of agent {agent_id!r}",
-            f"/v1/agent/service/maintenance/{agent_id}",
-            params=params,
-            allow_404=True,
-        )
-        if response.status == 404:
-            raise AgentNotFoundError(agent_id, "not registered with the local Consul agent")
-        self._wrote(agent_id)
+        async with self._write_locks.hold(agent_id):
+            try:
+                response = await self._gateway.put(
+                    f"set maintenance of agent {agent_id!r}",
+                    f"/v1/agent/service/maintenance/{agent_id}",
+                    params=params,
+                    allow_404=True,
+                )
+            except ConsulRequestError as exc:
+                # Consul 1.8 answers 500 "Unknown service"; newer ones 404.
+                if _is_unknown_service(exc):
+                    raise AgentNotFoundError(agent_id, "not registered with the local Consul agent") from exc
+                raise
+            if response.status == 404:
+                raise AgentNotFoundError(agent_id, "not registered with the local Consul agent")
+            self._wrote(agent_id)
 
     @instrumented("deregister")
     async def deregister_agent(self, agent_id: str) -> bool:
-        """Remove an agent. Returns False when it was not registered (anywhere in the catalog).
+        """Remove an agent and its KV metadata. Returns False when it was not registered (anywhere in the
+        catalog). Once it returns True, no heartbeat of this process brings the agent back.
 
         Consul answers 200 to deregistering an unknown id, so for an agent this client did not register the
         local Consul agent is asked first; for its own agents that extra round trip is skipped.
         """
-        _check_agent_id(agent_id)
-        await self._settle(agent_id)
+        agent_id = _check_agent_id(agent_id)
+        async with self._write_locks.hold(agent_id):
+            await self._settle(agent_id)
+            return await self._deregister(agent_id)
+
+    async def _deregister(self, agent_id: str) -> bool:
         operation = f"deregister agent {agent_id!r}"
-        known = self._registered.get(agent_id)
+        # Forgotten before the request: whatever happens to it (even cancellation), no later heartbeat of
+        # this client re-registers the agent from memory. It is remembered again only on a clear failure.
+        known = self._registered.pop(agent_id, None)
         if known is not None:
-            await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
-            if wire.encode_metadata(known.registration.metadata)[1] is not None:
-                kv_key = wire.metadata_key(known.registration.agent_type, agent_id)
-                await self._gateway.delete(operation, f"/v1/kv/{kv_key}")
-            if known.registration.card is not None:
-                await cards.delete_cards(self._gateway, operation, known.registration.agent_type, agent_id)
+            try:
+                await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
+            except ConsulRequestError as exc:
+                # Already gone (reaped, or removed by another client): without ACLs Consul answers 200.
+                if not _is_unknown_service(exc):
+                    self._registered[agent_id] = known
+                    raise
+                removed = False
+            except ConsulAgentsError:
+                self._registered[agent_id] = known
+                raise
+            else:
+                removed = True
             self._forget(agent_id)
-            return True
+            registration = known.registration
+            kv_value = wire.encode_metadata(registration.metadata, private=registration.private_metadata)[1]
+            await integrity.delete_metadata(
+                self._gateway, operation, registration.agent_type, agent_id, required=kv_value is not None
+            )
+            if registration.card is not None:
+                await cards.delete_cards(self._gateway, operation, registration.agent_type, agent_id)
+            return removed
         local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
         if local.status == 404:
             self._forget(agent_id)
             try:
                 info = await self.get_agent(agent_id)
             except AgentNotFoundError:
+                # Consul may have reaped it and left its metadata: remove that, if this token can tell.
+                with suppress(PermissionDeniedError):
+                    await integrity.reap_metadata(self._gateway, agent_id=agent_id)
                 return False
             raise ConsulRequestError(
                 operation,
@@ -510,19 +741,25 @@ class AgentRegistry:
                 f"agent is registered through the Consul agent of node {info.node!r}; deregister it there",
             )
         await self._gateway.put(operation, f"/v1/agent/service/deregister/{agent_id}")
-        local_key = wire.local_metadata_key(local.body)
-        if local_key is not None:
-            await self._gateway.delete(operation, f"/v1/kv/{local_key}")
-        if isinstance(local.body, dict) and (local.body.get("Meta") or {}).get(wire.META_CARD_DIGEST):
-            agent_type = wire.agent_type_of(str(local.body.get("Service", "")))
-            await cards.delete_cards(self._gateway, operation, agent_type, agent_id)
         self._forget(agent_id)
+        agent_type, in_kv = wire.local_agent_type(local.body)
+        if agent_type is not None:
+            # Whatever its Meta says now: an earlier registration may have left larger metadata there.
+            await integrity.delete_metadata(self._gateway, operation, agent_type, agent_id, required=in_kv)
+            if wire.local_has_card(local.body):
+                await cards.delete_cards(self._gateway, operation, agent_type, agent_id)
         return True
 
     def _forget(self, agent_id: str) -> None:
         self._wrote(agent_id)
         self._registered.pop(agent_id, None)
         self._service_names.pop(agent_id, None)
+
+    async def reap_metadata(self, *, dry_run: bool = False) -> list[str]:
+        """Delete KV metadata that no registered agent uses (left by agents Consul reaped, or deregistered
+        or re-registered elsewhere); returns the keys. Needs an operator token (see
+        :func:`consul_agents._integrity.reap_metadata`)."""
+        return await integrity.reap_metadata(self._gateway, dry_run=dry_run)
 
     # -- reads --------------------------------------------------------------------------------------------
 
@@ -544,7 +781,7 @@ class AgentRegistry:
     @instrumented("get_agent")
     async def get_agent(self, agent_id: str) -> AgentInfo:
         """The agent as the catalog sees it. Raises AgentNotFoundError when it is not registered."""
-        _check_agent_id(agent_id)
+        agent_id = _check_agent_id(agent_id)
         service = await self._service_name_of(agent_id)
         response = await self._gateway.get(
             f"read agent {agent_id!r}",
@@ -754,6 +991,12 @@ class AgentSession:
     @load.setter
     def load(self, value: float) -> None:
         self._load = _check_load(value)
+
+    @property
+    def conflict(self) -> str | None:
+        """Why the catalog no longer holds this agent as registered (another service took its id), found by
+        the periodic verification; None while all is well. See AgentRegistry.verify_registration."""
+        return self.registry.registration_conflict(self.agent_id)
 
     async def beat(self) -> None:
         """Send one heartbeat now."""

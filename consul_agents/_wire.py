@@ -40,6 +40,7 @@ from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from consul_agents._models import (
+    AGENT_ID_PATTERN,
     CARD_META_KEYS,
     MAX_META_VALUE,
     RESERVED_META_KEYS,
@@ -61,11 +62,13 @@ __all__ = [
     "META_LOAD",
     "META_METADATA",
     "META_TTL",
+    "agent_node_name",
     "agent_type_of",
     "aggregate_status",
     "card_key",
     "card_prefix",
     "check_id",
+    "check_node",
     "datacenters",
     "draining_check",
     "draining_check_id",
@@ -75,18 +78,29 @@ __all__ = [
     "format_duration",
     "health_entries",
     "health_entry",
+    "id_filter",
+    "id_holders",
+    "ids_using_kv",
     "is_agent_service",
     "kv_metadata_text",
+    "kv_modify_index",
+    "local_agent_type",
     "local_datacenter",
+    "local_service_name",
     "matches",
     "metadata_key",
+    "metadata_keys",
     "metadata_prefix",
     "quote",
+    "registration_mismatch",
     "reported_load",
     "service_definition",
     "service_names_for",
     "split_health_entries",
     "ttl_update",
+    "txn_get_service",
+    "txn_service_id",
+    "txn_service_name",
     "with_load",
 ]
 
@@ -166,12 +180,13 @@ def format_duration(value: timedelta) -> str:
     return f"{text}s"
 
 
-def encode_metadata(metadata: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """Split metadata into (Meta value, KV value): small JSON goes in Meta, larger JSON in KV."""
+def encode_metadata(metadata: Mapping[str, Any], *, private: bool = False) -> tuple[str | None, str | None]:
+    """Split metadata into (Meta value, KV value): small JSON goes in Meta, larger (or ``private``) JSON in
+    KV, with Meta saying ``kv``."""
     if not metadata:
         return None, None
     encoded = json.dumps(metadata, separators=(",", ":"), sort_keys=True)
-    if len(encoded) <= MAX_META_VALUE:
+    if len(encoded) <= MAX_META_VALUE and not private:
         return encoded, None
     return METADATA_IN_KV, encoded
 
@@ -199,7 +214,7 @@ def service_definition(
     meta[META_LOAD] = _format_load(load)
     meta[META_HEARTBEAT] = heartbeat.isoformat(timespec="milliseconds")
     meta[META_TTL] = format_duration(registration.ttl)
-    meta_value, _ = encode_metadata(registration.metadata)
+    meta_value, _ = encode_metadata(registration.metadata, private=registration.private_metadata)
     if meta_value is not None:
         meta[META_METADATA] = meta_value
     card = registration.card_fields
@@ -565,6 +580,12 @@ def kv_metadata_values(body: Any, agent_type: str) -> dict[str, bytes]:
     return values
 
 
+def local_has_card(agent_service: Any) -> bool:
+    """``/v1/agent/service/<id>``: whether the agent's Meta names an A2A Agent Card."""
+    meta = agent_service.get("Meta") if isinstance(agent_service, dict) else None
+    return isinstance(meta, dict) and bool(meta.get(META_CARD_DIGEST))
+
+
 def local_metadata_key(agent_service: Any) -> str | None:
     """``/v1/agent/service/<id>``: the KV key of the agent's metadata when it is kept there, else None."""
     if not isinstance(agent_service, dict):
@@ -604,3 +625,152 @@ def acl_text(item: Any, field: str) -> str:
     Consul returned; "" when it is missing or not text."""
     value = item.get(field) if isinstance(item, dict) else None
     return value if isinstance(value, str) else ""
+
+
+# -- identity and integrity of this library's own writes ----------------------------------------------------
+
+
+def id_filter(agent_id: str, field: str) -> str:
+    """A filter matching ``field`` equal to ``agent_id`` whatever the case, as Consul's catalog matches IDs.
+
+    Agent ids hold only letters, digits and ``-_.:`` (see AGENT_ID_PATTERN), of which only ``.`` means
+    something in a regular expression.
+    """
+    pattern = "(?i)^" + agent_id.replace(".", "[.]") + "$"
+    return f"{field} matches {quote(pattern)}"
+
+
+def id_holders(body: Any, name_field: str, id_field: str) -> dict[str, str]:
+    """From a list (``/v1/health/state/any``) or map (``/v1/agent/services``) of Consul objects: the
+    service name holding each service ID found."""
+    items = body.values() if isinstance(body, Mapping) else body if isinstance(body, list) else []
+    holders: dict[str, str] = {}
+    for item in items:
+        if isinstance(item, Mapping) and isinstance(item.get(id_field), str) and item.get(id_field):
+            holders[item[id_field]] = str(item.get(name_field) or "")
+    return holders
+
+
+def check_node(body: Any) -> str | None:
+    """The node of the first check in a ``/v1/agent/checks`` answer (the local Consul agent's node)."""
+    for check in (body or {}).values() if isinstance(body, Mapping) else []:
+        if isinstance(check, Mapping) and isinstance(check.get("Node"), str) and check["Node"]:
+            return str(check["Node"])
+    return None
+
+
+def txn_get_service(node: str, agent_id: str) -> list[dict[str, Any]]:
+    """The body of a read-only ``PUT /v1/txn`` fetching one service of one node from the catalog.
+
+    Unlike ``/v1/catalog`` and ``/v1/health``, a transaction's read needs no ``node:read``: a registrar,
+    whose token reads only its own types, sees its agent's catalog entry this way (or nothing, when the entry
+    now belongs to a service its token cannot read).
+    """
+    return [{"Service": {"Verb": "get", "Node": node, "Service": {"ID": agent_id}}}]
+
+
+def _txn_service(txn_body: Any) -> Mapping[str, Any] | None:
+    results = txn_body.get("Results") if isinstance(txn_body, Mapping) else None
+    service = None
+    for result in results if isinstance(results, list) else []:
+        if isinstance(result, Mapping) and isinstance(result.get("Service"), Mapping):
+            service = result["Service"]
+    return service
+
+
+def txn_service_id(txn_body: Any) -> tuple[str, str] | None:
+    """(service ID, service name) of the catalog entry in a :func:`txn_get_service` answer, if any."""
+    service = _txn_service(txn_body)
+    if service is None or not isinstance(service.get("ID"), str):
+        return None
+    name = service.get("Service")
+    return service["ID"], name if isinstance(name, str) else ""
+
+
+def agent_node_name(agent_self: Any) -> str | None:
+    """The node name in a ``/v1/agent/self`` answer."""
+    config = agent_self.get("Config") if isinstance(agent_self, Mapping) else None
+    name = config.get("NodeName") if isinstance(config, Mapping) else None
+    return name if isinstance(name, str) and name else None
+
+
+def txn_service_name(txn_body: Any) -> str | None:
+    """The service name of the catalog entry in a :func:`txn_get_service` answer (None: no entry seen)."""
+    service = _txn_service(txn_body)
+    name = None if service is None else service.get("Service")
+    return name if isinstance(name, str) else None
+
+
+def registration_mismatch(txn_body: Any, expected: Mapping[str, Any]) -> str | None:
+    """How the catalog's entry (a :func:`txn_get_service` answer) differs from the service definition this
+    client registered; None when name, address and port all match."""
+    service = _txn_service(txn_body)
+    if service is None:
+        return "its catalog entry is gone or now belongs to a service this token cannot read"
+    for field, registered, what in (
+        ("Service", "Name", "service name"),
+        ("Address", "Address", "address"),
+        ("Port", "Port", "port"),
+    ):
+        found, wanted = service.get(field), expected.get(registered)
+        if found != wanted:
+            return f"its catalog entry has {what} {found!r}, registered {wanted!r}"
+    return None
+
+
+def local_service_name(agent_service: Any) -> str | None:
+    """The service name in a ``GET /v1/agent/service/:id`` answer."""
+    name = agent_service.get("Service") if isinstance(agent_service, Mapping) else None
+    return name if isinstance(name, str) else None
+
+
+def local_agent_type(agent_service: Any) -> tuple[str | None, bool]:
+    """From ``GET /v1/agent/service/:id``: the agent type (None when the service is not an agent) and
+    whether its Meta says the metadata lives in KV."""
+    if not isinstance(agent_service, Mapping):
+        return None, False
+    name = agent_service.get("Service")
+    meta = agent_service.get("Meta")
+    in_kv = isinstance(meta, Mapping) and meta.get(META_METADATA) == METADATA_IN_KV
+    if not isinstance(name, str) or not is_agent_service(name):
+        return None, in_kv
+    return agent_type_of(name), in_kv
+
+
+#: An agent type as the model accepts it (a DNS label short enough for "agent-<type>" to be one too).
+_AGENT_TYPE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,55}[a-z0-9])?")
+
+
+def metadata_keys(keys: Any) -> list[tuple[str, str, str]]:
+    """(key, agent type, agent id) of each metadata entry in a ``?keys`` listing under :data:`KV_PREFIX`.
+
+    Only keys this library could have written count: a type and an id it accepts. Anything else under the
+    prefix (``../``, ``?``, nested paths) is someone else's and is neither read nor deleted: it would end up
+    in request paths.
+    """
+    found = []
+    for key in keys if isinstance(keys, list) else []:
+        if not isinstance(key, str) or not key.startswith(KV_PREFIX):
+            continue
+        agent_type, _, agent_id = key.removeprefix(KV_PREFIX).partition("/")
+        if _AGENT_TYPE.fullmatch(agent_type) and AGENT_ID_PATTERN.fullmatch(agent_id):
+            found.append((key, agent_type, agent_id))
+    return found
+
+
+def ids_using_kv(entries: Any) -> set[str]:
+    """The service IDs of ``/v1/health/service`` entries whose metadata lives in KV."""
+    ids: set[str] = set()
+    for entry in entries or []:
+        service = entry.get("Service") if isinstance(entry, Mapping) else None
+        if isinstance(service, Mapping) and (service.get("Meta") or {}).get(META_METADATA) == METADATA_IN_KV:
+            ids.add(str(service.get("ID", "")))
+    return ids
+
+
+def kv_modify_index(body: Any) -> int | None:
+    """The ModifyIndex of a ``GET /v1/kv/:key`` answer (a list of one entry), None when absent."""
+    if isinstance(body, list) and body and isinstance(body[0], Mapping):
+        index = body[0].get("ModifyIndex")
+        return index if isinstance(index, int) else None
+    return None

@@ -17,6 +17,10 @@ class AnswerDroppingRelay:
         parts = urlsplit(target)
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 8500
         self.mute = False
+        #: With ``mute``: drop only the answers to requests whose request line starts with one of these
+        #: (e.g. ``"PUT /v1/agent/service/register"``); None drops every answer.
+        self.mute_only: tuple[str, ...] | None = None
+        self._pending: dict[asyncio.StreamWriter, bytes] = {}
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -46,8 +50,8 @@ class AnswerDroppingRelay:
         upstream_reader, upstream_writer = await asyncio.open_connection(self._host, self._port)
         self._writers.update((writer, upstream_writer))
         pumps = [
-            asyncio.create_task(self._pump(reader, upstream_writer, answers=False)),
-            asyncio.create_task(self._pump(upstream_reader, writer, answers=True)),
+            asyncio.create_task(self._pump(reader, upstream_writer, answers=False, client=writer)),
+            asyncio.create_task(self._pump(upstream_reader, writer, answers=True, client=writer)),
         ]
         self._tasks.update(pumps)
         try:
@@ -61,10 +65,29 @@ class AnswerDroppingRelay:
                 with contextlib.suppress(Exception):
                     w.close()
 
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, answers: bool) -> None:
+    def _dropped(self, client: asyncio.StreamWriter) -> bool:
+        if not self.mute:
+            return False
+        if self.mute_only is None:
+            return True
+        line = self._pending.get(client, b"").decode("latin-1")
+        return line.startswith(self.mute_only)
+
+    async def _pump(
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        *,
+        answers: bool,
+        client: asyncio.StreamWriter,
+    ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await source.read(65536):
-                if answers and self.mute:
+                if not answers and data[:8].split(b" ")[0] in (b"GET", b"PUT", b"POST", b"DELETE"):
+                    # One request at a time per connection (no pipelining): this line is what the next
+                    # answer on the connection answers.
+                    self._pending[client] = data.split(b"\r\n", 1)[0]
+                if answers and self._dropped(client):
                     continue
                 sink.write(data)
                 await sink.drain()

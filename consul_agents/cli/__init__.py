@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "consul_agents.cli.cards",
     "consul_agents.cli.bench",
     "consul_agents.cli.dev",
+    "consul_agents.cli.reap",
     "consul_agents.cli.sidecar",
     "consul_agents.cli.dns",
     "consul_agents.cli.serve",

@@ -54,10 +54,11 @@ def _render(args: argparse.Namespace) -> int:
             )
     sys.stdout.write(render(config, args.format, args.check))
     for spec in config.agents:
-        _, kv_value = wire.encode_metadata(spec.registration.metadata)
+        registration = spec.registration
+        _, kv_value = wire.encode_metadata(registration.metadata, private=registration.private_metadata)
         if kv_value is not None:
             print(
-                f"consul-agents: note: metadata of {spec.agent_id!r} is too large for Meta; store it with\n"
+                f"consul-agents: note: metadata of {spec.agent_id!r} is kept in KV; store it with\n"
                 f"  consul kv put {wire.metadata_key(spec.registration.agent_type, spec.agent_id)} "
                 f"'{printable(kv_value)}'",
                 file=sys.stderr,

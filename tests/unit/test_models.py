@@ -229,8 +229,8 @@ def test_deregister_after_accepts_seconds_or_timedelta(given: Any, expected: tim
 
 @pytest.mark.parametrize("agent_id", ["a", "agent-1", "A_b.c:d-9", "0" * 128])
 def test_valid_agent_ids(agent_id: str) -> None:
-    """Agent ids of letters, digits, '-', '_', '.' and ':' up to 128 characters are kept verbatim."""
-    assert reg(agent_id=agent_id).agent_id == agent_id
+    """Agent ids of letters, digits, '-', '_', '.' and ':' up to 128 characters are kept, lowercased."""
+    assert reg(agent_id=agent_id).agent_id == agent_id.lower()
 
 
 def test_registration_is_frozen() -> None:
