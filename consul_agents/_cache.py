@@ -19,13 +19,18 @@ one registry (or ``with_token`` view); the :class:`WatchBudget` of the connectio
 every cache's watches, so closing the pool's registry stops them all.
 
 Fail-static: when a watch cannot reach Consul, its last snapshot keeps answering, marked with its staleness,
-for ``max_stale`` seconds; after that, :class:`RegistryUnavailableError`.
+for ``max_stale`` seconds; after that, :class:`RegistryUnavailableError`. A hung Consul counts as unreachable
+within about the client's timeout: a watch's blocking wait is at most that timeout, and a read Consul does
+not answer in time marks the watch stale (see :mod:`consul_agents._watch`). Watches read with
+``?stale&max_stale=<max_stale>``: a server that lost touch with the leader for longer makes the Consul
+agent re-ask the leader, and what a server does say about its lag counts in the staleness.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -38,7 +43,7 @@ from cachetools import LRUCache
 
 from consul_agents import _wire as wire
 from consul_agents import _wire_read as wire_read
-from consul_agents._errors import ConsulAgentsError, ConsulRequestError, RegistryUnavailableError
+from consul_agents._errors import ConsulAgentsError, RegistryUnavailableError
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
 from consul_agents._metrics import observe_watch_lag, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
@@ -234,6 +239,7 @@ class _Watched:
             index=index,
             wait=wait,
             consistency="stale",
+            max_stale=self.cache.max_stale,
             decode=self._decode,
             allow_404=self._allow_404,
         )
@@ -373,6 +379,13 @@ class _ServiceWatch(_Watched):
         those that are not agents, and the entries whose metadata is in KV), and the changed entries
         decoded, with their keys; all decoded afresh when the answer cannot be split (each then keyed by
         its position, a key no piece of text can equal)."""
+        if not text.strip():
+            # Consul writes "[]" for a service with no instances: an empty answer is not one, and taking it
+            # for one would empty the view.
+            raise RegistryUnavailableError(
+                f"Consul at {self.cache.gateway.address} gave an empty answer to watch {self.service!r}",
+                address=self.cache.gateway.address,
+            )
         pieces = wire.split_health_entries(text)
         if pieces is not None:
             reused: dict[str, AgentInfo | None] = {}
@@ -394,7 +407,11 @@ class _ServiceWatch(_Watched):
                 return reused, kept, fresh
         entries = wire.health_entries(text)
         if not isinstance(entries, list):
-            raise ConsulRequestError(f"watch {self.service!r}", 200, "the answer is not a list of entries")
+            raise RegistryUnavailableError(
+                f"Consul at {self.cache.gateway.address} answered watch {self.service!r} with something "
+                "other than a list of entries",
+                address=self.cache.gateway.address,
+            )
         return {}, {}, [(f"#{position}", entry) for position, entry in enumerate(entries)]
 
 
@@ -444,7 +461,9 @@ class DiscoveryCache:
         self.max_watches = max_watches
         self.budget = budget or WatchBudget(max_watches)
         self.budget.join(self)
-        self.policy = policy or WatchPolicy()
+        policy = policy or WatchPolicy()
+        # A blocking wait longer than the timeout would hide a hung Consul for that long.
+        self.policy = dataclasses.replace(policy, wait=min(policy.wait, gateway.settings.timeout))
         self.clock = clock
         self._services: dict[WatchKey, _ServiceWatch] = {}
         self._catalogs: dict[str, _CatalogWatch] = {}

@@ -24,11 +24,11 @@ from consul_agents._errors import (
     PermissionDeniedError,
     RegistryUnavailableError,
 )
-from consul_agents._gateway import ConsulGateway, QueryMeta
+from consul_agents._gateway import ConsulGateway, QueryMeta, call_deadline, time_left
 from consul_agents._metrics import record_cache, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest, DiscoveryResult
 from consul_agents._routing import check_region, datacenter_order
-from consul_agents._watch import WatchPolicy
+from consul_agents._watch import WatchPolicy, data_lag
 
 __all__ = ["Discoverer"]
 
@@ -36,6 +36,10 @@ log = logging.getLogger("consul_agents.discovery")
 
 #: How long the list of datacenters (and so their nearest-first order) is reused.
 DATACENTERS_TTL = 30.0
+#: How long failover skips a datacenter whose answer just failed (unreachable or timed out). Consul itself
+#: takes about a minute to mark a frozen datacenter unreachable; until then every request to it would wait
+#: for its whole share of the deadline.
+DATACENTER_BACKOFF = 10.0
 
 Accept = Callable[[list[AgentInfo]], bool]
 
@@ -78,6 +82,8 @@ class Discoverer:
         #: The owning registry's Discoverer, for a view's (see share_location).
         self._owner: Discoverer | None = None
         self._datacenters: tuple[float, list[str]] | None = None
+        #: When each datacenter last failed to answer a failover (see DATACENTER_BACKOFF).
+        self._failed: dict[str, float] = {}
 
     async def close(self) -> None:
         await self.cache.close()
@@ -162,7 +168,11 @@ class Discoverer:
     async def catalog_services(self, datacenter: str | None) -> dict[str, list[str]]:
         """``/v1/catalog/services`` read directly: every service name with the union of its tags."""
         response = await self.gateway.get(
-            "list agent types", "/v1/catalog/services", datacenter=datacenter, consistency=self.consistency
+            "list agent types",
+            "/v1/catalog/services",
+            datacenter=datacenter,
+            consistency=self.consistency,
+            max_stale=self.cache.max_stale,
         )
         return wire.agent_services(response.body)
 
@@ -172,43 +182,85 @@ class Discoverer:
         """Ask the datacenters in order until one has agents that ``accept`` (default: any agent).
 
         With ``request.region`` only that datacenter is asked (InvalidAgentError if Consul does not know
-        it). Otherwise the local one, then failover. When no datacenter's answer is accepted, the first
+        it, even after re-reading its list of datacenters). Otherwise the local one, then failover: up to
+        ``max_failover`` other datacenters that answer, each given an equal share of what is left of the
+        call's deadline; a datacenter that fails (unreachable, timed out) does not count, and is skipped
+        for :data:`DATACENTER_BACKOFF` seconds. A cached answer that is stale (its datacenter stopped
+        answering) is kept only as a last resort. When no datacenter's answer is accepted, the first
         answer is returned (empty, or with agents the caller did not accept); when none answered at all,
         the local datacenter's error is raised.
         """
         use_cache = self.use_cache if cached is None else cached
         if request.region is not None:
-            order = [check_region(request.region, await self.datacenters())]
-        else:
-            order = [await self.local_datacenter()]
-        tried: list[str] = []
+            region = await self._known_region(request.region)
+            return _with_tried(await self._ask(request, region, use_cache), [region])
+        local = await self.local_datacenter()
+        tried = [local]
         first: DiscoveryResult | None = None
-        first_error: ConsulAgentsError | None = None
-        position = 0
-        while position < len(order):
-            datacenter = order[position]
-            tried.append(datacenter)
-            try:
-                result = await self._ask(request, datacenter, use_cache)
-            except RegistryUnavailableError as exc:
-                first_error = first_error or exc
-                result = None
-            except ConsulAgentsError as exc:
-                if position == 0:
-                    raise
-                log.warning("failover to datacenter %s failed: %s", datacenter, exc)
-                result = None
-            if result is not None:
-                if accept(result.agents) if accept is not None else bool(result.agents):
+        local_error: ConsulAgentsError | None = None
+        try:
+            result = await self._ask(request, local, use_cache)
+        except RegistryUnavailableError as exc:
+            local_error = exc
+        else:
+            if _accepted(result, accept):
+                return _with_tried(result, tried)
+            first = result
+        stale: DiscoveryResult | None = None
+        if self.max_failover > 0:
+            candidates = [dc for dc in await self._failover_order(local) if not self._backing_off(dc)]
+            answered = 0
+            for position, datacenter in enumerate(candidates):
+                left = time_left()
+                if answered >= self.max_failover or (left is not None and left <= 0):
+                    break
+                share = None
+                if left is not None:
+                    # An equal share for each datacenter still to ask, counting one more failure.
+                    ahead = min(len(candidates) - position, self.max_failover - answered + 1)
+                    share = left / max(ahead, 1)
+                tried.append(datacenter)
+                try:
+                    with call_deadline(share):
+                        result = await self._ask(request, datacenter, use_cache)
+                except RegistryUnavailableError as exc:
+                    self._failed[datacenter] = self._clock()
+                    log.warning("failover to datacenter %s failed: %s", datacenter, exc)
+                    continue
+                except ConsulAgentsError as exc:
+                    log.warning("failover to datacenter %s failed: %s", datacenter, exc)
+                    answered += 1
+                    continue
+                answered += 1
+                if not _accepted(result, accept):
+                    first = first or result
+                elif result.staleness > 0:
+                    stale = stale or result  # the datacenter stopped answering: try the next one first
+                else:
                     return _with_tried(result, tried)
-                first = first or result
-            if position == 0 and request.region is None and self.max_failover > 0:
-                order = await self._failover_order(order[0])
-            position += 1
-        if first is not None:
-            return _with_tried(first, tried)
-        assert first_error is not None
-        raise first_error
+        best = stale or first
+        if best is not None:
+            return _with_tried(best, tried)
+        assert local_error is not None
+        raise local_error
+
+    def _backing_off(self, datacenter: str) -> bool:
+        failed = self._failed.get(datacenter)
+        if failed is None:
+            return False
+        if self._clock() - failed < DATACENTER_BACKOFF:
+            return True
+        del self._failed[datacenter]
+        return False
+
+    async def _known_region(self, region: str) -> str:
+        """``region`` if Consul knows it; the list is re-read once first when it does not (a datacenter
+        that just joined over WAN; the read is answered by the local agent, at no cost to the servers)."""
+        known = await self.datacenters()
+        if region not in known:
+            self._datacenters = None
+            known = await self.datacenters()
+        return check_region(region, known)
 
     async def census(self) -> list[AgentInfo]:
         """Every agent of every status in every datacenter Consul knows, each datacenter from its own
@@ -245,14 +297,14 @@ class Discoverer:
         return found
 
     async def _failover_order(self, local: str) -> list[str]:
+        """Every other datacenter worth asking, in failover order (configured, or nearest first)."""
         try:
             known = await self.datacenters()
         except ConsulAgentsError as exc:
             log.debug("no failover: listing datacenters failed: %s", exc)
-            return [local]
-        return datacenter_order(
-            local, known, configured=self.failover_datacenters, max_failover=self.max_failover
-        )
+            return []
+        order = datacenter_order(local, known, configured=self.failover_datacenters, max_failover=len(known))
+        return order[1:]
 
     async def _ask(self, request: DiscoveryRequest, datacenter: str, use_cache: bool) -> DiscoveryResult:
         if use_cache:
@@ -272,8 +324,15 @@ class Discoverer:
             )
         record_cache(False)
         agents, meta = await self._uncached(request, datacenter)
+        lag = data_lag(meta)
+        if lag > 0:
+            agents = [agent.model_copy(update={"staleness": lag}) for agent in agents]
         return DiscoveryResult(
-            agents, datacenter, known_leader=meta.known_leader, last_contact_ms=meta.last_contact_ms
+            agents,
+            datacenter,
+            staleness=lag,
+            known_leader=meta.known_leader,
+            last_contact_ms=meta.last_contact_ms,
         )
 
     async def _uncached(
@@ -294,6 +353,7 @@ class Discoverer:
                     params={"filter": expression},
                     datacenter=dc,
                     consistency=self.consistency,
+                    max_stale=self.cache.max_stale,
                     decode=wire.health_entries,
                 )
                 for name in names
@@ -307,6 +367,10 @@ class Discoverer:
         known_leader = all(r.meta.known_leader for r in responses)
         last_contact = max((r.meta.last_contact_ms for r in responses), default=0)
         return found, QueryMeta(0, known_leader, last_contact)
+
+
+def _accepted(result: DiscoveryResult, accept: Accept | None) -> bool:
+    return accept(result.agents) if accept is not None else bool(result.agents)
 
 
 def _with_tried(result: DiscoveryResult, tried: list[str]) -> DiscoveryResult:

@@ -35,11 +35,13 @@ class ConsulAgentsError(Exception):
 
 
 class RegistryUnavailableError(ConsulAgentsError, ConnectionError):
-    """Consul could not be reached at ``address``, or gave no usable answer in time."""
+    """Consul could not be reached at ``address``, or gave no usable answer in time; ``datacenter`` names
+    the remote datacenter that failed when one was asked through it ("" otherwise)."""
 
-    def __init__(self, message: str, *, address: str = "") -> None:
+    def __init__(self, message: str, *, address: str = "", datacenter: str = "") -> None:
         super().__init__(message)
         self.address = address
+        self.datacenter = datacenter
 
 
 class RegistryTimeoutError(RegistryUnavailableError, TimeoutError):

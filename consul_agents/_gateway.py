@@ -5,6 +5,11 @@ Everything that can go wrong on the wire is translated into this project's excep
 Reads are retried a few times with a short back-off (they are idempotent); writes are never retried
 blindly, because a write that timed out may still have been applied.
 
+Time bounds (as Go's ``context.WithDeadline``): :func:`call_deadline` gives a whole call one deadline,
+and every request inside it, retries and datacenter failover included, spends what is left of it. A
+request outside any call deadline gets the client's ``timeout`` on its own. Background loops (watches,
+heartbeats) run outside the deadline of the call that started them (:func:`detach_deadline`).
+
 The token travels only in the ``X-Consul-Token`` header, never in a URL, and never appears in a message,
 a repr or a log line.
 """
@@ -12,10 +17,12 @@ a repr or a log line.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import json
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -34,7 +41,7 @@ from consul_agents._errors import (
 )
 from consul_agents._settings import ConsulSettings
 
-__all__ = ["ConsulGateway", "ConsulResponse", "QueryMeta"]
+__all__ = ["ConsulGateway", "ConsulResponse", "QueryMeta", "call_deadline", "detach_deadline", "time_left"]
 
 log = logging.getLogger("consul_agents.gateway")
 
@@ -48,10 +55,58 @@ MAX_CONNECTIONS = 128
 _READ_RETRY_DELAYS = (0.05, 0.25)
 #: ... and of a read the Consul agent answered with an RPC error: the server it asked just died. The agent
 #: moves on to another server on the next request, and may take a second to learn which ones are gone, so
-#: these are retried for longer (1.8 s in all). "No cluster leader" is not: Consul already holds such a
-#: request for its rpc_hold_timeout (7 s) while it waits for an election.
+#: these are retried for longer (1.8 s in all), never past the call's deadline. An RPC error from a remote
+#: datacenter asked by name gets the short schedule: its servers are dead or unreachable (each dead
+#: datacenter cost 1.8 s of retries), and failover has other datacenters to ask.
 _RPC_ERROR_RETRY_DELAYS = (0.05, 0.25, 0.5, 1.0)
+#: RPC errors that a retry cannot cure. "No cluster leader": Consul already held the request for its
+#: rpc_hold_timeout (7 s) waiting for an election, so each retry would cost 7 s more (a 9 s timeout took
+#: 22 s). The other two: a remote datacenter has no server reachable; datacenter failover handles them.
+_FINAL_OUTAGES = ("no cluster leader", "no path to datacenter", "remote dc has no server")
 _DETAIL_LIMIT = 200
+
+#: The monotonic time by which the current call must be done (None: no call deadline).
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "consul_agents_deadline", default=None
+)
+
+
+class call_deadline:
+    """Run the block with one deadline ``seconds`` from now, shared by every request made inside it; an
+    enclosing deadline that comes sooner stays in force (a nested call never extends its caller's budget).
+    None: the block inherits the enclosing deadline, if any. (A class, not a generator: it wraps every
+    registry call, cached discovery included, where a generator-based context manager cost 5 us.)"""
+
+    __slots__ = ("_seconds", "_token")
+
+    def __init__(self, seconds: float | None) -> None:
+        self._seconds = seconds
+        self._token: contextvars.Token[float | None] | None = None
+
+    def __enter__(self) -> None:
+        if self._seconds is None:
+            return
+        mine = time.monotonic() + max(self._seconds, 0.0)
+        current = _DEADLINE.get()
+        if current is None or mine < current:
+            self._token = _DEADLINE.set(mine)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _DEADLINE.reset(self._token)
+            self._token = None
+
+
+def time_left() -> float | None:
+    """Seconds left before the current call's deadline (may be negative), or None outside any."""
+    deadline = _DEADLINE.get()
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def detach_deadline() -> None:
+    """Free the current task from the deadline of the call that created it (for background loops: a task
+    copies its creator's context, and a watch must outlive the discovery that started it)."""
+    _DEADLINE.set(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,19 +179,39 @@ def _tls_reason(exc: BaseException) -> str:
     return f"certificate or TLS handshake error ({type(exc).__name__})"
 
 
+_OUTAGE_REASONS = (
+    "no cluster leader",
+    "rpc error",
+    "no path to",
+    "no known consul servers",
+    "remote dc has no server",
+)
+
+
 def _is_outage(status: int, detail: str) -> bool:
     """5xx answers that mean "Consul cannot serve now", not "your request is wrong"."""
     lowered = detail.lower()
     return status in (502, 503, 504) or (
-        status == 500
-        and any(
-            reason in lowered
-            for reason in ("no cluster leader", "rpc error", "no path to", "no known consul servers")
-        )
+        status == 500 and any(reason in lowered for reason in _OUTAGE_REASONS)
     )
 
 
-def _raise_for(operation: str, address: str, status: int, body: str) -> None:
+def _is_retryable(exc: RegistryUnavailableError) -> bool:
+    """An outage worth one more try of a read (not a timeout, nor an answer a retry cannot change)."""
+    lowered = str(exc).lower()
+    return not isinstance(exc, RegistryTimeoutError) and not any(r in lowered for r in _FINAL_OUTAGES)
+
+
+def _where(address: str, datacenter: str | None) -> str:
+    """Who failed: the Consul agent, or a remote datacenter reached through it."""
+    if datacenter:
+        return f"Consul datacenter {datacenter!r} (asked through {address})"
+    return f"Consul at {address}"
+
+
+def _raise_for(
+    operation: str, address: str, status: int, body: str, *, datacenter: str | None = None
+) -> None:
     """Map an error answer from Consul to an exception (pure; tested without a server)."""
     detail = body.strip()[:_DETAIL_LIMIT]
     if status in (401, 403):
@@ -146,7 +221,9 @@ def _raise_for(operation: str, address: str, status: int, body: str) -> None:
         raise PermissionDeniedError(operation, detail)
     if _is_outage(status, detail):
         raise RegistryUnavailableError(
-            f"Consul at {address} cannot serve {operation} now: {status} {detail}", address=address
+            f"{_where(address, datacenter)} cannot serve {operation} now: {status} {detail}",
+            address=address,
+            datacenter=datacenter or "",
         )
     raise ConsulRequestError(operation, status, detail)
 
@@ -209,6 +286,7 @@ class ConsulGateway:
         params: list[tuple[str, Any]],
         body: Any,
         timeout: float,
+        datacenter: str | None,
         raw: bool = False,
     ) -> consul.base.Response:
         http = self._parent._http if self._parent is not None else self._http
@@ -224,12 +302,14 @@ class ConsulGateway:
             options["data"] = data
         elif raw:
             options["raw"] = True  # the body as bytes: py-consul would decode it as strict UTF-8
+        where = _where(self.address, datacenter)
         try:
             response: consul.base.Response = await getattr(http, method.lower())(lambda r: r, path, **options)
         except (TimeoutError, consul.Timeout) as exc:
             raise RegistryTimeoutError(
-                f"Consul at {self.address} did not answer {operation} within {timeout:g}s",
+                f"{where} did not answer {operation} within {timeout:.3g}s",
                 address=self.address,
+                datacenter=datacenter or "",
             ) from exc
         except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError, ssl.SSLError) as exc:
             raise RegistryUnavailableError(
@@ -244,6 +324,14 @@ class ConsulGateway:
             ) from exc
         return response
 
+    def _out_of_time(self, operation: str, datacenter: str | None) -> RegistryTimeoutError:
+        return RegistryTimeoutError(
+            f"{_where(self.address, datacenter)}: no time left for {operation} "
+            f"(the call's deadline passed; timeout {self.settings.timeout:g}s)",
+            address=self.address,
+            datacenter=datacenter or "",
+        )
+
     async def request(
         self,
         operation: str,
@@ -256,16 +344,21 @@ class ConsulGateway:
         index: int | None = None,
         wait: float | None = None,
         consistency: str | None = None,
+        max_stale: float | None = None,
         allow_404: bool = False,
         decode: Callable[[Any], Any] | None = None,
         raw: bool = False,
     ) -> ConsulResponse:
         """Send one request; reads (GET) are retried on outage, writes are not.
 
-        ``index``/``wait`` make a blocking query; its timeout is then wait + wait/16 + the normal timeout,
-        longer than Consul's own jitter, as Consul's blocking-query rules require. ``decode`` turns a
-        successful answer's text into its body (default: JSON, or the text when it is not JSON). With
-        ``raw`` (GET only) ``decode`` gets the body's bytes: for KV values, which need not be UTF-8.
+        The request, its retries and their back-off all end by the call's deadline (:func:`call_deadline`),
+        or within the client's ``timeout`` when there is none. ``index``/``wait`` make a blocking query; its
+        timeout is then wait + wait/16 + the normal timeout, longer than Consul's own jitter, as Consul's
+        blocking-query rules require. ``max_stale`` (with ``consistency="stale"``) makes the Consul agent
+        re-ask the leader when the server that answered last heard from it longer ago than that. ``decode``
+        turns a successful answer's text into its body (default: JSON, or the text when it is not JSON).
+        With ``raw`` (GET only) ``decode`` gets the body's bytes: for KV values, which need not be UTF-8.
+        ``datacenter`` names a datacenter to ask instead of the client's; errors then name it.
         """
         if any(segment in (".", "..") for segment in path.split("/")):
             # The URL would be normalised to another endpoint, called with this client's token.
@@ -276,17 +369,26 @@ class ConsulGateway:
             query.append(("dc", dc))
         if consistency in ("stale", "consistent"):
             query.append((consistency, ""))
-        timeout = self.settings.timeout
+            if consistency == "stale" and max_stale is not None and max_stale > 0:
+                query.append(("max_stale", f"{max(int(max_stale * 1000), 1)}ms"))
+        budget = self.settings.timeout
         if index is not None:
             query.append(("index", max(index, 1)))
             if wait is not None:
                 query.append(("wait", f"{max(int(wait * 1000), 1)}ms"))
-                timeout += wait + wait / 16
+                budget += wait + wait / 16
+        end = time.monotonic() + budget
+        call_end = _DEADLINE.get()
+        if call_end is not None:
+            end = min(end, call_end)
         delays: tuple[float, ...] = _READ_RETRY_DELAYS if method == "GET" else ()
         attempt = 0
         while True:
+            timeout = end - time.monotonic()
+            if timeout <= 0:
+                raise self._out_of_time(operation, datacenter)
             try:
-                response = await self._send(operation, method, path, query, body, timeout, raw)
+                response = await self._send(operation, method, path, query, body, timeout, datacenter, raw)
                 if response.code == 404 and allow_404:
                     return ConsulResponse(404, None, _meta_from(response.headers))
                 if response.code >= 400:
@@ -295,18 +397,21 @@ class ConsulGateway:
                         if isinstance(response.body, bytes)
                         else str(response.body)
                     )
-                    if delays and response.code == 500 and "rpc error" in detail.lower():
+                    if delays and response.code == 500 and "rpc error" in detail.lower() and not datacenter:
+                        # A local server died: the agent needs a moment to move on to another. In a
+                        # remote datacenter (asked by name) failover moves on instead.
                         delays = _RPC_ERROR_RETRY_DELAYS
-                    _raise_for(operation, self.address, response.code, detail)
+                    _raise_for(operation, self.address, response.code, detail, datacenter=datacenter)
                 decoded = (decode or _decode)(response.body)
                 return ConsulResponse(response.code, decoded, _meta_from(response.headers))
-            except RegistryTimeoutError:
-                raise
             except RegistryUnavailableError as exc:
-                if attempt >= len(delays):
+                if attempt >= len(delays) or not _is_retryable(exc):
                     raise
+                pause = delays[attempt]
+                if time.monotonic() + pause >= end:
+                    raise  # no time left for another try: the error that happened, not a timeout
                 log.debug("retrying %s after: %s", operation, exc)
-                await asyncio.sleep(delays[attempt])
+                await asyncio.sleep(pause)
                 attempt += 1
 
     async def get(self, operation: str, path: str, **kwargs: Any) -> ConsulResponse:

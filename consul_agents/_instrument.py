@@ -3,6 +3,8 @@
 ``@instrumented("discover")`` on an AgentRegistry method is all an operation needs: attributes are read
 from the call's arguments (models and agent ids) and from its result, so operations never touch metrics or
 spans themselves. Deeper code adds what only it knows with :func:`consul_agents._tracing.annotate`.
+It also gives the operation its one deadline: the client's ``settings.timeout``, shared by every request
+the operation makes (see :func:`consul_agents._gateway.call_deadline`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from consul_agents._gateway import call_deadline
 from consul_agents._metrics import outcome_of, record_operation
 from consul_agents._models import AgentInfo, AgentRegistration, DiscoveryRequest, SelectionCriteria
 from consul_agents._tracing import clean, tracer
@@ -76,6 +79,13 @@ def _result_attributes(result: Any, call: dict[str, Any], candidates: int | None
     return {}
 
 
+def _call_timeout(args: tuple[Any, ...]) -> float | None:
+    """The time budget of a call on a client: its ``settings.timeout`` (None for anything else)."""
+    settings = getattr(args[0], "settings", None) if args else None
+    timeout = getattr(settings, "timeout", None)
+    return float(timeout) if isinstance(timeout, int | float) else None
+
+
 def instrumented(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Wrap an async registry method in a span, a latency observation and an outcome count."""
 
@@ -98,7 +108,8 @@ def instrumented(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callab
                 if call:
                     span.set_attributes(clean(call))
                 try:
-                    result = await method(*args, **kwargs)
+                    with call_deadline(_call_timeout(args)):
+                        result = await method(*args, **kwargs)
                 except BaseException as exc:
                     outcome = outcome_of(exc)
                     record_operation(operation, time.perf_counter() - started, outcome)

@@ -413,7 +413,7 @@ class AgentInfo(BaseModel):
     datacenter: str = ""
     weight: int = 1
     node: str = ""
-    #: Seconds since Consul last answered for the view this came from (0 for a direct answer).
+    #: How old the answer this came from may be, in seconds (see DiscoveryResult.staleness).
     staleness: float = 0.0
     #: ``sha256:<hex>`` of the agent's A2A Agent Card and the card's version; None without a card.
     card_digest: str | None = None
@@ -489,7 +489,9 @@ class DiscoveryResult:
     agents: list[AgentInfo]
     #: The datacenter the agents came from (after failover, not necessarily the local one).
     datacenter: str
-    #: Seconds since Consul last answered for this view: 0 unless the cache is serving fail-static.
+    #: How old the answer may be, in seconds: 0 while fresh; else the lag Consul reported (a LastContact
+    #: of 1 s or more, or no known leader) plus, from the cache, the time since Consul last answered
+    #: (fail-static, or a hung Consul).
     staleness: float = 0.0
     #: True when answered from the watch-fed cache, False for a direct Consul query.
     cached: bool = False

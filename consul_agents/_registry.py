@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import math
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -50,7 +51,7 @@ from consul_agents._errors import (
     PermissionDeniedError,
     RegistryUnavailableError,
 )
-from consul_agents._gateway import ConsulGateway
+from consul_agents._gateway import ConsulGateway, detach_deadline
 from consul_agents._instrument import instrumented
 from consul_agents._lease import OutlierDetector, OutlierPolicy
 from consul_agents._metrics import record_conflict
@@ -945,6 +946,9 @@ class AgentRegistry:
 
     # -- sessions -----------------------------------------------------------------------------------------
 
+    #: When a session's cleanup last found Consul unavailable (monotonic clock); see _end_session.
+    _cleanup_failed_at: float | None = None
+
     @asynccontextmanager
     async def session(
         self, registration: AgentRegistration, *, interval: float | timedelta | None = None
@@ -952,7 +956,9 @@ class AgentRegistry:
         """Register on enter, heartbeat in the background, deregister on exit (also on cancellation).
 
         The default interval is a third of the TTL, so two heartbeats can be lost before the agent turns
-        critical.
+        critical. When the block ends by an exception or a cancellation, that exception is what propagates:
+        a failed deregistration is only logged (the agent's check turns critical after its TTL and Consul
+        reaps it), and while Consul does not answer, sessions ending together wait one timeout in all.
         """
         agent_id = await self.register_agent(registration)
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
@@ -962,11 +968,41 @@ class AgentRegistry:
         )
         try:
             yield handle
-        finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+        except BaseException:
+            await self._end_session(agent_id, task, failing=True)
+            raise
+        await self._end_session(agent_id, task, failing=False)
+
+    async def _end_session(self, agent_id: str, heartbeat: asyncio.Task[None], *, failing: bool) -> None:
+        """Stop the heartbeat and deregister. ``failing``: the block raised (or was cancelled), so errors
+        are logged, not raised, and after a cleanup that found Consul unavailable the next ones within
+        ``timeout`` seconds are not attempted: N sessions cancelled while Consul hangs cost one timeout,
+        not N."""
+        heartbeat.cancel()
+        await asyncio.wait([heartbeat])  # raises nothing of the heartbeat's; a new cancellation still does
+        if not heartbeat.cancelled() and heartbeat.exception() is not None:
+            log.error("heartbeat of agent %s stopped: %r", agent_id, heartbeat.exception())
+        now = time.monotonic()
+        failed_at = self._cleanup_failed_at
+        if failing and failed_at is not None and now - failed_at < self.settings.timeout:
+            log.warning(
+                "agent %s not deregistered: Consul did not answer another session's cleanup %.1fs ago; "
+                "its check turns critical after its TTL",
+                agent_id,
+                now - failed_at,
+            )
+            return
+        try:
             await asyncio.shield(self.deregister_agent(agent_id))
+        except RegistryUnavailableError as exc:
+            self._cleanup_failed_at = time.monotonic()
+            if not failing:
+                raise
+            log.warning("agent %s not deregistered: %s", agent_id, exc)
+        except ConsulAgentsError as exc:
+            if not failing:
+                raise
+            log.warning("agent %s not deregistered: %s", agent_id, exc)
 
 
 class AgentSession:
@@ -1004,6 +1040,7 @@ class AgentSession:
         self.heartbeats += 1
 
     async def _run(self, interval: float) -> None:
+        detach_deadline()  # each heartbeat has its own deadline, not the one of the call that started us
         while True:
             await asyncio.sleep(interval)
             try:

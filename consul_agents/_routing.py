@@ -4,7 +4,12 @@ A request naming a ``region`` asks that datacenter only. Otherwise the local dat
 when it has no matching agent, the others follow: in the order the client was configured with, or else in
 Consul's own order for ``/v1/catalog/datacenters``, which is nearest first by its round-trip estimate
 (network coordinates). At most ``max_failover`` datacenters besides the local one are tried, so a miss
-costs a bounded number of WAN round trips.
+costs a bounded number of WAN round trips (the discovery loop asks for the whole order and counts only the
+datacenters that answer; see :mod:`consul_agents._discovery`).
+
+"Nearest" is only as good as Consul's estimate: on one machine (loopback) every datacenter is a fraction of
+a millisecond away and the order changes from run to run. Pin it with ``configured`` (the client's
+``failover_datacenters``).
 """
 
 from __future__ import annotations

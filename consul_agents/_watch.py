@@ -13,6 +13,13 @@ something changes (or ``wait`` passes). The rules from Consul's documentation, a
 
 The loop itself knows nothing of what it reads: ``fetch`` performs the read, ``deliver`` consumes a changed
 answer. Delivery errors count like read errors (the index is not advanced, so the next read re-delivers).
+
+Staleness (:meth:`Watch.staleness`): a healthy watch's answer is current, because Consul wakes the blocking
+read on any change. It stops being healthy when a read fails, and also when a read is still running
+``hang_after`` seconds after Consul should have answered it (wait + wait/16): a hung Consul never fails a
+read, it just does not answer, and waiting for the read's own timeout would hide the hang for that long.
+Consul's own view counts too: ``X-Consul-LastContact`` says how long ago the answering server last heard
+from the leader, and ``X-Consul-KnownLeader: false`` that it knows none, so its copy ages with every second.
 """
 
 from __future__ import annotations
@@ -25,9 +32,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from consul_agents._errors import ConsulAgentsError, RegistryUnavailableError
-from consul_agents._gateway import ConsulResponse, QueryMeta
+from consul_agents._gateway import ConsulResponse, QueryMeta, detach_deadline
 
-__all__ = ["Fetch", "Watch", "WatchPolicy", "backoff_delay", "next_index"]
+__all__ = ["LAG_NOISE", "Fetch", "Watch", "WatchPolicy", "backoff_delay", "data_lag", "next_index"]
+
+#: A server's lag behind the leader (``X-Consul-LastContact``) below this is Raft's ordinary heartbeat
+#: rhythm, not staleness worth reporting (a healthy follower answers with tens of milliseconds).
+LAG_NOISE = 1.0
 
 log = logging.getLogger("consul_agents.watch")
 
@@ -50,6 +61,18 @@ class WatchPolicy:
     #: Back-off after the n-th consecutive error: min(backoff_base * 2**(n-1), backoff_max).
     backoff_base: float = 0.05
     backoff_max: float = 10.0
+    #: A read still running this long after Consul should have answered it (wait + wait/16 for a blocking
+    #: read, at once for a plain one) makes the watch stale: Consul hangs. The read itself goes on until
+    #: its timeout.
+    hang_after: float = 1.0
+
+
+def data_lag(meta: QueryMeta) -> float:
+    """How far behind the leader an answer was, in seconds, by what Consul said with it: its LastContact
+    once that exceeds :data:`LAG_NOISE`, or whenever the server knew no leader; else 0."""
+    if meta.known_leader and meta.last_contact_ms < LAG_NOISE * 1000:
+        return 0.0
+    return meta.last_contact_ms / 1000
 
 
 def next_index(previous: int, returned: int) -> int:
@@ -116,6 +139,8 @@ class Watch:
         self.meta = QueryMeta()
         #: When Consul last answered (monotonic clock), and the error of the last read if it failed.
         self.contact_at: float | None = None
+        #: When the read in flight started, and when Consul should have answered it at the latest.
+        self._reading: tuple[float, float] | None = None
         self.error: ConsulAgentsError | None = None
         self.failures = 0
         self.updates = 0
@@ -128,13 +153,26 @@ class Watch:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def hung(self, now: float | None = None) -> bool:
+        """True while a read runs more than ``hang_after`` past the time Consul should have answered it."""
+        reading = self._reading
+        if reading is None:
+            return False
+        return (self._clock() if now is None else now) > reading[1] + self.policy.hang_after
+
     def staleness(self, now: float | None = None) -> float:
-        """0 while healthy; else seconds since Consul last answered (infinite if it never did)."""
-        if self.error is None and self.contact_at is not None:
-            return 0.0
+        """How old the delivered answer may be, in seconds: 0 while the watch is healthy and the answering
+        server was in touch with its leader; else Consul's reported lag plus the seconds since Consul last
+        answered (infinite if it never did)."""
         if self.contact_at is None:
             return float("inf")
-        return max((self._clock() if now is None else now) - self.contact_at, 0.0)
+        now = self._clock() if now is None else now
+        lag = data_lag(self.meta)
+        if self.error is None and lag == 0.0:
+            reading = self._reading  # hung(), inlined: this runs on every cached answer
+            if reading is None or now <= reading[1] + self.policy.hang_after:
+                return 0.0
+        return lag + max(now - self.contact_at, 0.0)
 
     async def start(self) -> None:
         """Read once and deliver, then keep watching in the background. Raises the first read's error."""
@@ -163,8 +201,11 @@ class Watch:
     async def _cycle(self) -> None:
         """One read; on success delivers a changed answer and advances the index."""
         sent = self.index
+        started = self._clock()
+        wait = self.policy.wait
+        self._reading = (started, started + (wait + wait / 16 if sent > 0 else 0.0))
         try:
-            response = await self._fetch(sent if sent > 0 else None, self.policy.wait)
+            response = await self._fetch(sent if sent > 0 else None, wait)
             returned = response.meta.index
             if sent == 0 or returned != sent:
                 await self._deliver(response)
@@ -176,6 +217,8 @@ class Watch:
             log.exception("watch %s: delivering an answer failed", self.name)
             self._failed(RegistryUnavailableError(f"watch {self.name}: {type(exc).__name__}: {exc}"))
             return
+        finally:
+            self._reading = None
         self.index = next_index(sent, returned)
         self.meta = response.meta
         self.contact_at = self._clock()
@@ -188,6 +231,7 @@ class Watch:
         log.debug("watch %s failed (%d in a row): %s", self.name, self.failures, exc)
 
     async def _run(self) -> None:
+        detach_deadline()  # the loop outlives the call that started it
         while True:
             pause = max(backoff_delay(self.failures, self.policy), self._bucket.delay())
             if pause > 0:
