@@ -34,6 +34,7 @@ $(BIN)/python:
 PLUGINS := plugins/aiohttp plugins/agent
 $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) | $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' $(addprefix -e ,$(PLUGINS))
+	@echo "installed $(BIN)/consul-agents (not on PATH: run it from there, or 'source $(BIN)/activate' first)"
 	@touch $@
 
 # Finds the binary once up front (CONSUL_BIN, else the cache), installing it if missing, so a failed
@@ -42,13 +43,14 @@ consul: venv
 	@$(BIN)/python -m consul_agents.dev find >/dev/null 2>&1 || $(BIN)/python -m consul_agents.dev install
 	@echo "consul: $$($(BIN)/python -m consul_agents.dev find)"
 
-# Debian's chromium (the web page test) and promtool from its prometheus package (the metrics test). Their
-# tests skip with a reason when these are missing; CI (CI=true) installs them, as root, through apt-get.
-TOOLS_PACKAGES := chromium prometheus
+# Debian's chromium (the web page test), dig (the README test) and its prometheus package: promtool (the metrics test) and the
+# prometheus server (the http_sd test). Their tests skip with a reason when these are missing; CI (CI=true)
+# installs them, as root, through apt-get.
+TOOLS_PACKAGES := chromium prometheus bind9-dnsutils
 tools:
-	@if command -v chromium >/dev/null && command -v promtool >/dev/null; then exit 0; fi; \
+	@if command -v chromium >/dev/null && command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v dig >/dev/null; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
-	  echo "note: chromium/promtool missing and not root with apt-get: their tests will be skipped" >&2; exit 0; fi; \
+	  echo "note: chromium/prometheus missing and not root with apt-get: their tests will be skipped" >&2; exit 0; fi; \
 	export DEBIAN_FRONTEND=noninteractive; \
 	apt-get install -y -q --no-install-recommends $(TOOLS_PACKAGES) >/dev/null 2>&1 || \
 	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(TOOLS_PACKAGES) >/dev/null; } || \

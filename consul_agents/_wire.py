@@ -268,9 +268,11 @@ def ttl_update(status: AgentStatus, output: str | None = None) -> dict[str, str]
 
     The output depends on the status alone (unless the caller gives one), never on the load: an output-only
     change is synced to the catalog later (check_update_interval) and would cost a Raft write. Same status,
-    same body: Consul writes nothing.
+    same body: Consul writes nothing. Every face writes one format, ``<status>: <what shows it>``:
+    ``passing: heartbeat`` from the library, the REST API and the plugins, ``critical: GET http://...: HTTP
+    503, expected 200`` from the sidecar's probe, ``warning: <text>`` when a caller gives the text.
     """
-    return {"Status": status.value, "Output": output if output is not None else f"heartbeat: {status.value}"}
+    return {"Status": status.value, "Output": f"{status.value}: {output or 'heartbeat'}"}
 
 
 #: An agent type as the model accepts it: a lowercase DNS label that leaves "agent-<type>" one too.

@@ -38,6 +38,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Self
 
+from consul_agents._apt_sources import DEFAULT_MIRROR, Mirror, debian_mirrors
+
 __all__ = [
     "ConsulBinaryError",
     "ConsulDevServer",
@@ -49,7 +51,6 @@ __all__ = [
     "run_dev_server",
 ]
 
-_DEBIAN_SOURCE = "http://deb.debian.org/debian bullseye main"
 _DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 _LOG_TAIL_BYTES = 4000
 # Ports are drawn below Linux's ephemeral range (32768-60999), so that an outgoing connection made between
@@ -117,29 +118,31 @@ def find_consul_binary(install: bool = True) -> Path:
     return install_consul(cached.parent)
 
 
-def _run_step(cmd: Sequence[str], cwd: Path, what: str) -> None:
+def _run_step(cmd: Sequence[str], cwd: Path, what: str) -> str:
+    """Run one install step; its output (stderr, else stdout), or ConsulBinaryError naming the step."""
     try:
         result = subprocess.run(
             list(cmd), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
         )
     except OSError as exc:
-        raise ConsulBinaryError(f"installing consul: {what} could not run ({exc})") from exc
+        raise ConsulBinaryError(f"{what} could not run ({exc})") from exc
     if result.returncode != 0:
         output = (result.stderr or result.stdout).strip()[-_LOG_TAIL_BYTES:]
-        raise ConsulBinaryError(
-            f"installing consul: {what} failed with exit status {result.returncode}: {output}"
-        )
+        raise ConsulBinaryError(f"{what} failed with exit status {result.returncode}: {output}")
+    return (result.stderr or result.stdout).strip()
 
 
-def install_consul(dest_dir: Path | None = None) -> Path:
+def install_consul(dest_dir: Path | None = None, *, apt_etc: Path = Path("/etc/apt")) -> Path:
     """Install Debian bullseye's consul package's binary into ``dest_dir`` and return its path.
 
     Does nothing when ``dest_dir/consul`` is already executable. Needs ``apt-get``, ``dpkg-deb`` and the
-    Debian archive keyring (any Debian or Ubuntu), plus network access to deb.debian.org; it writes its apt
-    state into a temporary folder and never touches the system's apt configuration.
+    Debian archive keyring (any Debian or Ubuntu). It downloads from the Debian mirrors the system's apt
+    sources under ``apt_etc`` name (so a local mirror or caching proxy works), trying each in turn, or from
+    deb.debian.org when they name none; apt's own proxy settings apply. It writes its apt state into a
+    temporary folder and never touches the system's apt configuration.
 
     Raises:
-        ConsulBinaryError: naming the step that failed.
+        ConsulBinaryError: naming each mirror tried, the step that failed there and why.
     """
     dest_dir = dest_dir if dest_dir is not None else default_binary_path().parent
     target = dest_dir / "consul"
@@ -156,12 +159,33 @@ def install_consul(dest_dir: Path | None = None) -> Path:
             f"installing consul needs the Debian archive keyring at {_DEBIAN_KEYRING} "
             "(package debian-archive-keyring); or install Consul yourself and set CONSUL_BIN"
         )
+    mirrors = debian_mirrors(apt_etc) or [
+        Mirror(DEFAULT_MIRROR, f"the default: no Debian mirror in {apt_etc}")
+    ]
+    failures = []
+    for mirror in mirrors:
+        try:
+            return _install_from(mirror, target)
+        except ConsulBinaryError as exc:
+            failures.append(f"- {mirror.uri} (named in {mirror.source}): {exc}")
+    raise ConsulBinaryError(
+        "installing consul failed from every Debian mirror tried:\n"
+        + "\n".join(failures)
+        + "\nCheck that this machine reaches that mirror (apt's proxy settings apply), or install Consul "
+        "yourself and set CONSUL_BIN to its path."
+    )
+
+
+def _install_from(mirror: Mirror, target: Path) -> Path:
+    dest_dir = target.parent
     with tempfile.TemporaryDirectory(prefix="consul-install-") as tmp:
         work = Path(tmp)
         for sub in ("lists/partial", "archives/partial", "extract"):
             (work / sub).mkdir(parents=True)
         sources = work / "sources.list"
-        sources.write_text(f"deb [signed-by={_DEBIAN_KEYRING}] {_DEBIAN_SOURCE}\n", encoding="utf-8")
+        sources.write_text(
+            f"deb [signed-by={_DEBIAN_KEYRING}] {mirror.uri} bullseye main\n", encoding="utf-8"
+        )
         opts = [
             f"-oDir::Etc::SourceList={sources}",
             "-oDir::Etc::SourceParts=/dev/null",
@@ -174,15 +198,20 @@ def install_consul(dest_dir: Path | None = None) -> Path:
         if os.geteuid() == 0:
             # apt drops to the _apt user to download, which cannot write into a root-owned temp folder.
             opts.append("-oAPT::Sandbox::User=root")
-        _run_step(["apt-get", *opts, "update"], work, "apt-get update (Debian bullseye lists)")
+        what = f"apt-get update (bullseye lists from {mirror.uri})"
+        said = _run_step(["apt-get", *opts, "update"], work, what)
+        if not any((work / "lists").glob("*_Packages*")):
+            # apt-get update exits 0 when a source cannot be fetched; only its warnings say why.
+            reason = said[-_LOG_TAIL_BYTES:] or "no package lists were fetched"
+            raise ConsulBinaryError(f"{what} fetched nothing: {reason}")
         _run_step(["apt-get", *opts, "download", "consul"], work, "apt-get download consul")
         debs = sorted(work.glob("consul_*.deb"))
         if not debs:
-            raise ConsulBinaryError("installing consul: apt-get download produced no consul_*.deb")
+            raise ConsulBinaryError("apt-get download produced no consul_*.deb")
         _run_step(["dpkg-deb", "-x", str(debs[-1]), str(work / "extract")], work, "dpkg-deb -x")
         unpacked = work / "extract" / "usr" / "bin" / "consul"
         if not unpacked.is_file():
-            raise ConsulBinaryError(f"installing consul: {debs[-1].name} holds no usr/bin/consul")
+            raise ConsulBinaryError(f"{debs[-1].name} holds no usr/bin/consul")
         try:
             dest_dir.mkdir(parents=True, exist_ok=True)
             partial = dest_dir / f".consul.{os.getpid()}.partial"
@@ -190,7 +219,7 @@ def install_consul(dest_dir: Path | None = None) -> Path:
             partial.chmod(0o755)
             partial.replace(target)  # atomic: a concurrent reader sees no binary or a whole one
         except OSError as exc:
-            raise ConsulBinaryError(f"installing consul: cannot write {target} ({exc})") from exc
+            raise ConsulBinaryError(f"cannot write {target} ({exc})") from exc
     return target
 
 
@@ -692,6 +721,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     server = run_dev_server(http_port=args.http_port, dns_port=args.dns_port, datacenter=args.datacenter)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        for what, asked, got in (
+            ("HTTP", args.http_port, server.http_port),
+            ("DNS", args.dns_port, server.dns_port),
+        ):
+            if asked != got:
+                print(f"port {asked} ({what}) is taken (another Consul?); using {got} instead")
         print(f"consul {server.datacenter} ready (pid {server.pid})")
         print(f"  HTTP  {server.http_addr}")
         print(f"  DNS   {server.bind}:{server.dns_port}")
@@ -706,6 +741,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         server.close()
+        print(f"consul {server.datacenter} stopped", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from consul_agents import _wire_config as wire_config
+from consul_agents._errors import InvalidAgentError
 from consul_agents._gateway import ConsulGateway
 from consul_agents._models import SERVICE_PREFIX
 
@@ -58,8 +59,25 @@ async def setup_prepared_query(
 ) -> SetupOutcome:
     """Create the agent lookup template in ``datacenter``, or bring it up to date. Idempotent.
 
-    Writes nothing when the template already says what is wanted.
+    Writes nothing when the template already says what is wanted. A negative ``nearest_n`` or a failover
+    datacenter Consul does not know raises InvalidAgentError before anything is written (Consul itself
+    would answer 500 to the first and accept the second silently).
     """
+    if nearest_n < 0:
+        raise InvalidAgentError(
+            f"nearest_n must be 0 or more (0: no nearest-datacenter failover), got {nearest_n}",
+            field="nearest_n",
+        )
+    if failover_datacenters:
+        answer = await gateway.get("list datacenters", "/v1/catalog/datacenters")
+        known = [dc for dc in answer.body or [] if isinstance(dc, str)]
+        unknown = [dc for dc in failover_datacenters if dc not in known]
+        if unknown:
+            raise InvalidAgentError(
+                f"failover datacenter(s) {', '.join(map(repr, unknown))} unknown to Consul; "
+                f"known: {', '.join(known) or '(none)'}",
+                field="failover_datacenters",
+            )
     wanted = wire_config.prepared_query_template(
         nearest_n=nearest_n, datacenters=failover_datacenters, only_passing=only_passing
     )

@@ -137,6 +137,19 @@ _DISCOVERY = [
     _query("draining", {"type": "boolean"}, "also return draining agents (flagged draining)"),
 ]
 
+#: Prometheus' http_sd format: a list of {targets, labels} groups.
+_HTTP_SD = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["targets", "labels"],
+        "properties": {
+            "targets": {"type": "array", "items": {"type": "string"}},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+}
+
 
 def _card_paths(schemas: dict[str, Any]) -> dict[str, Any]:
     """A2A: an agent's card, the card listing, draining (see consul_agents.api._card_routes)."""
@@ -282,6 +295,18 @@ def openapi_document() -> dict[str, Any]:
                 },
                 (403, 422, 502, 503),
                 parameters=[_query("region", {"type": "string"}, "Consul datacenter")],
+            ),
+        },
+        "/v1/prometheus/sd": {
+            "get": _operation(
+                "prometheusTargets",
+                "Prometheus HTTP service discovery: one scrape target per live agent (http_sd_configs)",
+                {200: _json(_HTTP_SD, "Target groups in Prometheus' http_sd format.")},
+                (400, 403, 422, 502, 503),
+                parameters=[
+                    *_DISCOVERY,
+                    _query("metrics_path", {"type": "string"}, "path under each endpoint (default /metrics)"),
+                ],
             ),
         },
         "/health": {

@@ -37,9 +37,10 @@ def token_of(request: web.Request) -> str | None:
     authorization = request.headers.get("Authorization")
     if authorization is None:
         return None
-    scheme, _, credentials = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not credentials.strip():
+    scheme, _, credentials = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
         raise BadRequest("the Authorization header must be 'Bearer <Consul ACL token>'", "Authorization")
+    # An empty token ("Bearer " from an unset $TOKEN) is the anonymous token, as an empty X-Consul-Token is.
     return _checked(credentials, "Authorization")
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import unicodedata
@@ -36,6 +37,7 @@ __all__ = [
     "add_filter_flags",
     "add_output_flags",
     "filter_fields",
+    "http_address",
     "key_values",
     "make_registry",
     "positive_int",
@@ -56,6 +58,16 @@ Handler = Callable[[argparse.Namespace], int]
 T = TypeVar("T")
 
 
+def http_address(value: str) -> str:
+    """A ``-http-addr`` value as a URL: ``host:port`` is accepted like Consul's CLI and CONSUL_HTTP_ADDR do
+    (https when CONSUL_HTTP_SSL=true, else http); a full ``scheme://host:port`` is kept as given."""
+    value = value.strip()
+    if not value or "://" in value:
+        return value
+    ssl = os.environ.get("CONSUL_HTTP_SSL", "").strip().lower() in {"1", "true", "yes", "on"}
+    return f"{'https' if ssl else 'http'}://{value}"
+
+
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     """Consul's own flag names (single dash, as in `consul members -http-addr=...`); double dash works too."""
     group = parser.add_argument_group("Consul connection (defaults from CONSUL_* environment variables)")
@@ -63,8 +75,10 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
         "-http-addr",
         "--http-addr",
         dest="http_addr",
-        metavar="URL",
-        help="Consul HTTP address (CONSUL_HTTP_ADDR; default http://127.0.0.1:8500)",
+        metavar="ADDR",
+        type=http_address,
+        help="Consul HTTP address, host:port or scheme://host:port (CONSUL_HTTP_ADDR; default "
+        "http://127.0.0.1:8500)",
     )
     group.add_argument(
         "-token",

@@ -15,8 +15,8 @@ from consul_agents._models import AgentRegistration, DiscoveryRequest, Selection
 from consul_agents._registry import AgentRegistry, AgentSession
 from consul_agents._selection import STRATEGIES
 from consul_agents._yaml import load_yaml
-from consul_agents.cli._common import EXIT_OK, print_agents, print_table, stop_on_signals
-from consul_agents.dev import run_dev_server
+from consul_agents.cli._common import EXIT_OK, http_address, print_agents, print_table, stop_on_signals
+from consul_agents.dev import ConsulDevServer, run_dev_server
 
 __all__ = ["load_fleet", "register"]
 
@@ -76,7 +76,7 @@ async def _show(registry: AgentRegistry) -> None:
     print_table(["STRATEGY", "PICKS"], rows)
 
 
-async def _demo(args: argparse.Namespace, address: str) -> None:
+async def _demo(args: argparse.Namespace, address: str, dns_port: int | None) -> None:
     fleet = load_fleet(args.fleet)
     rng = random.Random(args.seed)
     async with AgentRegistry(address) as registry, contextlib.AsyncExitStack() as stack:
@@ -85,11 +85,8 @@ async def _demo(args: argparse.Namespace, address: str) -> None:
             sessions.append(await stack.enter_async_context(registry.session(registration, interval=2.0)))
         print(f"Registered {len(sessions)} agents with Consul at {address}; each heartbeats every 2 s.")
         await _show(registry)
-        print(
-            "\nConsul UI: "
-            + address
-            + "/ui   DNS: dig @127.0.0.1 -p <dns port> agent-planner.service.consul SRV"
-        )
+        port = str(dns_port) if dns_port is not None else "<its DNS port, 8600 by default>"
+        print(f"\nConsul UI: {address}/ui   DNS: dig @127.0.0.1 -p {port} agent-planner.service.consul SRV")
         if not args.once:
             drift = asyncio.create_task(_drift(sessions, rng))
             try:
@@ -101,6 +98,8 @@ async def _demo(args: argparse.Namespace, address: str) -> None:
                 drift.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await drift
+            print(f"Stopping: deregistering {len(sessions)} agents...", flush=True)
+    print("Demo agents deregistered.", flush=True)
 
 
 async def _drift(sessions: list[AgentSession], rng: random.Random) -> None:
@@ -110,33 +109,43 @@ async def _drift(sessions: list[AgentSession], rng: random.Random) -> None:
             session.load = min(1.0, max(0.0, round(session.load + rng.uniform(-0.15, 0.15), 2)))
 
 
+def _start_consul(args: argparse.Namespace, datacenter: str) -> ConsulDevServer:
+    """A dev agent on the asked ports (8500 and 8600 by default), saying so when one was taken and another
+    used instead: a Consul already on 8500 is the usual reason, and its agents are not the demo's."""
+    http_port, dns_port = args.http_port or 8500, args.dns_port or 8600
+    server = run_dev_server(http_port, dns_port, datacenter)
+    for what, asked, got in (("HTTP", http_port, server.http_port), ("DNS", dns_port, server.dns_port)):
+        if asked != got:
+            print(f"Port {asked} ({what}) is taken (another Consul?); this Consul uses {got} instead.")
+    print(
+        f"Started Consul {server.datacenter}: HTTP {server.http_addr}, DNS 127.0.0.1:{server.dns_port}.",
+        flush=True,
+    )
+    return server
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     server = None
     address = args.http_addr
     if address is None:
-        server = run_dev_server(args.http_port or 8500, args.dns_port or 8600, "dc1")
+        server = _start_consul(args, "dc1")
         address = server.http_addr
-        print(f"Started Consul {server.datacenter} at {address} (DNS on 127.0.0.1:{server.dns_port}).")
     try:
-        asyncio.run(_demo(args, address))
+        asyncio.run(_demo(args, address, server.dns_port if server is not None else None))
     finally:
         if server is not None:
             server.close()
+            print(f"Consul {server.datacenter} stopped.", flush=True)
     return EXIT_OK
 
 
 def _run_dev(args: argparse.Namespace) -> int:
-    server = run_dev_server(args.http_port or 8500, args.dns_port or 8600, args.datacenter)
+    server = _start_consul(args, args.datacenter)
     try:
-        asyncio.run(
-            _until_stopped(
-                f"Consul {server.datacenter} running: HTTP {server.http_addr}, "
-                f"DNS 127.0.0.1:{server.dns_port}\n"
-                f"export CONSUL_HTTP_ADDR={server.http_addr}\nCtrl-C to stop."
-            )
-        )
+        asyncio.run(_until_stopped(f"export CONSUL_HTTP_ADDR={server.http_addr}\nRunning; Ctrl-C to stop."))
     finally:
         server.close()
+        print(f"Consul {server.datacenter} stopped.", flush=True)
     return EXIT_OK
 
 
@@ -157,7 +166,11 @@ def register(subparsers: Any) -> None:
     _ports(p)
     p.add_argument("--fleet", type=Path, default=DEFAULT_FLEET, help="fleet YAML (default: %(default)s)")
     p.add_argument(
-        "-http-addr", "--http-addr", dest="http_addr", help="use this Consul instead of starting one"
+        "-http-addr",
+        "--http-addr",
+        dest="http_addr",
+        type=http_address,
+        help="use this Consul (host:port or scheme://host:port) instead of starting one",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for load drift")
     p.add_argument("--once", action="store_true", help="show the results and exit (used by the tests)")

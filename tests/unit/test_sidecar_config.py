@@ -132,7 +132,7 @@ def test_render_json_is_the_registration_encoding() -> None:
     config = load_config(CONFIG_DIR / "planner.yaml")
     document = json.loads(render(config, "json"))
     first = document["services"][0]
-    assert first["id"] == "planner-1"
+    assert first["id"] == "planner-sc-1"
     assert first["name"] == "agent-planner"
     assert first["tags"] == ["plan", "summarize"]
     assert (first["address"], first["port"]) == ("127.0.0.1", 9101)
@@ -140,7 +140,7 @@ def test_render_json_is_the_registration_encoding() -> None:
     assert first["meta"]["tier"] == "gold"
     assert "agent-heartbeat" not in first["meta"]
     assert first["weights"] == {"passing": 10, "warning": 1}
-    assert first["check"]["id"] == "service:planner-1"
+    assert first["check"]["id"] == "service:planner-sc-1"
     assert first["check"]["http"] == "http://127.0.0.1:9101/health"
     assert first["check"]["status"] == "critical"
 

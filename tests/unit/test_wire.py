@@ -462,10 +462,10 @@ def test_ttl_update_is_stable(status: AgentStatus) -> None:
         == wire.ttl_update(status)
         == {
             "Status": status.value,
-            "Output": f"heartbeat: {status.value}",
+            "Output": f"{status.value}: heartbeat",
         }
     )
-    assert wire.ttl_update(status, "busy") == {"Status": status.value, "Output": "busy"}
+    assert wire.ttl_update(status, "busy") == {"Status": status.value, "Output": f"{status.value}: busy"}
 
 
 def test_with_load_changes_only_load_and_heartbeat() -> None:

@@ -75,17 +75,53 @@ function render(agents) {
   document.getElementById("summary").textContent = `${agents.length} agents: ${counts.join(", ")}`;
 }
 
+// When this page first saw Consul unreachable (null while it is reachable).
+let outageSince = null;
+
+async function consulHealth() {
+  try {
+    const response = await fetch("/health", { cache: "no-store" });
+    const body = await response.json();
+    return response.ok ? null : body.message || response.statusText;
+  } catch (error) {
+    return "the API itself does not answer (" + error.message + ")";
+  }
+}
+
+// During fail-static the API answers from its last state and says how old it is (staleness, seconds):
+// the outage began at least that long ago, also when this page was opened after it began.
+function showOutage(problem, agents) {
+  const banner = document.getElementById("outage");
+  if (problem === null) {
+    outageSince = null;
+    banner.hidden = true;
+    return;
+  }
+  const stale = Math.max(0, ...agents.map((a) => a.staleness || 0));
+  const began = Date.now() - stale * 1000;
+  outageSince = outageSince === null ? began : Math.min(outageSince, began);
+  const shown = agents.length ? "The agents below are the last state known before then." : "";
+  banner.textContent = `Consul is unreachable since ${new Date(outageSince).toLocaleTimeString()} (${problem}). ${shown}`;
+  banner.hidden = false;
+}
+
 async function refresh() {
   const state = document.getElementById("state");
-  try {
-    const lists = await Promise.all(STATUSES.map(fetchStatus));
-    render(lists.flat());
-    state.className = "";
-    state.textContent = "updated " + new Date().toLocaleTimeString();
-  } catch (error) {
+  const [health, ...lists] = await Promise.allSettled([consulHealth(), ...STATUSES.map(fetchStatus)]);
+  const failed = lists.find((r) => r.status === "rejected");
+  const agents = failed ? [] : lists.flatMap((r) => r.value);
+  showOutage(health.value, agents);
+  if (failed) {
+    // Keep the agents last shown: an error is no reason to show an empty registry.
     state.className = "error";
-    state.textContent = "error: " + error.message;
+    state.textContent = "error: " + failed.reason.message;
+    state.title = failed.reason.message;
+    return;
   }
+  render(agents);
+  state.className = "";
+  state.title = "";
+  state.textContent = "updated " + new Date().toLocaleTimeString();
 }
 
 refresh();

@@ -19,13 +19,16 @@ so registration happens in :meth:`start` (``await Planner.create(8080)`` constru
 
 from __future__ import annotations
 
+import logging
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self
 
-from consul_agents import AgentRegistration, AgentRegistry, AgentSession, AgentStatus
+from consul_agents import AgentRegistration, AgentRegistry, AgentSession, AgentStatus, ConsulAgentsError
 
 __all__ = ["RegisteredAgent"]
+
+log = logging.getLogger("consul_agents_agent")
 
 
 class RegisteredAgent:
@@ -38,8 +41,12 @@ class RegisteredAgent:
 
     registration: AgentRegistration
     consul_url: str | None = None
+    #: The ACL token (like ``setup_agent(token=...)``); None reads CONSUL_HTTP_TOKEN(_FILE), "" is anonymous.
+    consul_token: str | None = None
     consul_datacenter: str | None = None
-    #: Seconds between heartbeats; None means a third of the registration's TTL.
+    #: Seconds between heartbeats; None means a third of the registration's TTL. The load is published with
+    #: the next heartbeat, so Consul sees a load change up to one interval late (a burst shorter than the
+    #: interval may never show); lower the interval where load matters more than Consul's write rate.
     heartbeat_interval: float | None = None
 
     _agent_session: AgentSession | None = None
@@ -49,7 +56,7 @@ class RegisteredAgent:
         return self.registration
 
     def make_registry(self) -> AgentRegistry:
-        return AgentRegistry(self.consul_url, datacenter=self.consul_datacenter)
+        return AgentRegistry(self.consul_url, self.consul_token, self.consul_datacenter)
 
     @classmethod
     async def create(cls, *args: Any, **kwargs: Any) -> Self:
@@ -115,4 +122,18 @@ class RegisteredAgent:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.cleanup()
+        if exc is None:
+            await self.cleanup()
+            return
+        # Leaving on an exception (a cancellation included): that exception goes on, whatever Consul says.
+        agent_id = self.agent_id
+        try:
+            await self.cleanup()
+        except ConsulAgentsError as error:
+            log.warning(
+                "agent %s stopped (%s), but its deregistration could not be confirmed (%s); Consul removes "
+                "it once its TTL has run out and deregister_after has passed",
+                agent_id,
+                type(exc).__name__,
+                error,
+            )
