@@ -76,6 +76,7 @@ bench: venv consul
 	$(BIN)/python -m benchmarks.api
 	$(BIN)/python -m benchmarks.dns_sidecar
 	$(BIN)/python -m benchmarks.read_validation
+	$(BIN)/python -m benchmarks.a2a
 	$(MAKE) bench-client
 
 # Client layer: cached vs direct discovery, select_agent, change propagation, selection evenness.

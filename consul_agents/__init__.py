@@ -1,5 +1,6 @@
 """consul-agents: a registry and discovery layer for AI agents, built on HashiCorp Consul."""
 
+from consul_agents._card_ops import RegisteredCard
 from consul_agents._errors import (
     AgentNotFoundError,
     ConsulAgentsError,
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidAgentError",
     "NoAgentAvailableError",
     "PermissionDeniedError",
+    "RegisteredCard",
     "RegistryTimeoutError",
     "RegistryUnavailableError",
     "SelectionCriteria",

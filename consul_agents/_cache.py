@@ -138,6 +138,7 @@ def request_key(request: DiscoveryRequest) -> RequestKey:
         request.max_load,
         tuple(sorted(request.tags.items())),
         request.region,
+        request.include_draining,
     )
 
 

@@ -273,7 +273,11 @@ class Discoverer:
 
         async def every_status(datacenter: str, cached: bool) -> list[AgentInfo]:
             answers = await asyncio.gather(
-                *(self._ask(DiscoveryRequest(status=s), datacenter, cached) for s in AgentStatus)
+                # Draining agents are alive: counted too (under their status).
+                *(
+                    self._ask(DiscoveryRequest(status=s, include_draining=True), datacenter, cached)
+                    for s in AgentStatus
+                )
             )
             return [agent for answer in answers for agent in answer.agents]
 

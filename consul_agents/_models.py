@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -32,16 +34,19 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from consul_agents._cards import CardError, CardFields, validate_card
 from consul_agents._errors import InvalidAgentError
 from consul_agents._frozen import FrozenDict, freeze, freeze_flat
 
 __all__ = [
     "AGENT_ID_PATTERN",
+    "CARD_META_KEYS",
     "MAX_METADATA_BYTES",
     "MAX_METADATA_DEPTH",
     "MAX_TAGS",
@@ -83,6 +88,10 @@ MAX_META_VALUE = 512
 #: No duration this library sends to Consul needs to be longer.
 _MAX_DURATION = timedelta(days=30)
 _MAX_TYPE_LENGTH = 63 - len(SERVICE_PREFIX)  # the service name "agent-<type>" must itself be a DNS label
+#: Meta keys of an agent registered with an Agent Card (its digest and version); see `_cards`.
+CARD_META_KEYS = ("agent-card-digest", "agent-card-version")
+#: The card from_agent_card has just validated, for the model validator of the registration it builds.
+_VALIDATED_CARD: ContextVar[CardFields | None] = ContextVar("validated_card", default=None)
 
 
 class AgentStatus(StrEnum):
@@ -256,6 +265,69 @@ class AgentRegistration(_Model):
     ttl: Duration = timedelta(seconds=15)
     #: How long an agent may stay critical before Consul removes it (Consul's minimum is one minute).
     deregister_after: Duration = timedelta(minutes=1)
+    #: The agent's A2A Agent Card (the JSON object it serves), kept in KV beside the registration.
+    card: dict[str, Any] | None = None
+    _card: CardFields | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_agent_card(
+        cls,
+        card: Mapping[str, Any],
+        *,
+        agent_type: str,
+        agent_id: str | None = None,
+        capabilities: Sequence[str] = (),
+        endpoint: str | None = None,
+        **fields: Any,
+    ) -> AgentRegistration:
+        """A registration from an A2A Agent Card: skill ids become capabilities (see `_cards` for the
+        mapping), the preferred interface's URL the endpoint (unless ``endpoint`` is given), and the card
+        is kept beside the registration. ``capabilities`` adds capabilities beyond the skills; ``fields``
+        are the other registration fields (tags, metadata, weight, ttl...).
+
+        Raises InvalidAgentError naming the problem; nothing is written.
+        """
+        try:
+            derived = validate_card(card)
+        except CardError as exc:
+            raise InvalidAgentError(f"invalid {exc.field}: {exc}", field=exc.field) from exc
+        extra = [c.lower() for c in capabilities if c.lower() not in derived.capabilities]
+        token = _VALIDATED_CARD.set(derived)  # the card was just validated: the model takes what that found
+        try:
+            return cls(
+                agent_type=agent_type,
+                agent_id=agent_id,
+                capabilities=[*derived.capabilities, *extra],
+                endpoint=endpoint or derived.endpoint,
+                card=dict(card),
+                **fields,
+            )
+        finally:
+            _VALIDATED_CARD.reset(token)
+
+    @model_validator(mode="after")
+    def _check_card(self) -> AgentRegistration:
+        if self.card is None:
+            return self
+        try:
+            derived = _VALIDATED_CARD.get() or validate_card(self.card)
+        except CardError as exc:
+            raise ValueError(f"{exc.field}: {exc}") from exc
+        missing = [c for c in derived.capabilities if c not in self.capabilities]
+        if missing:
+            raise ValueError(f"capabilities must include the card's skills; missing {missing[:5]}")
+        if len(self.tags) > MAX_TAGS - len(CARD_META_KEYS):
+            raise ValueError(
+                f"{len(self.tags)} tags given; an agent with a card has room for "
+                f"{MAX_TAGS - len(CARD_META_KEYS)} in Consul's service Meta"
+            )
+        self._card = derived
+        return self
+
+    @property
+    def card_fields(self) -> CardFields | None:
+        """The card's stored text, digest and version (None without a card)."""
+        return self._card
 
     @field_validator("agent_id")
     @classmethod
@@ -343,6 +415,11 @@ class AgentInfo(BaseModel):
     node: str = ""
     #: How old the answer this came from may be, in seconds (see DiscoveryResult.staleness).
     staleness: float = 0.0
+    #: ``sha256:<hex>`` of the agent's A2A Agent Card and the card's version; None without a card.
+    card_digest: str | None = None
+    card_version: str | None = None
+    #: Draining: alive and heartbeating but taking no new work; never selected, absent from DNS answers.
+    draining: bool = False
 
     @property
     def service_name(self) -> str:
@@ -366,6 +443,8 @@ class DiscoveryRequest(_Model):
     tags: Tags = Field(default_factory=dict)
     #: A Consul datacenter; None means the local one (with failover where the client supports it).
     region: str | None = None
+    #: Also return draining agents (never selected even then).
+    include_draining: bool = False
 
     @field_validator("region")
     @classmethod

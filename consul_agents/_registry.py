@@ -20,6 +20,7 @@ registered, reporting a conflict (log, metric, ``AgentSession.conflict``) instea
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import logging
 import math
@@ -35,9 +36,11 @@ from typing import Any, Self
 
 from cachetools import LRUCache
 
+from consul_agents import _card_ops as cards
 from consul_agents import _integrity as integrity
 from consul_agents import _wire as wire
 from consul_agents._cache import WatchBudget
+from consul_agents._cards import CardError, CardPolicy, CardVerifier
 from consul_agents._discovery import Discoverer
 from consul_agents._errors import (
     AgentNotFoundError,
@@ -89,6 +92,8 @@ class _Registered:
     conflict: str | None = None
     #: The other service the last verification found holding the id; heartbeats stop touching it then.
     holder: str | None = None
+    #: Whether this client marked it draining (restored with the registration after a loss).
+    draining: bool = False
 
 
 def _check_load(load: float) -> float:
@@ -139,6 +144,9 @@ class AgentRegistry:
     ``stale_reads=True`` lets any Consul server answer direct discovery from its own copy of the catalog
     (``?stale``), so discovery keeps working while the servers elect a leader, at the price of answers that
     may lag the leader by a few milliseconds (the cache's watches always read stale).
+    ``card_verifier`` checks A2A Agent Card signatures (see ``consul_agents.a2a.card_verifier``): readers
+    then see whether each card verified; with ``require_signed_cards`` unsigned or badly signed cards are
+    refused at registration.
     """
 
     #: Every this many heartbeats of an agent it registered, the client verifies that the catalog still
@@ -164,6 +172,8 @@ class AgentRegistry:
         max_failover: int = 2,
         outlier_policy: OutlierPolicy | None = None,
         stale_reads: bool = False,
+        card_verifier: CardVerifier | None = None,
+        require_signed_cards: bool = False,
     ) -> None:
         self.settings = ConsulSettings.resolve(
             consul_url, token, datacenter, ca_cert=ca_cert, verify=verify, timeout=timeout
@@ -197,6 +207,10 @@ class AgentRegistry:
         self._parent: AgentRegistry | None = None
         #: Owns every watch of this registry and of its with_token() views (one connection pool).
         self._watch_budget = WatchBudget()
+        try:
+            self._card_policy = CardPolicy(card_verifier, require_signed_cards)
+        except CardError as exc:
+            raise InvalidAgentError(str(exc), field="require_signed_cards") from exc
         self._init_client_state()
 
     def _init_client_state(self, cache_admit_after: int = 1) -> None:
@@ -220,6 +234,8 @@ class AgentRegistry:
             cache_admit_after=cache_admit_after,
             **options,
         )
+        #: A2A Agent Cards read by this client, by digest (per client: per token).
+        self._cards = cards.CardCache(self._card_policy)
 
     def __repr__(self) -> str:
         return f"AgentRegistry(address={self.settings.address!r}, datacenter={self.settings.datacenter!r})"
@@ -291,6 +307,7 @@ class AgentRegistry:
         owner = self._parent or self
         view._parent = owner
         view._watch_budget = owner._watch_budget
+        view._card_policy = self._card_policy
         view._write_locks = owner._write_locks
         view.verify_every = self.verify_every
         # A view's cache starts watching from its second discovery: a token seen once (callers cycling
@@ -318,6 +335,7 @@ class AgentRegistry:
         """
         if status is AgentStatus.MAINTENANCE:
             raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
+        cards.check_signatures(self._card_policy, registration)
         agent_id = registration.agent_id or f"{registration.agent_type}-{uuid.uuid4().hex[:12]}"
         async with self._write_locks.hold(agent_id):
             await self._settle(agent_id)
@@ -403,6 +421,8 @@ class AgentRegistry:
             if kv_value is not None:
                 key = wire.metadata_key(registration.agent_type, agent_id)
                 await self._gateway.delete(operation, f"/v1/kv/{key}")
+            if registration.card is not None:
+                await cards.delete_cards(self._gateway, operation, registration.agent_type, agent_id)
             self._uncertain.pop(agent_id, None)
             self._wrote(agent_id)
         return removed
@@ -420,7 +440,8 @@ class AgentRegistry:
 
         Registered with metadata that fits in Meta, the agent's former KV entry (this client's, or
         another's) is removed. A failed service write leaves the KV entry: it may already serve another
-        client's registration of the same id, and the reaper removes it if no agent uses it.
+        client's registration of the same id, and the reaper removes it if no agent uses it. An A2A card
+        follows the same order under its digest's key (see _card_ops); the one it replaces is removed.
         """
         _, kv_value = wire.encode_metadata(registration.metadata, private=registration.private_metadata)
         operation = f"register agent {agent_id!r}"
@@ -437,11 +458,18 @@ class AgentRegistry:
             if index is not None:
                 stale.append((agent_type, index))
         body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow(), status=status)
+        await cards.write_card(self._gateway, operation, registration, agent_id)  # before the service
         await self._gateway.put(operation, "/v1/agent/service/register", body)
         if kv_value is not None:
             await self._gateway.put(operation, kv_path, kv_value)
+        # Once more, like the metadata: another client's deregistration of the id may have removed it.
+        await cards.write_card(self._gateway, operation, registration, agent_id)
         for agent_type, index in stale:
             await integrity.drop_unused_metadata(self._gateway, operation, agent_id, agent_type, index)
+        previous_registration = previous.registration if previous is not None else None
+        await cards.drop_replaced_card(
+            self._gateway, operation, registration, previous_registration, agent_id
+        )
 
     @instrumented("heartbeat")
     async def heartbeat(
@@ -504,6 +532,8 @@ class AgentRegistry:
             await self._write_registration(agent_id, known.registration, reported, status)
             known.reported_load = reported
             known.node = None
+            if known.draining:
+                await cards.set_draining(self, agent_id, True)
             await self._gateway.put(operation, path, body)
             wrote = True
         else:
@@ -693,6 +723,8 @@ class AgentRegistry:
             await integrity.delete_metadata(
                 self._gateway, operation, registration.agent_type, agent_id, required=kv_value is not None
             )
+            if registration.card is not None:
+                await cards.delete_cards(self._gateway, operation, registration.agent_type, agent_id)
             return removed
         local = await self._gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
         if local.status == 404:
@@ -715,6 +747,8 @@ class AgentRegistry:
         if agent_type is not None:
             # Whatever its Meta says now: an earlier registration may have left larger metadata there.
             await integrity.delete_metadata(self._gateway, operation, agent_type, agent_id, required=in_kv)
+            if wire.local_has_card(local.body):
+                await cards.delete_cards(self._gateway, operation, agent_type, agent_id)
         return True
 
     def _forget(self, agent_id: str) -> None:
@@ -809,7 +843,12 @@ class AgentRegistry:
         return await self._discovery.census()
 
     def _unavailable(self, criteria: SelectionCriteria, agents: list[AgentInfo]) -> list[str]:
-        """The ids selection must skip: those the caller excluded and those ejected as outliers."""
+        """The ids selection must skip: those the caller excluded, draining ones and those ejected as
+        outliers."""
+        if criteria.include_draining:
+            criteria = criteria.model_copy(
+                update={"exclude": [*criteria.exclude, *(a.agent_id for a in agents if a.draining)]}
+            )
         if not self.outliers.active:
             return criteria.exclude
         excluded = set(criteria.exclude)
@@ -869,6 +908,42 @@ class AgentRegistry:
             self.outliers.record(agent.agent_id, success=True)
         finally:
             self._selection.release(agent.agent_id)
+
+    # -- A2A Agent Cards and draining (see consul_agents._card_ops) ---------------------------------------
+
+    @instrumented("get_agent_card")
+    async def get_agent_card(self, agent_id: str) -> dict[str, Any]:
+        """The agent's A2A Agent Card as registered (equal as JSON to the card given).
+
+        Raises AgentNotFoundError when the agent is unknown or was registered without a card.
+        """
+        return copy.deepcopy((await self.get_registered_card(agent_id)).card)  # the cached one stays intact
+
+    async def get_registered_card(self, agent_id: str) -> cards.RegisteredCard:
+        """The agent's card with the agent and the card's digest (``sha256:<hex>``, a strong ETag). The card
+        is shared with the registry's card cache: copy it before changing it."""
+        _check_agent_id(agent_id)
+        return await cards.read_card(self, self._cards, agent_id)
+
+    @instrumented("list_cards")
+    async def agent_cards(
+        self, request: DiscoveryRequest | None = None, *, cached: bool | None = None
+    ) -> list[cards.RegisteredCard]:
+        """The cards of every agent matching ``request`` (discovery's rules and order) that has one; cards
+        are kept in memory by digest, so a repeated listing reads only the cards that changed."""
+        return await cards.list_cards(self, self._cards, request or DiscoveryRequest(), cached=cached)
+
+    @instrumented("set_draining")
+    async def set_draining(self, agent_id: str, draining: bool = True) -> None:
+        """Mark an agent draining, or not: a draining agent keeps heartbeating and is discovered only by a
+        request with ``include_draining``, is never selected, and Consul DNS leaves it out of its answers.
+        Done through the local Consul agent (the one the agent registered with)."""
+        _check_agent_id(agent_id)
+        await cards.set_draining(self, agent_id, draining)
+        known = self._registered.get(agent_id)
+        if known is not None:
+            known.draining = draining
+        self._wrote(agent_id)
 
     # -- sessions -----------------------------------------------------------------------------------------
 

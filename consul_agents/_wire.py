@@ -41,6 +41,7 @@ from typing_extensions import TypedDict
 
 from consul_agents._models import (
     AGENT_ID_PATTERN,
+    CARD_META_KEYS,
     MAX_META_VALUE,
     RESERVED_META_KEYS,
     SERVICE_PREFIX,
@@ -54,6 +55,8 @@ __all__ = [
     "HEALTH_SCORES",
     "KV_PREFIX",
     "METADATA_IN_KV",
+    "META_CARD_DIGEST",
+    "META_CARD_VERSION",
     "META_ENDPOINT",
     "META_HEARTBEAT",
     "META_LOAD",
@@ -62,9 +65,13 @@ __all__ = [
     "agent_node_name",
     "agent_type_of",
     "aggregate_status",
+    "card_key",
+    "card_prefix",
     "check_id",
     "check_node",
     "datacenters",
+    "draining_check",
+    "draining_check_id",
     "entries_to_infos",
     "entry_to_info",
     "filter_expression",
@@ -98,9 +105,10 @@ __all__ = [
 ]
 
 META_ENDPOINT, META_LOAD, META_HEARTBEAT, META_TTL, META_METADATA = RESERVED_META_KEYS
+META_CARD_DIGEST, META_CARD_VERSION = CARD_META_KEYS
 #: The value of ``agent-metadata`` when the metadata is too large for Meta and lives in KV.
 METADATA_IN_KV = "kv"
-_OWN_META = frozenset(RESERVED_META_KEYS)
+_OWN_META = frozenset((*RESERVED_META_KEYS, *CARD_META_KEYS))
 #: Every KV key this library writes starts with this prefix.
 KV_PREFIX = "consul-agents/metadata/"
 
@@ -111,12 +119,49 @@ HEALTH_SCORES: Mapping[AgentStatus, float] = {
     AgentStatus.MAINTENANCE: 0.0,
 }
 _MAINTENANCE_CHECKS = ("_service_maintenance:", "_node_maintenance")
+#: A draining agent carries one extra check, ``draining:<agent id>``, always critical: Consul DNS then
+#: leaves the agent out of its answers, while discovery reads it as the ``draining`` flag, not as health.
+_DRAINING_CHECK = "draining:"
 _SEVERITY = {"passing": 0, "warning": 1, "critical": 2}
 
 
 def check_id(agent_id: str) -> str:
     """The ID of an agent's TTL check."""
     return f"service:{agent_id}"
+
+
+def draining_check_id(agent_id: str) -> str:
+    """The ID of the check that marks an agent draining."""
+    return _DRAINING_CHECK + agent_id
+
+
+def draining_check(agent_id: str) -> dict[str, Any]:
+    """The body of ``PUT /v1/agent/check/register`` that marks an agent draining.
+
+    A TTL check created critical and never updated stays critical (its TTL expiring changes nothing), and
+    has no DeregisterCriticalServiceAfter, so Consul never reaps the agent for it. Re-registering the
+    service (a load report) keeps it (measured on Consul 1.8.7).
+    """
+    return {
+        "ID": draining_check_id(agent_id),
+        "Name": "draining",
+        "ServiceID": agent_id,
+        "Notes": "consul-agents: the agent is draining (alive, taking no new work); critical to leave DNS",
+        "TTL": "8760h",
+        "Status": "critical",
+    }
+
+
+def card_prefix(agent_type: str, agent_id: str) -> str:
+    """The KV folder of an agent's A2A Agent Cards: under the type's metadata prefix, so the same ACL rules
+    cover it, and after a ``/``, which no agent id contains, so it never meets another agent's keys."""
+    return f"{metadata_prefix(agent_type)}{agent_id}/card/"
+
+
+def card_key(agent_type: str, agent_id: str, digest: str) -> str:
+    """The KV key of one card, named by its digest (``sha256:<hex>`` -> ``.../card/<hex>``): a card is
+    never overwritten in place, so a reader always finds the card its Meta names, even mid-update."""
+    return card_prefix(agent_type, agent_id) + digest.removeprefix("sha256:")
 
 
 def metadata_prefix(agent_type: str) -> str:
@@ -172,6 +217,10 @@ def service_definition(
     meta_value, _ = encode_metadata(registration.metadata, private=registration.private_metadata)
     if meta_value is not None:
         meta[META_METADATA] = meta_value
+    card = registration.card_fields
+    if card is not None:
+        meta[META_CARD_DIGEST] = card.digest
+        meta[META_CARD_VERSION] = card.version
     return {
         "ID": agent_id,
         "Name": registration.service_name,
@@ -248,8 +297,21 @@ def aggregate_status(checks: Iterable[Mapping[str, Any]]) -> AgentStatus:
     for check in checks:
         if str(check.get("CheckID", "")).startswith(_MAINTENANCE_CHECKS):
             return AgentStatus.MAINTENANCE
+        if _is_draining_check(check):
+            continue  # the draining flag, not health (see is_draining)
         worst = max(worst, _SEVERITY.get(str(check.get("Status", "critical")), 2))
     return (AgentStatus.PASSING, AgentStatus.WARNING, AgentStatus.CRITICAL)[worst]
+
+
+def _is_draining_check(check: Mapping[str, Any]) -> bool:
+    """The draining mark of the check's own service (a node check or another service's never counts)."""
+    service_id = check.get("ServiceID")
+    return bool(service_id) and check.get("CheckID") == _DRAINING_CHECK + str(service_id)
+
+
+def is_draining(checks: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether an agent carries the draining check (whatever its status: it is the mark itself)."""
+    return any(_is_draining_check(check) for check in checks)
 
 
 def _parse_load(text: str | None) -> float:
@@ -331,7 +393,12 @@ def filter_expression(request: DiscoveryRequest) -> str:
     clauses += [
         f"Service.Meta[{quote(key)}] == {quote(value)}" for key, value in sorted(request.tags.items())
     ]
-    clauses.append(_STATUS_FILTERS[request.status])
+    if request.include_draining and request.status not in (AgentStatus.CRITICAL, AgentStatus.MAINTENANCE):
+        # A draining agent has a critical check and Consul 1.8's filters cannot tell which check is
+        # critical, so the status is tested in Python instead (matches), on every agent asked about.
+        clauses.append('Service.ID != ""')
+    else:
+        clauses.append(_STATUS_FILTERS[request.status])
     return " and ".join(clauses)
 
 
@@ -348,6 +415,8 @@ def matches(request: DiscoveryRequest, info: AgentInfo) -> bool:
     if request.region is not None and info.datacenter and info.datacenter != request.region:
         return False
     if not status_matches(request.status, info.status):
+        return False
+    if info.draining and not request.include_draining:
         return False
     if request.max_load is not None and info.current_load > request.max_load:
         return False
@@ -393,6 +462,7 @@ class _HealthService(TypedDict, total=False):
 
 class _HealthCheck(TypedDict, total=False):
     CheckID: str
+    ServiceID: str
     Status: str
     ModifyIndex: int
 
@@ -510,6 +580,12 @@ def kv_metadata_values(body: Any, agent_type: str) -> dict[str, bytes]:
         except ValueError:
             continue
     return values
+
+
+def local_has_card(agent_service: Any) -> bool:
+    """``/v1/agent/service/<id>``: whether the agent's Meta names an A2A Agent Card."""
+    meta = agent_service.get("Meta") if isinstance(agent_service, dict) else None
+    return isinstance(meta, dict) and bool(meta.get(META_CARD_DIGEST))
 
 
 def local_metadata_key(agent_service: Any) -> str | None:

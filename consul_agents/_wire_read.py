@@ -32,7 +32,8 @@ KV before the service, so this is the short window of a deregistration, or a sid
 Status: Consul's own rule over *every* check of the entry (maintenance wins, then the worst). A check this
 library did not register (an HTTP or alias check added through raw Consul, a node check) can only lower an
 agent's status, never raise it: the agent's own check must exist and pass for the agent to be passing, and
-the answer agrees with Consul DNS, which counts every check too.
+the answer agrees with Consul DNS, which counts every check too. One check is not health: the agent's own
+``draining:<id>`` (always critical, so Consul DNS leaves the agent out) reads as ``draining`` instead.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from pydantic import ValidationError
 from consul_agents._bounded_json import nests_deeper_than
 from consul_agents._models import (
     AGENT_ID_PATTERN,
+    CARD_META_KEYS,
     MAX_METADATA_BYTES,
     RESERVED_META_KEYS,
     RESERVED_META_PREFIX,
@@ -60,6 +62,8 @@ from consul_agents._models import (
 )
 from consul_agents._wire import (
     HEALTH_SCORES,
+    META_CARD_DIGEST,
+    META_CARD_VERSION,
     META_ENDPOINT,
     META_HEARTBEAT,
     META_LOAD,
@@ -68,6 +72,7 @@ from consul_agents._wire import (
     aggregate_status,
     check_id,
     is_agent_service,
+    is_draining,
 )
 
 __all__ = [
@@ -99,7 +104,9 @@ SKIP_REASONS = (
 #: Above what a registration may hold, so that everything once accepted is read back.
 MAX_READ_DEPTH = 64
 
-_OWN_META = frozenset(RESERVED_META_KEYS)
+_OWN_META = frozenset((*RESERVED_META_KEYS, *CARD_META_KEYS))
+#: What Meta may say of an A2A Agent Card; anything else reads as "no card" (see _cards).
+_CARD_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _META_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _RESERVED = (RESERVED_META_PREFIX, "consul-")
@@ -255,6 +262,14 @@ def _metadata(meta: dict[str, str], kv_metadata: str | bytes | None) -> dict[str
         raise _Refused("bad_metadata", f"{where} is {exc}") from exc
 
 
+def _card(meta: dict[str, str]) -> tuple[str | None, str | None]:
+    """(digest, version) of the agent's card from Meta; (None, None) when Meta names no valid digest."""
+    digest, version = meta.get(META_CARD_DIGEST), meta.get(META_CARD_VERSION)
+    if not isinstance(digest, str) or not _CARD_DIGEST.fullmatch(digest):
+        return None, None
+    return digest, version if isinstance(version, str) and version.isprintable() else None
+
+
 def _service_of(entry: Any) -> tuple[dict[str, Any], str, str] | None:
     """(Service, its name, its ID) of an entry; None when the entry has no such fields."""
     service = entry.get("Service") if isinstance(entry, dict) else None
@@ -308,6 +323,7 @@ def read_entry(
             raise _Refused("no_check", f"no check {check_id(agent_id)!r}: nothing proves it alive")
         meta = _meta(service)
         status = aggregate_status(checks)
+        card_digest, card_version = _card(meta)
         return AgentInfo(
             agent_id=agent_id,
             agent_type=name.removeprefix(SERVICE_PREFIX),
@@ -323,6 +339,9 @@ def read_entry(
             weight=_weight(service),
             node=str(node.get("Node", "")),
             staleness=staleness,
+            card_digest=card_digest,
+            card_version=card_version,
+            draining=is_draining(checks),
         )
     except _Refused as exc:
         return Skipped(exc.reason, name, agent_id, exc.detail)

@@ -5,18 +5,20 @@ Run ``python fake_agent.py``; it binds a free loopback port and prints ``PORT <n
 (never answers), ``status:<n>`` (that HTTP status), ``garbage`` (200 with a body that is not JSON).
 Hostile modes for the sidecar's probe: ``nested`` (200 with ``{"load": ...}`` nested 100,000 deep),
 ``huge`` (200 streaming 20 MB of JSON), ``badutf8`` (200 with bytes that are not UTF-8).
-``POST /control?mode=...&load=...`` changes the mode and load; it always answers, even when hung.
+``POST /control?mode=...&load=...&draining=true|false`` changes the mode, load and the ``draining`` field of
+the answer; it always answers, even when hung.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 from aiohttp import web
 from processes import serve_until_signalled
 
-STATE = {"mode": "ok", "load": 0.25}
+STATE: dict[str, Any] = {"mode": "ok", "load": 0.25, "draining": False}
 
 
 async def health(request: web.Request) -> web.Response:
@@ -42,7 +44,9 @@ async def health(request: web.Request) -> web.Response:
         return response
     if mode == "badutf8":
         return web.Response(body=b'{"load": \xff\xfe\xc0}', content_type="application/json")
-    return web.json_response({"load": STATE["load"], "stats": {"load": STATE["load"]}})
+    return web.json_response(
+        {"load": STATE["load"], "stats": {"load": STATE["load"]}, "draining": STATE["draining"]}
+    )
 
 
 async def control(request: web.Request) -> web.Response:
@@ -50,6 +54,8 @@ async def control(request: web.Request) -> web.Response:
         STATE["mode"] = request.query["mode"]
     if "load" in request.query:
         STATE["load"] = float(request.query["load"])
+    if "draining" in request.query:
+        STATE["draining"] = request.query["draining"] == "true"
     return web.json_response(STATE)
 
 

@@ -22,6 +22,7 @@ import yaml
 __all__ = [
     "CLI",
     "TESTS",
+    "A2AAgent",
     "FakeAgent",
     "SidecarProcess",
     "cli_env",
@@ -96,6 +97,45 @@ class FakeAgent:
         url = f"{self.endpoint}/control?" + "&".join(f"{k}={v}" for k, v in query.items())
         with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5) as response:
             json.loads(response.read())
+
+    def close(self) -> None:
+        reap(self.proc)
+
+
+class A2AAgent:
+    """``tests/a2a_agent.py`` (a real a2a-sdk agent) in a child process, serving a card with ``skills``."""
+
+    def __init__(self, name: str, *skills: str, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, str(TESTS / "a2a_agent.py"), name, *skills],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        try:
+            self.port = read_port(self.proc)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def card(self) -> dict[str, Any]:
+        """The card the agent serves now, as JSON."""
+        url = f"{self.endpoint}/.well-known/agent-card.json"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            card: dict[str, Any] = json.loads(response.read())
+        return card
+
+    def control(self, **query: str) -> dict[str, Any]:
+        """Change the agent (see tests/a2a_agent.py); returns its state, card_requests included."""
+        url = f"{self.endpoint}/control?" + "&".join(f"{k}={v}" for k, v in query.items())
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5) as response:
+            state: dict[str, Any] = json.loads(response.read())
+        return state
 
     def close(self) -> None:
         reap(self.proc)

@@ -17,6 +17,7 @@ from consul_agents._errors import ConsulAgentsError
 from consul_agents._metrics import HTTP_DURATION
 from consul_agents._registry import AgentRegistry
 from consul_agents.api._body import MAX_BODY_BYTES
+from consul_agents.api._card_routes import card_routes
 from consul_agents.api._errors import BadRequest, error_response, response_for
 from consul_agents.api._http_sd import sd_routes
 from consul_agents.api._keys import OPENAPI, REGISTRY_KEY, VIEWS
@@ -92,4 +93,5 @@ def create_app(
     app.cleanup_ctx.append(lifecycle)
     app.add_routes(routes)
     app.add_routes(sd_routes)
+    app.add_routes(card_routes)
     return app

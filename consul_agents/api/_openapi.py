@@ -22,6 +22,7 @@ from consul_agents._models import (
 )
 from consul_agents.api._schemas import (
     DeregisterResponse,
+    DrainingRequest,
     ErrorBody,
     HealthBody,
     HeartbeatRequest,
@@ -36,6 +37,7 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (SelectionCriteria, "validation"),
     (HeartbeatRequest, "validation"),
     (MaintenanceRequest, "validation"),
+    (DrainingRequest, "validation"),
     (AgentInfo, "serialization"),
     (RegisterResponse, "serialization"),
     (DeregisterResponse, "serialization"),
@@ -132,6 +134,7 @@ _DISCOVERY = [
         "key=value that must match the agent's tags (repeatable)",
     ),
     _query("region", {"type": "string"}, "Consul datacenter"),
+    _query("draining", {"type": "boolean"}, "also return draining agents (flagged draining)"),
 ]
 
 #: Prometheus' http_sd format: a list of {targets, labels} groups.
@@ -146,6 +149,66 @@ _HTTP_SD = {
         },
     },
 }
+
+
+def _card_paths(schemas: dict[str, Any]) -> dict[str, Any]:
+    """A2A: an agent's card, the card listing, draining (see consul_agents.api._card_routes)."""
+    card = {"type": "object", "description": "An A2A Agent Card, as registered."}
+    etag = {"ETag": {"description": "Strong: the card's digest.", "schema": {"type": "string"}}}
+    listing = {"type": "object", "properties": {"cards": {"type": "array", "items": {"type": "object"}}}}
+    schemas["CardRegistration"] = {
+        "type": "object",
+        "required": ["agent_type", "card"],
+        "properties": {
+            "agent_type": {"type": "string"},
+            "card": card,
+            **{
+                name: value
+                for name, value in schemas["AgentRegistration"]["properties"].items()
+                if name not in ("agent_type", "card", "capabilities", "endpoint")
+            },
+            "capabilities": {"type": "array", "items": {"type": "string"}},
+            "endpoint": {"type": "string"},
+        },
+        "additionalProperties": False,
+    }
+    return {
+        "/v1/agents/{agent_id}/card": {
+            "get": _operation(
+                "getAgentCard",
+                "An agent's A2A Agent Card as registered (304 when If-None-Match names its ETag)",
+                {200: {**_json(card, "The card."), "headers": etag}, 304: {"description": "Unchanged."}},
+                (403, 404, 422, 502, 503),
+                parameters=[_AGENT_ID],
+            ),
+        },
+        "/v1/agents/{agent_id}/draining": {
+            "put": _operation(
+                "setDraining",
+                "Mark an agent draining (never selected, out of DNS answers) or not",
+                {204: {"description": "Done."}},
+                (400, 403, 404, 422, 502, 503),
+                body="DrainingRequest",
+                parameters=[_AGENT_ID],
+            ),
+        },
+        "/v1/cards": {
+            "post": _operation(
+                "registerFromCard",
+                "Register an agent from its A2A Agent Card (its skills are the capabilities)",
+                {201: _json(_ref("RegisterResponse"), "Registered.")},
+                (400, 403, 422, 502, 503),
+                body="CardRegistration",
+            ),
+            "get": _operation(
+                "listCards",
+                "The A2A Agent Cards of the live agents matching every filter given",
+                {200: _json(listing, "Agents with their cards."), 304: {"description": "Unchanged."}},
+                (400, 403, 422, 502, 503),
+                parameters=_DISCOVERY,
+            ),
+        },
+    }
 
 
 def openapi_document() -> dict[str, Any]:
@@ -265,6 +328,7 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    paths.update(_card_paths(schemas))
     return {
         "openapi": "3.1.0",
         "info": {

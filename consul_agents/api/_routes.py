@@ -51,6 +51,7 @@ DISCOVERY_PARAMETERS = {
     "max_load": ("max_load", False),
     "tag": ("tags", True),
     "region": ("region", False),
+    "draining": ("include_draining", False),
 }
 
 _STATIC = resources.files("consul_agents.api") / "static"

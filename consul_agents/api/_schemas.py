@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "DeregisterResponse",
+    "DrainingRequest",
     "ErrorBody",
     "HealthBody",
     "HeartbeatRequest",
@@ -33,6 +34,14 @@ class MaintenanceRequest(BaseModel):
 
     enable: bool
     reason: str = Field(default="", max_length=1024)
+
+
+class DrainingRequest(BaseModel):
+    """Mark an agent draining (alive, taking no new work: never selected, out of DNS answers) or not."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    draining: bool
 
 
 class RegisterResponse(BaseModel):

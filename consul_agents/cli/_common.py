@@ -162,6 +162,9 @@ def add_filter_flags(parser: argparse.ArgumentParser) -> None:
         "--tag", action="append", metavar="KEY=VALUE", help="tag that must match (repeatable)"
     )
     parser.add_argument("--region", help="Consul datacenter to discover in")
+    parser.add_argument(
+        "--draining", action="store_true", help="include draining agents (shown as draining; never selected)"
+    )
 
 
 def filter_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -173,6 +176,7 @@ def filter_fields(args: argparse.Namespace) -> dict[str, Any]:
         "max_load": args.max_load,
         "tags": key_values(args.tag, "--tag"),
         "region": args.region,
+        "include_draining": args.draining,
     }
 
 
@@ -258,7 +262,7 @@ def print_agents(agents: Sequence[AgentInfo], as_json: bool) -> None:
             (
                 a.agent_id,
                 a.agent_type,
-                a.status.value,
+                a.status.value + (",draining" if a.draining else ""),
                 f"{a.current_load:.2f}",
                 a.weight,
                 a.datacenter,

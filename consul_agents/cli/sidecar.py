@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from consul_agents import _wire as wire
-from consul_agents._errors import ConsulAgentsError
+from consul_agents._errors import ConsulAgentsError, InvalidAgentError
 from consul_agents.cli._common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -45,6 +45,13 @@ def _sidecar(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     config = load_config(args.file)
+    for index, spec in enumerate(config.agents):
+        if spec.card is not None:
+            raise InvalidAgentError(
+                f"{args.file}: agents[{index}].card: an agent registered from its A2A card takes its "
+                "capabilities from the card at run time; run it with `consul-agents sidecar`",
+                field=f"agents[{index}].card",
+            )
     sys.stdout.write(render(config, args.format, args.check))
     for spec in config.agents:
         registration = spec.registration

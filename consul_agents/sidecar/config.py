@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from consul_agents._errors import InvalidAgentError
 from consul_agents._models import AgentRegistration, Duration, invalid_agent_error
 from consul_agents._yaml import load_yaml
+from consul_agents.sidecar.cards import WELL_KNOWN_CARD_PATH
 
 __all__ = ["AgentSpec", "HealthProbe", "SidecarConfig", "load_config"]
 
@@ -31,6 +32,8 @@ class HealthProbe(BaseModel):
     ``warning_statuses`` -> warning, anything else, no answer or no answer within ``timeout`` -> critical.
     With ``load_field`` set, the answer must be a JSON object whose (dotted) field is the agent's load,
     a number from 0 to 1; an answer without it is a warning, since the agent is up but its report is not.
+    With ``draining_field`` set, a JSON ``true`` at that (dotted) field of the answer marks the agent
+    draining and ``false`` takes it out (see the README's A2A section); any other value changes nothing.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -41,6 +44,7 @@ class HealthProbe(BaseModel):
     expected_status: int = Field(default=200, ge=100, le=599)
     warning_statuses: list[int] = Field(default_factory=lambda: [429])
     load_field: str | None = None
+    draining_field: str | None = None
 
     @field_validator("path")
     @classmethod
@@ -87,6 +91,12 @@ class AgentSpec(BaseModel):
 
     registration: AgentRegistration
     health: HealthProbe
+    #: A2A: where the agent's card is fetched every interval (URL or file path); its skills become the
+    #: capabilities, added to ``extra_capabilities`` (the file's own ``capabilities``, if any).
+    card: str | None = None
+    extra_capabilities: list[str] = Field(default_factory=list)
+    #: False for a card agent without a ``health.path``: fetching its card is then its health probe.
+    probe_health: bool = True
 
     @property
     def agent_id(self) -> str:
@@ -131,6 +141,18 @@ def _entry(path: Path, index: int, entry: Any) -> AgentSpec:
     if not isinstance(health, Mapping):
         raise InvalidAgentError(f"{path}: {where}.health: expected a mapping", field=f"{where}.health")
     health = {str(key): value for key, value in health.items()}
+    card = fields.pop("card", None)
+    extra: list[str] = []
+    if card is not None and card is not False:
+        if card is not True and (not isinstance(card, str) or not card.strip()):
+            raise InvalidAgentError(
+                f"{path}: {where}.card: expected true (the agent's /.well-known/agent-card.json), a URL or "
+                "a file path",
+                field=f"{where}.card",
+            )
+        # The card gives the capabilities; the file's own, if any, are added to its skills.
+        extra = list(fields.get("capabilities") or [])
+        fields["capabilities"] = extra or ["card"]
     try:
         registration = AgentRegistration(**fields)
     except InvalidAgentError as exc:
@@ -148,7 +170,19 @@ def _entry(path: Path, index: int, entry: Any) -> AgentSpec:
             "or the agent would turn critical between two probes",
             field=f"{where}.ttl",
         )
-    return AgentSpec(registration=registration, health=probe)
+    if card is None or card is False:
+        return AgentSpec(registration=registration, health=probe)
+    endpoint = urlsplit(registration.endpoint)
+    source = f"{endpoint.scheme}://{endpoint.netloc}{WELL_KNOWN_CARD_PATH}" if card is True else str(card)
+    if not source.startswith(("http://", "https://")) and not Path(source).is_absolute():
+        source = str(path.parent / source)
+    return AgentSpec(
+        registration=registration,
+        health=probe,
+        card=source,
+        extra_capabilities=registration.capabilities if extra else [],
+        probe_health="path" in health,
+    )
 
 
 def parse_config(path: Path, document: Any) -> SidecarConfig:

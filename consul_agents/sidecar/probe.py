@@ -39,6 +39,8 @@ class ProbeResult:
     #: What the TTL check's output says. It depends on the outcome only, never on timings or the load,
     #: because every output change is a Consul catalog write.
     output: str
+    #: What the answer's ``draining_field`` says (None: the probe does not read one, or no boolean there).
+    draining: bool | None = None
 
 
 def _field(document: Any, dotted: str) -> Any:
@@ -61,10 +63,31 @@ def _load_from(body: str, field: str) -> float | None:
     return float(value)
 
 
+def _draining_from(body: str, field: str | None) -> bool | None:
+    if field is None:
+        return None
+    try:
+        value = _field(loads_bounded(body, MAX_PROBE_DEPTH), field)
+    except ValueError:
+        return None
+    return value if isinstance(value, bool) else None
+
+
 def verdict(
     health: HealthProbe, url: str, http_status: int | None, body: str, error: str = ""
 ) -> ProbeResult:
     """The status for one probe outcome: ``http_status`` None means no answer (``error`` says why)."""
+    result = _verdict(health, url, http_status, body, error)
+    if http_status == health.expected_status and health.draining_field is not None:
+        return ProbeResult(
+            result.status, result.load, result.output, _draining_from(body, health.draining_field)
+        )
+    return result
+
+
+def _verdict(
+    health: HealthProbe, url: str, http_status: int | None, body: str, error: str = ""
+) -> ProbeResult:
     if http_status is None:
         return ProbeResult(AgentStatus.CRITICAL, None, f"GET {url}: {error}"[:_OUTPUT_LIMIT])
     if http_status in health.warning_statuses:
@@ -100,7 +123,8 @@ async def probe(session: aiohttp.ClientSession, spec: AgentSpec) -> ProbeResult:
     try:
         async with asyncio.timeout(timeout):
             async with session.get(url, allow_redirects=False) as response:
-                body = await _read_body(response) if spec.health.load_field else ""
+                reads = spec.health.load_field or spec.health.draining_field
+                body = await _read_body(response) if reads else ""
                 return verdict(spec.health, url, response.status, body)
     except TimeoutError:
         return verdict(spec.health, url, None, "", f"no answer within {timeout:g}s (hung)")

@@ -20,7 +20,7 @@ function el(tag, attrs, ...children) {
 
 async function fetchStatus(status) {
   const headers = tokenInput.value ? { "X-Consul-Token": tokenInput.value } : {};
-  const response = await fetch("/v1/agents?status=" + status, { headers, cache: "no-store" });
+  const response = await fetch("/v1/agents?draining=true&status=" + status, { headers, cache: "no-store" });
   const body = await response.json();
   if (!response.ok) throw new Error(body.message || response.statusText);
   return body;
@@ -40,10 +40,13 @@ function group(agents) {
 
 function row(agent) {
   const load = el("span", { class: "bar" }, el("span", { style: `width:${Math.round(agent.current_load * 100)}%` }));
-  const caps = el("td", {}, ...agent.capabilities.map((c) => el("span", { class: "cap" }, c)));
+  const caps = el("td", {}, ...agent.capabilities.map((c) => el("span", { class: "cap" }, c)),
+    ...(agent.card_digest ? [el("span", { class: "cap a2a", title: "A2A Agent Card " + agent.card_digest },
+      "A2A card " + (agent.card_version || ""))] : []));
   return el("tr", { "data-agent-id": agent.agent_id },
     el("td", { class: "id", title: agent.endpoint }, agent.agent_id),
-    el("td", {}, el("span", { class: "status " + agent.status }, agent.status)),
+    el("td", {}, el("span", { class: "status " + agent.status }, agent.status),
+      ...(agent.draining ? [" ", el("span", { class: "status draining", title: "alive, taking no new work" }, "draining")] : [])),
     el("td", {}, load, agent.current_load.toFixed(2)),
     el("td", {}, agent.health_score.toFixed(1)),
     caps);
@@ -67,6 +70,8 @@ function render(agents) {
   }
   root.replaceChildren(...(sections.length ? sections : [el("div", { class: "empty" }, "No agents visible to this token.")]));
   const counts = STATUSES.map((s) => `${agents.filter((a) => a.status === s).length} ${s}`);
+  const draining = agents.filter((a) => a.draining).length;
+  if (draining) counts.push(`${draining} draining`);
   document.getElementById("summary").textContent = `${agents.length} agents: ${counts.join(", ")}`;
 }
 
