@@ -150,6 +150,11 @@ class _HTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]
         self._session = aiohttp.ClientSession(connector=connector)
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _meta_from(headers: Any) -> QueryMeta:
     def number(name: str) -> int:
         try:
@@ -490,15 +495,17 @@ class ConsulGateway:
             now = time.monotonic()
             end = LINGERING.next_end(self.address)
             delay = deadline - now if end is None else min(deadline, end) - now
+            # A timer, not asyncio.wait_for: on Python 3.11 wait_for swallows a cancellation that arrives as
+            # the future completes (a watch's stop then waited for ever on a loop that kept running).
+            timer = loop.call_later(max(delay, 0.0), _resolve, waiter)
             try:
-                await asyncio.wait_for(waiter, max(delay, 0.0))
-            except TimeoutError:
-                pass
+                await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
                     self._wake()  # the place this waiter was woken for goes to the next one
                 raise
             finally:
+                timer.cancel()
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
             if self._has_room():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -83,3 +84,19 @@ def test_gateway_counts_lingering_connections_against_its_pool_down_to_a_floor()
     assert gateway._has_room()
     gateway._in_flight = MIN_CONNECTIONS
     assert not gateway._has_room()
+
+
+async def test_a_waiter_cancelled_as_it_is_woken_stays_cancelled() -> None:
+    """A call waiting for a place, cancelled in the same loop turn as a place frees, raises CancelledError
+    (asyncio.wait_for on Python 3.11 swallowed it, and a watch's stop then waited for ever)."""
+    gateway = ConsulGateway(ConsulSettings.resolve("http://10.9.9.8:8500", env={}))
+    gateway._in_flight = MAX_CONNECTIONS
+    waiting = asyncio.create_task(gateway._admit(time.monotonic() + 60))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    gateway._in_flight -= 1
+    gateway._wake()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert gateway._in_flight == MAX_CONNECTIONS - 1
