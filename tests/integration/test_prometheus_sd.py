@@ -91,10 +91,10 @@ async def _metrics(request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def metrics_servers() -> AsyncIterator[list[int]]:
-    """Three HTTP servers on loopback: the first two serve /metrics, the third only /v1/metrics."""
+    """Four HTTP servers on loopback: the third serves only /v1/metrics, the others /metrics."""
     runners = []
     ports = []
-    for path in ("/metrics", "/metrics", "/v1/metrics"):
+    for path in ("/metrics", "/metrics", "/v1/metrics", "/metrics"):
         app = web.Application()
         app.router.add_get(path, _metrics)
         runner = web.AppRunner(app)
@@ -120,14 +120,16 @@ async def test_prometheus_scrapes_the_agents_discovery_returns(
     tmp_path: Path,
 ) -> None:
     """Prometheus' targets are the live agents discovery returns, scraped under their endpoint's path; a
-    critical agent, one in maintenance and a deregistered one leave the targets within one refresh."""
+    draining agent, a critical one, one in maintenance and a deregistered one leave the targets within one
+    refresh."""
     ports = metrics_servers
-    ids = [f"{unique}-{n}" for n in range(4)]
+    ids = [f"{unique}-{n}" for n in range(5)]
     endpoints = [
         f"http://127.0.0.1:{ports[0]}",
         f"http://127.0.0.1:{ports[1]}/",
         f"http://127.0.0.1:{ports[2]}/v1",
         f"http://127.0.0.1:{free_port()}",  # registered critical: never a target
+        f"http://127.0.0.1:{ports[3]}",  # drained later
     ]
     async with AgentRegistry(consul_addr) as registry:
         for agent_id, endpoint in zip(ids, endpoints, strict=True):
@@ -139,7 +141,7 @@ async def test_prometheus_scrapes_the_agents_discovery_returns(
             discovered = {
                 a.agent_id for a in await registry.discover_agents(DiscoveryRequest(agent_type=unique))
             }
-            assert discovered == set(ids[:3])
+            assert discovered == {*ids[:3], ids[4]}
 
             async def all_up() -> bool:
                 targets = by_id(prometheus.targets())
@@ -157,6 +159,7 @@ async def test_prometheus_scrapes_the_agents_discovery_returns(
             assert meta["__meta_consul_agents_tag_tier_x"] == "gold"
 
             for leave, agent_id in [
+                (registry.set_draining(ids[4], True), ids[4]),
                 (registry.heartbeat(ids[0], status=AgentStatus.CRITICAL), ids[0]),
                 (registry.set_maintenance(ids[1], True, "upgrade"), ids[1]),
                 (registry.deregister_agent(ids[2]), ids[2]),

@@ -80,6 +80,10 @@ EXEMPT = {
     "docker compose up": "see cd docker",
     "consul-agents acl setup": "needs Consul with ACLs and a management token: test_acl.py runs this command",
     "consul-agents bench core": "a benchmark of minutes; `make bench` runs it",
+    '"""An A2A agent written with a2a-sdk': "the A2A example, examples/a2a/echo_agent.py: "
+    "test_a2a_example.py checks the block is that file and runs agent, sidecar and caller together",
+    '"""Select an agent with the skill': "the A2A example's caller, examples/a2a/caller.py: see the agent",
+    "python examples/a2a/": "the A2A example's processes: see the agent",
 }
 
 #: Lines that run until Ctrl-C: what they print (stdout or stderr) once they are up.
@@ -170,7 +174,7 @@ def python_blocks() -> list[Any]:
     return [
         pytest.param(b, id=f"line{b.line}", marks=[pytest.mark.slow] if "ConsulCluster" in b.text else [])
         for b in readme_blocks()
-        if b.language == "python"
+        if b.language == "python" and not exemption(b.first)
     ]
 
 
