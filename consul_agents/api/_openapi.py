@@ -233,6 +233,14 @@ def openapi_document() -> dict[str, Any]:
                 parameters=_DISCOVERY,
             ),
         },
+        "/v1/census": {
+            "get": _operation(
+                "census",
+                "Every agent of every status in every datacenter, each datacenter from its own answer",
+                {200: _json(agents, "Every agent the token may see, by type and id per datacenter.")},
+                (403, 502, 503),
+            ),
+        },
         "/v1/agents/{agent_id}": {
             "get": _operation(
                 "getAgent",

@@ -151,6 +151,13 @@ async def discover_agents(request: web.Request) -> web.Response:
     return _json(await _view(request).discover_agents(discovery))
 
 
+@routes.get("/v1/census")
+async def census(request: web.Request) -> web.Response:
+    """Every agent of every status (draining ones too) in every datacenter the caller's token may see, each
+    datacenter counted from its own answer, never from another's failover: what the web page shows."""
+    return _json(await _view(request).census())
+
+
 @routes.get("/v1/agents/{agent_id}")
 async def get_agent(request: web.Request) -> web.Response:
     return _json(await _view(request).get_agent(_agent_id(request)))

@@ -18,9 +18,10 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-async function fetchStatus(status) {
+// One answer per datacenter, never one datacenter's failover standing in for another's (GET /v1/census).
+async function fetchCensus() {
   const headers = tokenInput.value ? { "X-Consul-Token": tokenInput.value } : {};
-  const response = await fetch("/v1/agents?draining=true&status=" + status, { headers, cache: "no-store" });
+  const response = await fetch("/v1/census", { headers, cache: "no-store" });
   const body = await response.json();
   if (!response.ok) throw new Error(body.message || response.statusText);
   return body;
@@ -107,9 +108,9 @@ function showOutage(problem, agents) {
 
 async function refresh() {
   const state = document.getElementById("state");
-  const [health, ...lists] = await Promise.allSettled([consulHealth(), ...STATUSES.map(fetchStatus)]);
-  const failed = lists.find((r) => r.status === "rejected");
-  const agents = failed ? [] : lists.flatMap((r) => r.value);
+  const [health, census] = await Promise.allSettled([consulHealth(), fetchCensus()]);
+  const failed = census.status === "rejected" ? census : undefined;
+  const agents = failed ? [] : census.value;
   showOutage(health.value, agents);
   if (failed) {
     // Keep the agents last shown: an error is no reason to show an empty registry.
