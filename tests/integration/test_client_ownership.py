@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import urllib.request
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -297,14 +298,13 @@ async def test_selection_state_stays_bounded_under_distinct_requests(consul_addr
         assert len(state.cursors) == 1 and len(state.schedules) == 1
 
 
-# -- /metrics per datacenter ------------------------------------------------------------------------------
+# -- /metrics and the census, per datacenter ---------------------------------------------------------------
 
 
-async def test_metrics_count_each_datacenter_from_its_own_answer(
-    make_consul: MakeConsul, unique: str
-) -> None:
-    """The agents gauge counts dc1's and dc2's agents of every status, each from its own datacenter,
-    and a scrape starts no watch in dc2."""
+@pytest.fixture
+async def two_datacenters(make_consul: MakeConsul, unique: str) -> AsyncIterator[str]:
+    """dc1 with a passing agent of type ``unique``, and dc2, WAN-joined and known to dc1, with a passing and
+    a critical one; yields dc1's address."""
     dc1 = make_consul(datacenter="dc1")
     dc2 = make_consul(datacenter="dc2")
     dc1.join_wan(dc2)
@@ -317,16 +317,50 @@ async def test_metrics_count_each_datacenter_from_its_own_answer(
             return len(await one.discovery.datacenters()) == 2
 
         await eventually(both_known, timeout=30, what="dc2 is known to dc1")
-        app = create_app(dc1.http_addr)
-        async with test_utils.TestClient(test_utils.TestServer(app)) as client:
-            async with client.get("/metrics") as response:
-                text = await response.text()
-            rows = [line for line in text.splitlines() if line.startswith("consul_agents_agents{")]
-            mine = sorted(line for line in rows if f'agent_type="{unique}"' in line)
-            assert mine == [
-                f'consul_agents_agents{{agent_type="{unique}",datacenter="dc1",status="passing"}} 1.0',
-                f'consul_agents_agents{{agent_type="{unique}",datacenter="dc2",status="critical"}} 1.0',
-                f'consul_agents_agents{{agent_type="{unique}",datacenter="dc2",status="passing"}} 1.0',
-            ]
-            view = app[VIEWS].for_token(None)
-            assert [w.name for w in view.discovery.cache.watches() if w.name.startswith("dc2")] == []
+        yield dc1.http_addr
+
+
+async def test_metrics_count_each_datacenter_from_its_own_answer(two_datacenters: str, unique: str) -> None:
+    """The agents gauge counts dc1's and dc2's agents of every status, each from its own datacenter,
+    and a scrape starts no watch in dc2."""
+    app = create_app(two_datacenters)
+    async with test_utils.TestClient(test_utils.TestServer(app)) as client:
+        async with client.get("/metrics") as response:
+            text = await response.text()
+        rows = [line for line in text.splitlines() if line.startswith("consul_agents_agents{")]
+        mine = sorted(line for line in rows if f'agent_type="{unique}"' in line)
+        assert mine == [
+            f'consul_agents_agents{{agent_type="{unique}",datacenter="dc1",status="passing"}} 1.0',
+            f'consul_agents_agents{{agent_type="{unique}",datacenter="dc2",status="critical"}} 1.0',
+            f'consul_agents_agents{{agent_type="{unique}",datacenter="dc2",status="passing"}} 1.0',
+        ]
+        view = app[VIEWS].for_token(None)
+        assert [w.name for w in view.discovery.cache.watches() if w.name.startswith("dc2")] == []
+
+
+async def test_census_lists_each_datacenter_from_its_own_answer(two_datacenters: str, unique: str) -> None:
+    """GET /v1/census, what the web page shows, lists dc1's passing agent and dc2's passing and critical
+    ones each under its own datacenter, and starts no watch in dc2."""
+    app = create_app(two_datacenters)
+    async with test_utils.TestClient(test_utils.TestServer(app)) as client:
+        async with client.get("/v1/census") as response:
+            assert response.status == 200
+            body = await response.json()
+        mine = sorted(
+            (a["agent_id"], a["datacenter"], a["status"]) for a in body if a["agent_type"] == unique
+        )
+        assert mine == [
+            (f"{unique}-a", "dc1", "passing"),
+            (f"{unique}-b", "dc2", "passing"),
+            (f"{unique}-c", "dc2", "critical"),
+        ]
+        view = app[VIEWS].for_token(None)
+        assert [w.name for w in view.discovery.cache.watches() if w.name.startswith("dc2")] == []
+
+
+async def test_the_web_page_reads_the_census(api: test_utils.TestClient[object, object]) -> None:
+    """The page's script asks /v1/census once per refresh, not one failing-over discovery per status."""
+    async with api.get("/static/app.js") as response:
+        script = await response.text()
+    assert 'fetch("/v1/census"' in script
+    assert "/v1/agents?" not in script
