@@ -36,6 +36,7 @@ __all__ = [
     "add_connection_flags",
     "add_filter_flags",
     "add_output_flags",
+    "add_subcommand",
     "filter_fields",
     "http_address",
     "key_values",
@@ -108,6 +109,15 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="CA certificate for HTTPS to Consul (CONSUL_CACERT)",
     )
+
+
+def add_subcommand(subparsers: Any, name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
+    """A subcommand that talks to Consul: the connection and output flags, and its handler."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text, description=help_text)
+    add_connection_flags(parser)
+    add_output_flags(parser)
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:

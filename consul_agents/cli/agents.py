@@ -12,9 +12,8 @@ from consul_agents._selection import STRATEGIES
 from consul_agents.cli._common import (
     EXIT_NOT_FOUND,
     EXIT_OK,
-    add_connection_flags,
     add_filter_flags,
-    add_output_flags,
+    add_subcommand,
     filter_fields,
     key_values,
     print_agents,
@@ -103,16 +102,8 @@ def _types(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _parser(subparsers: Any, name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text, description=help_text)
-    add_connection_flags(parser)
-    add_output_flags(parser)
-    parser.set_defaults(handler=handler)
-    return parser
-
-
 def register(subparsers: Any) -> None:
-    p = _parser(subparsers, "register", "Register (or update) an agent.", _register)
+    p = add_subcommand(subparsers, "register", "Register (or update) an agent.", _register)
     p.add_argument("--type", dest="agent_type", required=True)
     p.add_argument("--capabilities", "-c", required=True, help="comma-separated capabilities")
     p.add_argument("--endpoint", required=True, help="scheme://host:port[/path]")
@@ -123,19 +114,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--ttl", type=float, default=15.0, help="heartbeat TTL in seconds")
     p.add_argument("--deregister-after", type=float, default=60.0, help="seconds critical before reaping")
 
-    p = _parser(subparsers, "deregister", "Deregister an agent.", _deregister)
+    p = add_subcommand(subparsers, "deregister", "Deregister an agent.", _deregister)
     p.add_argument("agent_id")
 
-    p = _parser(subparsers, "status", "Show one agent as Consul's catalog sees it.", _status)
+    p = add_subcommand(subparsers, "status", "Show one agent as Consul's catalog sees it.", _status)
     p.add_argument("agent_id")
 
-    p = _parser(subparsers, "discover", "List the live agents that match filters.", _discover)
+    p = add_subcommand(subparsers, "discover", "List the live agents that match filters.", _discover)
     add_filter_flags(p)
 
-    p = _parser(subparsers, "select", "Pick one agent that matches filters.", _select)
+    p = add_subcommand(subparsers, "select", "Pick one agent that matches filters.", _select)
     add_filter_flags(p)
     p.add_argument("--strategy", choices=STRATEGIES, default="least_loaded")
     p.add_argument("--exclude", help="comma-separated agent ids to skip")
 
-    p = _parser(subparsers, "types", "List agent types and their capabilities.", _types)
+    p = add_subcommand(subparsers, "types", "List agent types and their capabilities.", _types)
     p.add_argument("--region", help="Consul datacenter")

@@ -8,9 +8,8 @@ from typing import Any
 from consul_agents._models import DiscoveryRequest
 from consul_agents.cli._common import (
     EXIT_OK,
-    add_connection_flags,
     add_filter_flags,
-    add_output_flags,
+    add_subcommand,
     filter_fields,
     print_json,
     print_table,
@@ -57,27 +56,21 @@ def _cards(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _parser(subparsers: Any, name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text, description=help_text)
-    add_connection_flags(parser)
-    add_output_flags(parser)
-    parser.set_defaults(handler=handler)
-    return parser
-
-
 def register(subparsers: Any) -> None:
-    p = _parser(
+    p = add_subcommand(
         subparsers,
         "drain",
         "Mark an agent draining: it keeps heartbeating but is never selected and leaves DNS answers.",
         lambda args: _drain(args, True),
     )
     p.add_argument("agent_id")
-    p = _parser(subparsers, "undrain", "Take an agent out of draining.", lambda args: _drain(args, False))
+    p = add_subcommand(
+        subparsers, "undrain", "Take an agent out of draining.", lambda args: _drain(args, False)
+    )
     p.add_argument("agent_id")
-    p = _parser(subparsers, "card", "Print an agent's A2A Agent Card as registered.", _card)
+    p = add_subcommand(subparsers, "card", "Print an agent's A2A Agent Card as registered.", _card)
     p.add_argument("agent_id")
-    p = _parser(
+    p = add_subcommand(
         subparsers, "cards", "List the A2A Agent Cards of the live agents that match filters.", _cards
     )
     add_filter_flags(p)
