@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -45,6 +46,7 @@ from consul_agents import _wire as wire
 from consul_agents import _wire_read as wire_read
 from consul_agents._errors import ConsulAgentsError, RegistryUnavailableError
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
+from consul_agents._health_score import HealthHistory
 from consul_agents._metrics import observe_watch_lag, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
 from consul_agents._watch import Watch, WatchPolicy
@@ -307,6 +309,10 @@ class _ServiceWatch(_Watched):
         super().__init__(cache, datacenter, service, operation, f"/v1/health/service/{service}", decode=str)
         self.service = service
         self.view = ServiceView(())
+        #: The agents of the last version as read, before their health scores (see _health_score).
+        self._sources: list[AgentInfo] = []
+        self.scored_at = 0.0
+        self.rescore_at = math.inf
         #: The AgentInfo built from each entry of the last answer, keyed by the entry's text (None for an
         #: entry that is not an agent, so it is not judged again while its text stays the same).
         self._converted: dict[str, AgentInfo | None] = {}
@@ -370,9 +376,25 @@ class _ServiceWatch(_Watched):
         if self._kv_entries:
             values = self.metadata.values if self.metadata is not None else {}
             infos += [info for info in self._read(list(self._kv_entries.values()), values) if info]
-        self.view = ServiceView(infos)
+        self._sources = infos
+        self._score(self.cache.clock())
         self.dirty = False
         self.cache.changed()
+
+    def _score(self, now: float) -> None:
+        stamped = self.cache.health.stamp(self._sources, now)
+        self.view = ServiceView(stamped.agents)
+        self.scored_at, self.rescore_at = now, stamped.rescore_at
+
+    def scored_view(self, now: float) -> ServiceView:
+        """The view, its health scores brought up to date when they are due (time moved the pass ratio of
+        an agent with history, or a lease failed since they were computed)."""
+        if now >= self.rescore_at or (
+            self.cache.health.failed_at > self.scored_at
+            and now >= self.scored_at + self.cache.health.policy.resolution
+        ):
+            self._score(now)
+        return self.view
 
     def _reuse(self, text: str) -> tuple[dict[str, AgentInfo | None], dict[str, Any], list[tuple[str, Any]]]:
         """What the last answer's unchanged entries gave, keyed by their text (the AgentInfos, None for
@@ -470,6 +492,8 @@ class DiscoveryCache:
         self._starting: dict[WatchKey, asyncio.Task[Any]] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        #: Status changes and lease outcomes of the agents watched: their health scores.
+        self.health = HealthHistory()
         self._misses = 0
         self._holders = 0
         self._retiring = False
@@ -506,6 +530,10 @@ class DiscoveryCache:
         except TimeoutError:
             return False
         return True
+
+    def record_lease(self, agent: AgentInfo, success: bool) -> None:
+        """A lease of ``agent`` ended: its outcome counts in the agent's health score."""
+        self.health.record_lease(agent, success, self.clock())
 
     def invalidate(self, service: str | None = None, *, catalog: bool = False) -> None:
         """This client just wrote to ``service`` (None: unknown): the next read of it asks Consul directly.
@@ -552,8 +580,8 @@ class DiscoveryCache:
                     raise TooManyServices(len(names))
             entries = [self._services.get((datacenter, name)) for name in names]
             ready = [entry for entry in entries if entry is not None and not entry.dirty and entry.usable()]
+            now = self.clock()
             if len(ready) == len(entries):
-                now = self.clock()
                 for entry in ready:
                     entry.last_used = now
             else:
@@ -569,7 +597,7 @@ class DiscoveryCache:
                 staleness = max(staleness, self._check_fresh(entry.watch))
                 if entry.metadata is not None:
                     staleness = max(staleness, self._check_fresh(entry.metadata.watch))
-                found.extend(entry.view.query(request, key))
+                found.extend(entry.scored_view(now).query(request, key))
                 known_leader = known_leader and entry.watch.meta.known_leader
                 last_contact = max(last_contact, entry.watch.meta.last_contact_ms)
             if staleness > 0:
