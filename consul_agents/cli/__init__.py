@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "consul_agents.cli.dns",
     "consul_agents.cli.serve",
     "consul_agents.cli.watch",
+    "consul_agents.cli.alert_handler",
 )
 
 
