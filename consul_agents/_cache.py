@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import logging
 import math
+import operator
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -299,6 +300,11 @@ class _MetadataWatch(_Watched):
         self._owner.metadata_changed()
 
 
+def _same(agents: list[AgentInfo], before: list[AgentInfo]) -> bool:
+    """The very same AgentInfos in the same order (compared in C)."""
+    return len(agents) == len(before) and all(map(operator.is_, agents, before))
+
+
 class _ServiceWatch(_Watched):
     """A watch on ``/v1/health/service/<name>`` in one datacenter and the view it keeps current, with a
     watch on the agents' KV metadata while any of them keeps its metadata there."""
@@ -311,6 +317,7 @@ class _ServiceWatch(_Watched):
         self.view = ServiceView(())
         #: The agents of the last version as read, before their health scores (see _health_score).
         self._sources: list[AgentInfo] = []
+        self._scored: list[AgentInfo] = []
         self.scored_at = 0.0
         self.rescore_at = math.inf
         #: The AgentInfo built from each entry of the last answer, keyed by the entry's text (None for an
@@ -376,14 +383,17 @@ class _ServiceWatch(_Watched):
         if self._kv_entries:
             values = self.metadata.values if self.metadata is not None else {}
             infos += [info for info in self._read(list(self._kv_entries.values()), values) if info]
-        self._sources = infos
-        self._score(self.cache.clock())
+        previous, self._sources = self._sources, infos
+        self._score(self.cache.clock(), previous)
         self.dirty = False
         self.cache.changed()
 
-    def _score(self, now: float) -> None:
-        stamped = self.cache.health.stamp(self._sources, now)
-        self.view = ServiceView(stamped.agents)
+    def _score(self, now: float, previous: list[AgentInfo] | None = None) -> None:
+        # the same list when only time moved (nothing changed): nothing to record, only to score
+        stamped = self.cache.health.stamp(self._sources, now, self._sources if previous is None else previous)
+        if previous is not None or not _same(stamped.agents, self._scored):
+            self.view = ServiceView(stamped.agents)  # else no score moved: the view and its memo stay
+        self._scored = stamped.agents
         self.scored_at, self.rescore_at = now, stamped.rescore_at
 
     def scored_view(self, now: float) -> ServiceView:

@@ -52,12 +52,12 @@ def test_an_agent_without_history_scores_its_status_cap(status: AgentStatus, exp
 
 def test_the_formula_pass_ratio_times_flap_factor() -> None:
     """Passing 0-100 s, critical 100-110 s, passing since: at 200 s the pass ratio is 190/200 and two
-    changes give a flap factor of 1/(1 + 2/4)."""
+    changes give a flap factor of 1/(1 + 2/4), rounded to two decimals."""
     history = HealthHistory()
     history.stamp([agent("a")], 0.0)
     assert score(history, agent("a", CRITICAL), 100.0) == 0.0
     history.stamp([agent("a")], 110.0)
-    assert score(history, agent("a"), 200.0) == pytest.approx(190 / 200 / 1.5)
+    assert score(history, agent("a"), 200.0) == round(190 / 200 / 1.5, 2)
 
 
 def test_a_flapping_agent_scores_below_a_steady_one_and_recovers_after_the_window() -> None:
@@ -113,7 +113,7 @@ def test_failed_leases_lower_the_score_and_successes_raise_it_back() -> None:
     assert score(history, info, 10.0) == pytest.approx(0.5)
     for _ in range(9):
         history.record_lease(info, True, 11.0)
-    assert score(history, info, 11.0) == pytest.approx(10 / 11)
+    assert score(history, info, 11.0) == round(10 / 11, 2)
     assert score(history, info, 400.0) == 1.0
 
 
@@ -127,10 +127,26 @@ def test_leases_of_agents_never_seen_are_not_counted() -> None:
 def test_agents_are_told_apart_by_datacenter() -> None:
     """The same id in two datacenters is two agents."""
     history = HealthHistory()
-    history.stamp([agent("a", datacenter="dc1"), agent("a", datacenter="dc2")], 0.0)
-    history.stamp([agent("a", CRITICAL, "dc1"), agent("a", datacenter="dc2")], 1.0)
-    stamped = history.stamp([agent("a", datacenter="dc1"), agent("a", datacenter="dc2")], 2.0)
-    assert stamped.agents[0].health_score < 1.0 and stamped.agents[1].health_score == 1.0
+    for now, status in ((0.0, PASSING), (1.0, CRITICAL), (2.0, PASSING)):
+        dc1 = history.stamp([agent("a", status, "dc1")], now)
+        dc2 = history.stamp([agent("a", datacenter="dc2")], now)
+    assert dc1.agents[0].health_score < 1.0 and dc2.agents[0].health_score == 1.0
+
+
+def test_agents_reused_from_the_previous_version_are_not_looked_at_again() -> None:
+    """Passing the previous version: an agent that is the very same object keeps its record untouched, a
+    new object (a changed entry) has its status recorded, whether the list kept its length or not."""
+    history = HealthHistory()
+    steady, flappy = agent("steady"), agent("flappy")
+    first = [steady, flappy]
+    history.stamp(first, 0.0)
+    second = [steady, agent("flappy", CRITICAL)]
+    history.stamp(second, 1.0, first)
+    third = [steady, agent("flappy"), agent("new")]
+    stamped = history.stamp(third, 2.0, second)
+    assert stamped.agents[0].health_score == 1.0
+    assert 0 < stamped.agents[1].health_score < 1.0
+    assert stamped.agents[2].health_score == 1.0 and len(history) == 3
 
 
 def test_memory_is_bounded_by_agents_and_changes() -> None:
