@@ -116,8 +116,13 @@ class _Recorder:
         counter.inc()
 
 
-def instrumented(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    """Wrap an async registry method in a span, a latency observation and an outcome count."""
+def instrumented(
+    operation: str, *, none_outcome: str = "ok"
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Wrap an async registry method in a span, a latency observation and an outcome count.
+
+    ``none_outcome``: the outcome of a call that returns None (``select`` counts ``unmet``: it found nobody).
+    """
 
     def decorate(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         name = f"consul_agents.{operation}"
@@ -140,7 +145,7 @@ def instrumented(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callab
                 except BaseException as exc:
                     recorder.record(time.perf_counter() - started, outcome_of(exc))
                     raise
-                recorder.record(time.perf_counter() - started, "ok")
+                recorder.record(time.perf_counter() - started, "ok" if result is not None else none_outcome)
                 return result
             finally:
                 _in_operation.reset(token)
@@ -172,11 +177,12 @@ def instrumented(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callab
                 finally:
                     if gathering is not None:
                         stop_collecting(gathering)
-                recorder.record(time.perf_counter() - started, "ok")
+                outcome = "ok" if result is not None else none_outcome
+                recorder.record(time.perf_counter() - started, outcome)
                 if recording:
                     candidates = pending.get("selection.candidates")
                     result_attributes = _result_attributes(result, call, candidates)
-                    span.set_attributes(clean({**call, **pending, **result_attributes, "outcome": "ok"}))
+                    span.set_attributes(clean({**call, **pending, **result_attributes, "outcome": outcome}))
                 return result
 
         return wrapper

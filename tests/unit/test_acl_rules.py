@@ -34,12 +34,14 @@ def test_registrar_rules_grant_write_on_its_types_only() -> None:
 
 
 def test_discoverer_of_all_types_reads_every_agent_and_node() -> None:
-    """A discoverer without agent_types reads every agent service, every node and every agent's metadata."""
+    """A discoverer without agent_types reads every agent service, every node, every agent's metadata and
+    every pool's settings."""
     text = rules.render_rules(spec(name="d", kind="discoverer"))
     assert text.splitlines() == [
         'service_prefix "agent-" { policy = "read" }',
         'node_prefix "" { policy = "read" }',
         'key_prefix "consul-agents/metadata/" { policy = "read" }',
+        'key_prefix "consul-agents/pools/" { policy = "read" }',
     ]
 
 
