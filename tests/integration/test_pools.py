@@ -3,7 +3,6 @@ the pool gauges and the scaling signal on /metrics, the REST routes and the CLI.
 
 from __future__ import annotations
 
-import json
 import urllib.request
 from typing import Any
 
