@@ -1,0 +1,83 @@
+"""The scaling signal end to end: Debian's real Prometheus scrapes the REST API's /metrics while a pool's
+load ramps up, the pool grows, and selections of an empty pool go unmet (docs/autoscaling.md's loop, less
+the autoscaler, which needs Kubernetes)."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from aiohttp import test_utils
+from support import eventually, registration
+from test_prometheus_sd import PROMETHEUS, Prometheus, pytestmark  # noqa: F401 (skips without prometheus)
+
+from consul_agents import AgentRegistry, PoolSettings
+
+Client = test_utils.TestClient[Any, Any]
+
+
+def query(prometheus: Prometheus, promql: str) -> float | None:
+    """The value of an instant PromQL query with one series, or None while it has none."""
+    url = f"http://127.0.0.1:{prometheus.port}/api/v1/query?query={urllib.parse.quote(promql)}"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            result = json.loads(answer.read())["data"]["result"]
+    except OSError:
+        assert prometheus.proc.poll() is None, "prometheus exited"
+        return None
+    return float(result[0]["value"][1]) if len(result) == 1 else None
+
+
+async def test_prometheus_sees_the_signal_rise_with_load_fall_with_growth_and_unmet_demand(
+    api: Client, consul_addr: str, unique: str, tmp_path: Path
+) -> None:
+    """Scraped by Prometheus: desired_agents rises when the pool's agents report more load, falls when
+    agents join and take their share, and an empty pool's unmet selections show with reason
+    none_registered and raise its signal from 0 to 1."""
+    idle = f"{unique}-idle"
+    job = {"job_name": "pools", "static_configs": [{"targets": [f"{api.host}:{api.port}"]}]}
+    ids = [f"{unique}-{n}" for n in range(6)]
+    async with AgentRegistry(consul_addr) as registry:
+        await registry.set_pool_settings(unique, PoolSettings(min_agents=1, max_agents=20, target_load=0.5))
+        await registry.set_pool_settings(idle, PoolSettings(max_agents=5))
+        for agent_id in ids[:2]:
+            await registry.register_agent(registration(unique, agent_id=agent_id, load=0.2, ttl=60))
+        prometheus = Prometheus(tmp_path, job)
+        try:
+
+            async def signal_is(value: float, agent_type: str = unique) -> None:
+                promql = f'consul_agents_pool_desired_agents{{agent_type="{agent_type}"}}'
+
+                async def seen() -> bool:
+                    return query(prometheus, promql) == value
+
+                await eventually(seen, timeout=45, what=f"prometheus sees {promql} == {value}")
+
+            await signal_is(1)  # ceil(2 * 0.2 / 0.5)
+            await signal_is(0, idle)
+            for agent_id in ids[:2]:  # the load ramps up
+                await registry.heartbeat(agent_id, load=0.9)
+            await signal_is(4)  # ceil(2 * 0.9 / 0.5)
+            for agent_id in ids[2:]:  # four agents join and the load spreads
+                await registry.register_agent(registration(unique, agent_id=agent_id, load=0.15, ttl=60))
+            for agent_id in ids[:2]:
+                await registry.heartbeat(agent_id, load=0.2)
+            await signal_is(2)  # ceil(6 * (2 * 0.2 + 4 * 0.15) / 6 / 0.5)
+            answer = await api.post("/v1/select", json={"agent_type": idle})
+            assert answer.status == 404
+            unmet = f'consul_agents_selections_unmet_total{{agent_type="{idle}",reason="none_registered"}}'
+
+            async def counted() -> bool:
+                return query(prometheus, unmet) == 1
+
+            await eventually(counted, timeout=45, what=f"prometheus sees {unmet} == 1")
+            await signal_is(1, idle)  # demand for a pool with no agent: scale from zero
+        finally:
+            prometheus.close()
+            for agent_id in ids:
+                await registry.deregister_agent(agent_id)
+            for agent_type in (unique, idle):
+                await registry.set_pool_settings(agent_type, None)
