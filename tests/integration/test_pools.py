@@ -3,6 +3,7 @@ the pool gauges and the scaling signal on /metrics, the REST routes and the CLI.
 
 from __future__ import annotations
 
+import json
 import urllib.request
 from typing import Any
 
@@ -14,6 +15,7 @@ from support import consul_put, registration
 
 from consul_agents import AgentRegistry, AgentStatus, NoAgentAvailableError, SelectionCriteria
 from consul_agents._pools import PoolSettings, pool_key
+from consul_agents.cli import main
 
 Client = test_utils.TestClient[Any, Any]
 
@@ -212,3 +214,35 @@ async def test_rest_pool_routes(api: Client, unique: str) -> None:
     assert (await api.delete(f"/v1/pools/{unique}")).status == 204
     pool = await (await api.get(f"/v1/pools/{unique}")).json()
     assert pool["settings"] is None and pool["desired_agents"] == 0
+
+
+def test_cli_pool_set_show_pools_and_clear(
+    consul_addr: str, unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`pool set` changes only the fields given (and exits 2 naming a bad one), `pool show` and `pools`
+    print the pool with its signal, `pool clear` removes the settings (the CLI run in-process)."""
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        code = main([*args, "-http-addr", consul_addr])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    def cli_json(*args: str) -> Any:
+        code, out, err = cli(*args, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+    stored = cli_json("pool", "set", unique, "--min", "2", "--max", "6")
+    assert (stored["min_agents"], stored["max_agents"], stored["target_load"]) == (2, 6, 0.7)
+    stored = cli_json("pool", "set", unique, "--cost", "0.5")
+    assert (stored["min_agents"], stored["cost_per_agent_hour"]) == (2, 0.5)
+    code, _, err = cli("pool", "set", unique, "--min", "9")
+    assert code == 2 and "max_agents 6 is below min_agents 9" in err
+    [shown] = cli_json("pool", "show", unique)
+    assert (shown["desired_agents"], shown["settings"]["max_agents"]) == (2, 6)
+    assert any(p["agent_type"] == unique for p in cli_json("pools"))
+    code, out, _ = cli("pools")
+    assert code == 0 and unique in out and "DESIRED" in out
+    assert cli_json("pool", "clear", unique) == {"agent_type": unique, "cleared": True}
+    [shown] = cli_json("pool", "show", unique)
+    assert shown["settings"] is None
