@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from aiohttp import test_utils
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from support import consul_put, registration
@@ -246,3 +248,42 @@ def test_cli_pool_set_show_pools_and_clear(
     assert cli_json("pool", "clear", unique) == {"agent_type": unique, "cleared": True}
     [shown] = cli_json("pool", "show", unique)
     assert shown["settings"] is None
+
+
+async def test_an_unmet_selection_span_says_unmet_and_why(
+    registry: AgentRegistry, unique: str, spans: InMemorySpanExporter
+) -> None:
+    """The select span of a selection that found nobody has outcome "unmet" and the reason, is not an
+    error, and the follow-up question that found the reason opens no span of its own."""
+    assert await registry.select_agent(SelectionCriteria(agent_type=unique)) is None
+    (select,) = [s for s in spans.get_finished_spans() if s.name == "consul_agents.select"]
+    attributes = dict(select.attributes or {})
+    assert (attributes["outcome"], attributes["selection.unmet"]) == ("unmet", "none_registered")
+    assert select.status.status_code is not trace.StatusCode.ERROR
+    assert not [s for s in spans.get_finished_spans() if s.name == "consul_agents.discover"]
+
+
+async def test_a_selection_naming_no_type_is_counted_with_an_empty_type(
+    registry: AgentRegistry, unique: str
+) -> None:
+    """A selection by capability alone that finds nobody is counted with agent_type "" (no type asked)."""
+    before = unmet("", "none_registered")
+    assert await registry.select_agent(SelectionCriteria(capabilities=[f"{unique}-cap"])) is None
+    assert unmet("", "none_registered") == before + 1
+
+
+async def test_keys_under_the_pool_prefix_that_name_no_pool_are_ignored(
+    api: Client, consul_addr: str, unique: str
+) -> None:
+    """A key that names no valid agent type, or a nested key, under consul-agents/pools/ is left out of the
+    pools (and logged), and /metrics answers 200."""
+    keys = [f"consul-agents/pools/{unique}_Bad", f"consul-agents/pools/{unique}/nested"]
+    for key in keys:
+        kv_raw(consul_addr, key, b'{"min_agents": 1}')
+    try:
+        assert (await api.get("/metrics")).status == 200
+        listing = await (await api.get("/v1/pools")).json()
+        assert not [p for p in listing if p["agent_type"].startswith(unique)]
+    finally:
+        for key in keys:
+            kv_raw(consul_addr, key, None)
