@@ -22,9 +22,23 @@ _FIELDS = {
 }
 
 
-_HEADERS = (
-    "DC TYPE PASSING WARNING CRITICAL MAINT DRAINING CAPACITY LOAD MAX UNMET DESIRED MIN..MAX COST/H SETTINGS"
-).split()
+_HEADERS = [
+    "DC",
+    "TYPE",
+    "PASSING",
+    "WARNING",
+    "CRITICAL",
+    "MAINT",
+    "DRAINING",
+    "CAPACITY",
+    "LOAD",
+    "MAX",
+    "UNMET",
+    "DESIRED",
+    "MIN..MAX",
+    "COST/H",
+    "SETTINGS",
+]
 
 
 def _number(value: float | None, digits: int = 2) -> str:
