@@ -4,7 +4,9 @@ the pool gauges and the scaling signal on /metrics, the REST routes and the CLI.
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -287,3 +289,18 @@ async def test_keys_under_the_pool_prefix_that_name_no_pool_are_ignored(
     finally:
         for key in keys:
             kv_raw(consul_addr, key, None)
+
+
+async def test_the_documented_python_example_runs(registry: AgentRegistry) -> None:
+    """docs/autoscaling.md's Python example runs as written against real Consul."""
+    text = (Path(__file__).parents[2] / "docs" / "autoscaling.md").read_text()
+    [block] = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "docs/autoscaling.md", "exec"), namespace)
+    try:
+        await namespace["configure"](registry)
+        assert (await registry.pool("planner")).settings == PoolSettings(
+            min_agents=1, max_agents=20, target_load=0.6
+        )
+    finally:
+        await registry.set_pool_settings("planner", None)

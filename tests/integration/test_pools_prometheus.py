@@ -5,12 +5,16 @@ the autoscaler, which needs Kubernetes)."""
 from __future__ import annotations
 
 import json
+import re
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import test_utils
+from processes import TESTS
 from support import eventually, registration
 from test_prometheus_sd import PROMETHEUS, Prometheus, pytestmark  # noqa: F401 (skips without prometheus)
 
@@ -19,16 +23,40 @@ from consul_agents import AgentRegistry, PoolSettings
 Client = test_utils.TestClient[Any, Any]
 
 
-def query(prometheus: Prometheus, promql: str) -> float | None:
-    """The value of an instant PromQL query with one series, or None while it has none."""
+DOC = TESTS.parent / "docs" / "autoscaling.md"
+
+
+def query_all(prometheus: Prometheus, promql: str) -> list[dict[str, Any]]:
+    """The series of an instant PromQL query ([] while Prometheus is not up); a query Prometheus refuses
+    fails the test."""
     url = f"http://127.0.0.1:{prometheus.port}/api/v1/query?query={urllib.parse.quote(promql)}"
     try:
         with urllib.request.urlopen(url, timeout=2) as answer:
-            result = json.loads(answer.read())["data"]["result"]
+            result: list[dict[str, Any]] = json.loads(answer.read())["data"]["result"]
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"prometheus refused {promql!r}: {exc.read()[:300]!r}") from exc
     except OSError:
         assert prometheus.proc.poll() is None, "prometheus exited"
-        return None
+        return []
+    return result
+
+
+def query(prometheus: Prometheus, promql: str) -> float | None:
+    """The value of an instant PromQL query with one series, or None while it has none."""
+    result = query_all(prometheus, promql)
     return float(result[0]["value"][1]) if len(result) == 1 else None
+
+
+def documented_queries(agent_type: str) -> tuple[str, str, str]:
+    """docs/autoscaling.md's KEDA query (for ``agent_type`` instead of planner), unmet-demand query and cost
+    query, as written there."""
+    text = DOC.read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)]
+    [keda] = [b for b in blocks if isinstance(b, dict) and b.get("kind") == "ScaledObject"]
+    promql: str = keda["spec"]["triggers"][0]["metadata"]["query"]
+    useful = text[text.index("Useful queries") :]
+    unmet, cost = re.findall(r"`([^`]*\(consul_agents[^`]*)`", useful)[:2]
+    return promql.replace('"planner"', f'"{agent_type}"'), unmet, cost
 
 
 async def test_prometheus_sees_the_signal_rise_with_load_fall_with_growth_and_unmet_demand(
@@ -36,12 +64,14 @@ async def test_prometheus_sees_the_signal_rise_with_load_fall_with_growth_and_un
 ) -> None:
     """Scraped by Prometheus: desired_agents rises when the pool's agents report more load, falls when
     agents join and take their share, and an empty pool's unmet selections show with reason
-    none_registered and raise its signal from 0 to 1."""
+    none_registered and raise its signal from 0 to 1; the queries docs/autoscaling.md gives KEDA and
+    operators run and answer accordingly."""
     idle = f"{unique}-idle"
     job = {"job_name": "pools", "static_configs": [{"targets": [f"{api.host}:{api.port}"]}]}
     ids = [f"{unique}-{n}" for n in range(6)]
     async with AgentRegistry(consul_addr) as registry:
-        await registry.set_pool_settings(unique, PoolSettings(min_agents=1, max_agents=20, target_load=0.5))
+        settings = PoolSettings(min_agents=1, max_agents=20, target_load=0.5, cost_per_agent_hour=0.5)
+        await registry.set_pool_settings(unique, settings)
         await registry.set_pool_settings(idle, PoolSettings(max_agents=5))
         for agent_id in ids[:2]:
             await registry.register_agent(registration(unique, agent_id=agent_id, load=0.2, ttl=60))
@@ -75,6 +105,16 @@ async def test_prometheus_sees_the_signal_rise_with_load_fall_with_growth_and_un
 
             await eventually(counted, timeout=45, what=f"prometheus sees {unmet} == 1")
             await signal_is(1, idle)  # demand for a pool with no agent: scale from zero
+
+            keda, unmet_rate, cost = documented_queries(unique)
+            assert query(prometheus, keda) == 2  # what KEDA would read
+
+            async def rate_seen() -> bool:  # a rate needs two samples of the counter
+                return idle in {r["metric"].get("agent_type") for r in query_all(prometheus, unmet_rate)}
+
+            await eventually(rate_seen, timeout=30, what=f"the documented unmet query lists {idle}")
+            costs = {r["metric"].get("agent_type"): float(r["value"][1]) for r in query_all(prometheus, cost)}
+            assert costs[unique] == 3.0  # six agents at 0.5 an hour
         finally:
             prometheus.close()
             for agent_id in ids:
