@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_POOLS",
+    "census_and_pools",
+    "metrics_census",
     "pool",
-    "pool_gauges",
     "pool_list",
     "read_settings",
     "settings_by_type",
@@ -116,17 +117,20 @@ async def write_settings(
         )
 
 
-async def pool_list(registry: AgentRegistry, agents: list[AgentInfo] | None = None) -> list[PoolStatus]:
-    """Every pool the client's token sees in every datacenter: from ``agents`` (a census, read when not
-    given) and the settings in each datacenter's KV. A datacenter whose KV cannot be read leaves its pools
-    without a signal (their ``settings_error`` says why), never out of the answer."""
+async def census_and_pools(registry: AgentRegistry) -> tuple[list[AgentInfo], list[PoolStatus]]:
+    """A census and every pool the client's token sees in every datacenter, the census and the settings
+    reads (one per datacenter's KV) made together. A datacenter whose KV cannot be read leaves its pools
+    without a signal (their ``settings_error`` says why), never out of the answer; the census's own error
+    is raised."""
     discovery = registry.discovery
-    if agents is None:
-        agents = await registry.census()
     datacenters = list(dict.fromkeys([await discovery.local_datacenter(), *await discovery.datacenters()]))
-    answers = await asyncio.gather(
-        *(settings_by_type(registry, dc) for dc in datacenters), return_exceptions=True
-    )
+    reads = asyncio.gather(*(settings_by_type(registry, dc) for dc in datacenters), return_exceptions=True)
+    try:
+        census = await registry.census()
+    except BaseException:
+        reads.cancel()
+        raise
+    answers: list[dict[str, Found] | BaseException] = await reads
     settings: dict[tuple[str, str], Found] = {}
     for datacenter, answer in zip(datacenters, answers, strict=True):
         if isinstance(answer, BaseException):
@@ -134,22 +138,24 @@ async def pool_list(registry: AgentRegistry, agents: list[AgentInfo] | None = No
                 raise answer
             log.info("pool settings of datacenter %s not read: %s", datacenter, answer)
             unread = PoolSettingsError(f"the pool settings could not be read: {answer}")
-            for agent in agents:
+            for agent in census:
                 if agent.datacenter == datacenter:
                     settings[(agent.agent_type, datacenter)] = unread
             continue
         settings.update({(agent_type, datacenter): found for agent_type, found in answer.items()})
-    return pools.build_pools(agents, settings)
+    return census, pools.build_pools(census, settings)
 
 
-async def pool_gauges(registry: AgentRegistry, agents: list[AgentInfo]) -> bytes:
-    """The per-pool gauges of a ``/metrics`` scrape from its census; empty (and logged) when Consul fails
-    the settings read: a scrape never fails for pools."""
-    try:
-        return pools.pool_exposition(await pool_list(registry, agents))
-    except ConsulAgentsError as exc:
-        log.info("pool gauges left out of this scrape: %s", exc)
-        return b""
+async def pool_list(registry: AgentRegistry) -> list[PoolStatus]:
+    """Every pool the client's token sees in every datacenter (see :func:`census_and_pools`)."""
+    return (await census_and_pools(registry))[1]
+
+
+async def metrics_census(registry: AgentRegistry) -> tuple[list[AgentInfo], bytes]:
+    """What a ``/metrics`` scrape needs: the census (for the agents gauge) and the per-pool gauges. The
+    census's error is raised; the pools' own problems only leave their gauges without a signal (logged)."""
+    census, found = await census_and_pools(registry)
+    return census, pools.pool_exposition(found)
 
 
 async def pool(registry: AgentRegistry, agent_type: str, region: str | None) -> PoolStatus:

@@ -26,7 +26,6 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Literal
 
 from cachetools import LRUCache
@@ -275,14 +274,19 @@ class PoolStatus(BaseModel):
     settings_error: str | None = None
 
 
-@dataclass
+_STATUSES = tuple(AgentStatus)
+#: Status -> position in a tally's counts, by identity (an enum member's hash is a Python-level call).
+_STATUS_AT = {id(status): position for position, status in enumerate(_STATUSES)}
+
+
 class _Tally:
-    agents: dict[AgentStatus, int] = field(default_factory=lambda: dict.fromkeys(AgentStatus, 0))
-    passing: int = 0
-    draining: int = 0
-    capacity: int = 0
-    load_sum: float = 0.0
-    load_max: float | None = None
+    __slots__ = ("capacity", "counts", "draining", "load_max", "load_sum", "passing")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(_STATUSES)
+        self.passing = self.draining = self.capacity = 0
+        self.load_sum = 0.0
+        self.load_max: float | None = None
 
 
 def build_pools(
@@ -295,18 +299,23 @@ def build_pools(
     """Every pool of these agents, of every (agent type, datacenter) with settings and of ``include``,
     sorted by (datacenter, type)."""
     tallies: dict[tuple[str, str], _Tally] = {}
+    passing, at = AgentStatus.PASSING, _STATUS_AT
     for agent in agents:
-        tally = tallies.get((agent.agent_type, agent.datacenter))
+        key = (agent.agent_type, agent.datacenter)
+        tally = tallies.get(key)
         if tally is None:
-            tally = tallies[(agent.agent_type, agent.datacenter)] = _Tally()
-        tally.agents[agent.status] += 1
+            tally = tallies[key] = _Tally()
+        status = agent.status
+        tally.counts[at[id(status)]] += 1
         if agent.draining:
             tally.draining += 1
-        elif agent.status is AgentStatus.PASSING:
+        elif status is passing:
+            load = agent.current_load
             tally.passing += 1
             tally.capacity += agent.weight
-            tally.load_sum += agent.current_load
-            tally.load_max = max(tally.load_max or 0.0, agent.current_load)
+            tally.load_sum += load
+            if tally.load_max is None or load > tally.load_max:
+                tally.load_max = load
     pools = []
     for key in sorted(tallies.keys() | settings.keys() | set(include), key=lambda k: (k[1], k[0])):
         agent_type, datacenter = key
@@ -320,7 +329,7 @@ def build_pools(
             PoolStatus(
                 agent_type=agent_type,
                 datacenter=datacenter,
-                agents={status.value: count for status, count in tally.agents.items()},
+                agents={status.value: count for status, count in zip(_STATUSES, tally.counts, strict=True)},
                 passing=tally.passing,
                 draining=tally.draining,
                 capacity=tally.capacity,
