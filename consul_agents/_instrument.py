@@ -117,11 +117,12 @@ class _Recorder:
 
 
 def instrumented(
-    operation: str, *, none_outcome: str = "ok"
+    operation: str, *, empty_outcome: str = "ok"
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Wrap an async registry method in a span, a latency observation and an outcome count.
 
-    ``none_outcome``: the outcome of a call that returns None (``select`` counts ``unmet``: it found nobody).
+    ``empty_outcome``: the outcome of a call that returns None or False, having found nothing to act on
+    (a select that found nobody counts ``unmet``, a deregistration of an unknown agent ``not_found``).
     """
 
     def decorate(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -145,7 +146,10 @@ def instrumented(
                 except BaseException as exc:
                     recorder.record(time.perf_counter() - started, outcome_of(exc))
                     raise
-                recorder.record(time.perf_counter() - started, "ok" if result is not None else none_outcome)
+                recorder.record(
+                    time.perf_counter() - started,
+                    empty_outcome if result is None or result is False else "ok",
+                )
                 return result
             finally:
                 _in_operation.reset(token)
@@ -177,7 +181,7 @@ def instrumented(
                 finally:
                     if gathering is not None:
                         stop_collecting(gathering)
-                outcome = "ok" if result is not None else none_outcome
+                outcome = empty_outcome if result is None or result is False else "ok"
                 recorder.record(time.perf_counter() - started, outcome)
                 if recording:
                     candidates = pending.get("selection.candidates")

@@ -687,7 +687,7 @@ class AgentRegistry:
                 raise AgentNotFoundError(agent_id, "not registered with the local Consul agent")
             self._wrote(agent_id)
 
-    @instrumented("deregister")
+    @instrumented("deregister", empty_outcome="not_found")
     async def deregister_agent(self, agent_id: str) -> bool:
         """Remove an agent and its KV metadata. Returns False when it was not registered (anywhere in the
         catalog). Once it returns True, no heartbeat of this process brings the agent back.
@@ -857,7 +857,7 @@ class AgentRegistry:
         ejected = self.outliers.excluded(a.agent_id for a in agents if a.agent_id not in excluded)
         return [*criteria.exclude, *ejected]
 
-    @instrumented("select", none_outcome="unmet")
+    @instrumented("select", empty_outcome="unmet")
     async def select_agent(
         self, criteria: SelectionCriteria | None = None, *, cached: bool | None = None
     ) -> AgentInfo | None:

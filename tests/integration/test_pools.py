@@ -304,3 +304,19 @@ async def test_the_documented_python_example_runs(registry: AgentRegistry) -> No
         )
     finally:
         await registry.set_pool_settings("planner", None)
+
+
+async def test_deregistering_an_unknown_agent_counts_not_found(registry: AgentRegistry, unique: str) -> None:
+    """The sibling of an unmet select: a deregistration that found no agent (False) counts outcome
+    not_found, not ok, and a real one still counts ok."""
+
+    def count(outcome: str) -> float:
+        labels = {"operation": "deregister", "outcome": outcome}
+        return REGISTRY.get_sample_value("consul_agents_operations_total", labels) or 0.0
+
+    ok, missing = count("ok"), count("not_found")
+    assert await registry.deregister_agent(f"{unique}-nobody") is False
+    assert (count("ok"), count("not_found")) == (ok, missing + 1)
+    await registry.register_agent(registration(unique, agent_id=f"{unique}-1"))
+    assert await registry.deregister_agent(f"{unique}-1") is True
+    assert (count("ok"), count("not_found")) == (ok + 1, missing + 1)
