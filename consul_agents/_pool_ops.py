@@ -17,6 +17,7 @@ from consul_agents import _wire as wire
 from consul_agents._errors import ConsulAgentsError, InvalidAgentError, PermissionDeniedError
 from consul_agents._models import AgentInfo, AgentStatus, DiscoveryRequest, DiscoveryResult, SelectionCriteria
 from consul_agents._pools import PoolSettings, PoolSettingsError, PoolStatus, UnmetReason
+from consul_agents._routing import check_region
 
 if TYPE_CHECKING:
     from consul_agents._registry import AgentRegistry
@@ -109,6 +110,9 @@ async def write_settings(
     key = pools.pool_key(_checked(agent_type, datacenter))
     if settings is not None and not isinstance(settings, PoolSettings):
         raise InvalidAgentError("settings must be a PoolSettings (or None to remove them)", field="settings")
+    if datacenter is not None:
+        # Consul would answer 500 "No path to datacenter" (which also means a WAN outage): a 422 instead.
+        check_region(datacenter, await registry.discovery.datacenters())
     if settings is None:
         await registry.gateway.delete("remove pool settings", f"/v1/kv/{key}", datacenter=datacenter)
     else:

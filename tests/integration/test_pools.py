@@ -205,7 +205,8 @@ async def test_a_hostile_pool_value_spoils_only_its_own_pool(
 
 async def test_rest_pool_routes(api: Client, unique: str) -> None:
     """PUT /v1/pools/{type} stores validated settings (422 naming the field otherwise), GET returns the
-    pool with them, DELETE removes them; an invalid type is a 422, an unknown query parameter a 400."""
+    pool with them, DELETE removes them; an invalid type or an unknown datacenter is a 422, an unknown
+    query parameter a 400."""
     answer = await api.put(f"/v1/pools/{unique}", json={"min_agents": 1, "max_agents": 3})
     assert answer.status == 200, await answer.text()
     pool = await (await api.get(f"/v1/pools/{unique}")).json()
@@ -215,6 +216,11 @@ async def test_rest_pool_routes(api: Client, unique: str) -> None:
     assert (await api.put(f"/v1/pools/{unique}", json={"target_load": "x"})).status == 422
     assert (await api.get("/v1/pools/Not_A_Type")).status == 422
     assert (await api.get(f"/v1/pools/{unique}?regio=dc1")).status == 400
+    for method in (api.get, api.delete):
+        unknown = await method(f"/v1/pools/{unique}?region=nowhere")
+        assert unknown.status == 422 and (await unknown.json())["field"] == "region"
+    unknown = await api.put(f"/v1/pools/{unique}?region=nowhere", json={})
+    assert unknown.status == 422 and (await unknown.json())["field"] == "region"
     assert (await api.delete(f"/v1/pools/{unique}")).status == 204
     pool = await (await api.get(f"/v1/pools/{unique}")).json()
     assert pool["settings"] is None and pool["desired_agents"] == 0
