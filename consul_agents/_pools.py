@@ -228,7 +228,10 @@ def parse_settings(raw: bytes) -> PoolSettings:
     try:
         return PoolSettings.model_validate(data)
     except ValidationError as exc:
-        raise PoolSettingsError(settings_error(exc)) from exc
+        # an unknown field's name comes from the value itself: escaped (no control character reaches a log
+        # or a terminal) and cut, like any input
+        problem = json.dumps(settings_error(exc).removeprefix("invalid "))[1:-1]
+        raise PoolSettingsError(problem[:200]) from exc
 
 
 def desired_agents(passing: int, load_mean: float | None, settings: PoolSettings, unmet_recent: int) -> int:

@@ -187,3 +187,11 @@ def test_unmet_labels_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert count("_other") >= 1
     assert pools.recent_unmet("ua", "dcx", now=130.0) == 2
     assert pools.recent_unmet("ua", "dcx", now=161.0) == 0
+
+
+def test_a_problem_quoting_the_value_is_escaped() -> None:
+    """An unknown field named with control characters is named escaped in the error (which is logged)."""
+    with pytest.raises(PoolSettingsError) as caught:
+        parse_settings(b'{"\\u001b[2J\\u202e": 1}')
+    assert "\x1b" not in str(caught.value) and "\u202e" not in str(caught.value)
+    assert "\\u001b[2J" in str(caught.value)
