@@ -4,8 +4,11 @@ the autoscaler, which needs Kubernetes)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import shutil
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,7 +21,7 @@ from processes import TESTS
 from support import eventually, registration
 from test_prometheus_sd import PROMETHEUS, Prometheus, pytestmark  # noqa: F401 (skips without prometheus)
 
-from consul_agents import AgentRegistry, PoolSettings
+from consul_agents import AgentRegistry, PoolSettings, SelectionCriteria
 
 Client = test_utils.TestClient[Any, Any]
 
@@ -121,3 +124,31 @@ async def test_prometheus_sees_the_signal_rise_with_load_fall_with_growth_and_un
                 await registry.deregister_agent(agent_id)
             for agent_type in (unique, idle):
                 await registry.set_pool_settings(agent_type, None)
+
+
+PROMTOOL = shutil.which("promtool")
+
+
+async def test_pool_exposition_passes_promtool_check_metrics(
+    api: Client, consul_addr: str, unique: str
+) -> None:
+    """`promtool check metrics` finds no problem in /metrics with pools (every setting), a lease in flight
+    and unmet selections in it."""
+    assert PROMTOOL is not None  # Debian's prometheus package brings it with prometheus
+    async with AgentRegistry(consul_addr) as registry:
+        settings = PoolSettings(min_agents=1, max_agents=3, desired_agents=2, cost_per_agent_hour=0.3)
+        await registry.set_pool_settings(unique, settings)
+        await registry.register_agent(registration(unique, agent_id=f"{unique}-1"))
+        try:
+            assert (await api.post("/v1/select", json={"agent_type": f"{unique}-none"})).status == 404
+            async with registry.lease(SelectionCriteria(agent_type=unique)):
+                text = await (await api.get("/metrics")).text()
+        finally:
+            await registry.deregister_agent(f"{unique}-1")
+            await registry.set_pool_settings(unique, None)
+    for name in ("consul_agents_pool_desired_agents", "consul_agents_pool_leases_in_flight"):
+        assert f'{name}{{agent_type="{unique}",datacenter="dc1"}}' in text
+    checked = await asyncio.to_thread(
+        subprocess.run, [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0 and checked.stdout.strip() == "", checked.stdout + checked.stderr
