@@ -565,22 +565,7 @@ def kv_metadata_values(body: Any, agent_type: str) -> dict[str, bytes]:
     Entries that are not under the prefix, name a nested key, hold no value or a value that is not
     base64 are left out (read as "no metadata"), as a 404 (no key under the prefix) is.
     """
-    prefix = metadata_prefix(agent_type)
-    values: dict[str, bytes] = {}
-    for item in body if isinstance(body, list) else []:
-        if not isinstance(item, dict):
-            continue
-        key, value = item.get("Key"), item.get("Value")
-        if not isinstance(key, str) or not key.startswith(prefix) or not isinstance(value, str):
-            continue
-        agent_id = key[len(prefix) :]
-        if not agent_id or "/" in agent_id:
-            continue
-        try:
-            values[agent_id] = base64.b64decode(value, validate=True)
-        except ValueError:
-            continue
-    return values
+    return kv_values_under(body, metadata_prefix(agent_type))
 
 
 def kv_values_under(body: Any, prefix: str) -> dict[str, bytes]:
