@@ -122,7 +122,7 @@ def test_token_up_to_date_rejects_extra_policies_and_roles() -> None:
 def test_load_config_reads_the_shipped_file() -> None:
     """config/acl.yaml, the example the README points to, is valid and has every kind."""
     config = load_config(Path(__file__).parents[2] / "config" / "acl.yaml")
-    assert {t.kind for t in config.tokens} == {"registrar", "discoverer", "dns", "operator"}
+    assert {t.kind for t in config.tokens} == {"registrar", "discoverer", "dns", "operator", "pool-admin"}
 
 
 def test_load_config_names_the_file_and_field(tmp_path: Path) -> None:
