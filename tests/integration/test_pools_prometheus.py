@@ -30,14 +30,17 @@ DOC = TESTS.parent / "docs" / "autoscaling.md"
 
 
 def query_all(prometheus: Prometheus, promql: str) -> list[dict[str, Any]]:
-    """The series of an instant PromQL query ([] while Prometheus is not up); a query Prometheus refuses
-    fails the test."""
+    """The series of an instant PromQL query ([] while Prometheus is not up or not ready); a query
+    Prometheus refuses fails the test."""
     url = f"http://127.0.0.1:{prometheus.port}/api/v1/query?query={urllib.parse.quote(promql)}"
     try:
         with urllib.request.urlopen(url, timeout=2) as answer:
             result: list[dict[str, Any]] = json.loads(answer.read())["data"]["result"]
     except urllib.error.HTTPError as exc:
-        raise AssertionError(f"prometheus refused {promql!r}: {exc.read()[:300]!r}") from exc
+        with exc:
+            if exc.code == 503:  # still starting (replaying its write-ahead log): not ready to answer
+                return []
+            raise AssertionError(f"prometheus refused {promql!r}: {exc.read()[:300]!r}") from exc
     except OSError:
         assert prometheus.proc.poll() is None, "prometheus exited"
         return []
@@ -70,7 +73,13 @@ async def test_prometheus_sees_the_signal_rise_with_load_fall_with_growth_and_un
     none_registered and raise its signal from 0 to 1; the queries docs/autoscaling.md gives KEDA and
     operators run and answer accordingly."""
     idle = f"{unique}-idle"
-    job = {"job_name": "pools", "static_configs": [{"targets": [f"{api.host}:{api.port}"]}]}
+    # A scrape counts every agent of the tests' shared Consul: on a loaded machine it can take over a second.
+    job = {
+        "job_name": "pools",
+        "scrape_interval": "2s",
+        "scrape_timeout": "2s",
+        "static_configs": [{"targets": [f"{api.host}:{api.port}"]}],
+    }
     ids = [f"{unique}-{n}" for n in range(6)]
     async with AgentRegistry(consul_addr) as registry:
         settings = PoolSettings(min_agents=1, max_agents=20, target_load=0.5, cost_per_agent_hour=0.5)
@@ -87,7 +96,7 @@ async def test_prometheus_sees_the_signal_rise_with_load_fall_with_growth_and_un
                 async def seen() -> bool:
                     return query(prometheus, promql) == value
 
-                await eventually(seen, timeout=45, what=f"prometheus sees {promql} == {value}")
+                await eventually(seen, timeout=90, what=f"prometheus sees {promql} == {value}")
 
             await signal_is(1)  # ceil(2 * 0.2 / 0.5)
             await signal_is(0, idle)
@@ -106,7 +115,7 @@ async def test_prometheus_sees_the_signal_rise_with_load_fall_with_growth_and_un
             async def counted() -> bool:
                 return query(prometheus, unmet) == 1
 
-            await eventually(counted, timeout=45, what=f"prometheus sees {unmet} == 1")
+            await eventually(counted, timeout=90, what=f"prometheus sees {unmet} == 1")
             await signal_is(1, idle)  # demand for a pool with no agent: scale from zero
 
             keda, unmet_rate, cost = documented_queries(unique)
@@ -115,7 +124,7 @@ async def test_prometheus_sees_the_signal_rise_with_load_fall_with_growth_and_un
             async def rate_seen() -> bool:  # a rate needs two samples of the counter
                 return idle in {r["metric"].get("agent_type") for r in query_all(prometheus, unmet_rate)}
 
-            await eventually(rate_seen, timeout=30, what=f"the documented unmet query lists {idle}")
+            await eventually(rate_seen, timeout=90, what=f"the documented unmet query lists {idle}")
             costs = {r["metric"].get("agent_type"): float(r["value"][1]) for r in query_all(prometheus, cost)}
             assert costs[unique] == 3.0  # six agents at 0.5 an hour
         finally:
