@@ -191,20 +191,22 @@ class Discoverer:
         the local datacenter's error is raised.
         """
         use_cache = self.use_cache if cached is None else cached
+        if use_cache and (hit := self._hit_result(request, accept)) is not None:
+            return hit
         if request.region is not None:
             region = await self._known_region(request.region)
-            return _with_tried(await self._ask(request, region, use_cache), [region])
+            return await self._ask(request, region, use_cache, tried=(region,))
         local = await self.local_datacenter()
         tried = [local]
         first: DiscoveryResult | None = None
         local_error: ConsulAgentsError | None = None
         try:
-            result = await self._ask(request, local, use_cache)
+            result = await self._ask(request, local, use_cache, tried=(local,))
         except RegistryUnavailableError as exc:
             local_error = exc
         else:
             if _accepted(result, accept):
-                return _with_tried(result, tried)
+                return result
             first = result
         stale: DiscoveryResult | None = None
         if self.max_failover > 0:
@@ -222,7 +224,7 @@ class Discoverer:
                 tried.append(datacenter)
                 try:
                     with call_deadline(share):
-                        result = await self._ask(request, datacenter, use_cache)
+                        result = await self._ask(request, datacenter, use_cache, tried=tuple(tried))
                 except RegistryUnavailableError as exc:
                     self._failed[datacenter] = self._clock()
                     log.warning("failover to datacenter %s failed: %s", datacenter, exc)
@@ -243,6 +245,44 @@ class Discoverer:
             return _with_tried(best, tried)
         assert local_error is not None
         raise local_error
+
+    async def discover_agents(
+        self, request: DiscoveryRequest, *, cached: bool | None = None
+    ) -> list[AgentInfo]:
+        """The agents :meth:`discover` finds, and only them: a cached hit builds no DiscoveryResult."""
+        answer = self._hit(request, None) if (self.use_cache if cached is None else cached) else None
+        if answer is not None:
+            return answer[0]
+        return (await self.discover(request, cached=cached)).agents
+
+    def _hit_result(self, request: DiscoveryRequest, accept: Accept | None) -> DiscoveryResult | None:
+        answer = self._hit(request, accept)
+        if answer is None:
+            return None
+        agents, meta = answer
+        local = self._local or ""
+        return DiscoveryResult(
+            agents,
+            local,
+            cached=True,
+            known_leader=meta.known_leader,
+            last_contact_ms=meta.last_contact_ms,
+            datacenters_tried=(local,),
+        )
+
+    def _hit(
+        self, request: DiscoveryRequest, accept: Accept | None
+    ) -> tuple[list[AgentInfo], QueryMeta] | None:
+        """The cache's answer in the local datacenter when it needs no I/O (see DiscoveryCache.peek) and
+        ends the discovery (agents ``accept`` takes: no failover), counted as a hit; None: ask the long
+        way (which may still find the same answer)."""
+        if request.region is not None or self._local is None:
+            return None
+        answer = self.cache.peek(request)
+        if answer is None or not (accept(answer[0]) if accept is not None else answer[0]):
+            return None
+        record_cache(True)
+        return answer
 
     def _backing_off(self, datacenter: str) -> bool:
         failed = self._failed.get(datacenter)
@@ -306,13 +346,16 @@ class Discoverer:
         order = datacenter_order(local, known, configured=self.failover_datacenters, max_failover=len(known))
         return order[1:]
 
-    async def _ask(self, request: DiscoveryRequest, datacenter: str, use_cache: bool) -> DiscoveryResult:
+    async def _ask(
+        self, request: DiscoveryRequest, datacenter: str, use_cache: bool, tried: tuple[str, ...] = ()
+    ) -> DiscoveryResult:
+        """One datacenter's answer; ``tried``: the datacenters asked so far, this one included."""
         if use_cache:
             key = "" if datacenter == self._local else datacenter
             try:
                 answer = await self.cache.query(request, key)
             except NotCached:
-                return await self._ask(request, datacenter, use_cache=False)
+                return await self._ask(request, datacenter, False, tried)
             record_cache(answer.hit)
             return DiscoveryResult(
                 answer.agents,
@@ -321,6 +364,7 @@ class Discoverer:
                 cached=True,
                 known_leader=answer.meta.known_leader,
                 last_contact_ms=answer.meta.last_contact_ms,
+                datacenters_tried=tried,
             )
         record_cache(False)
         agents, meta = await self._uncached(request, datacenter)
@@ -333,6 +377,7 @@ class Discoverer:
             staleness=lag,
             known_leader=meta.known_leader,
             last_contact_ms=meta.last_contact_ms,
+            datacenters_tried=tried,
         )
 
     async def _uncached(
@@ -374,4 +419,8 @@ def _accepted(result: DiscoveryResult, accept: Accept | None) -> bool:
 
 
 def _with_tried(result: DiscoveryResult, tried: list[str]) -> DiscoveryResult:
-    return dataclasses.replace(result, datacenters_tried=tuple(tried))
+    """``result`` naming the datacenters asked (itself when it already does: results are immutable)."""
+    asked = tuple(tried)
+    if result.datacenters_tried == asked:
+        return result
+    return dataclasses.replace(result, datacenters_tried=asked)

@@ -43,7 +43,16 @@ from consul_agents._errors import (
 from consul_agents._lingering import LINGERING, lingers_until
 from consul_agents._settings import ConsulSettings
 
-__all__ = ["ConsulGateway", "ConsulResponse", "QueryMeta", "call_deadline", "detach_deadline", "time_left"]
+__all__ = [
+    "ConsulGateway",
+    "ConsulResponse",
+    "QueryMeta",
+    "call_deadline",
+    "detach_deadline",
+    "enter_deadline",
+    "leave_deadline",
+    "time_left",
+]
 
 log = logging.getLogger("consul_agents.gateway")
 
@@ -90,17 +99,28 @@ class call_deadline:
         self._token: contextvars.Token[float | None] | None = None
 
     def __enter__(self) -> None:
-        if self._seconds is None:
-            return
-        mine = time.monotonic() + max(self._seconds, 0.0)
-        current = _DEADLINE.get()
-        if current is None or mine < current:
-            self._token = _DEADLINE.set(mine)
+        self._token = enter_deadline(self._seconds, time.monotonic())
 
     def __exit__(self, *exc: object) -> None:
         if self._token is not None:
             _DEADLINE.reset(self._token)
             self._token = None
+
+
+def enter_deadline(seconds: float | None, now: float) -> contextvars.Token[float | None] | None:
+    """:class:`call_deadline`'s entry as a function, for the registry's per-call wrapper (which has the
+    monotonic time already): the token to reset, or None when an enclosing deadline stays in force."""
+    if seconds is None:
+        return None
+    mine = now + max(seconds, 0.0)
+    current = _DEADLINE.get()
+    if current is None or mine < current:
+        return _DEADLINE.set(mine)
+    return None
+
+
+def leave_deadline(token: contextvars.Token[float | None]) -> None:
+    _DEADLINE.reset(token)
 
 
 def time_left() -> float | None:

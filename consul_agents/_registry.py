@@ -834,7 +834,7 @@ class AgentRegistry:
         self, request: DiscoveryRequest | None = None, *, cached: bool | None = None
     ) -> list[AgentInfo]:
         """Every live agent matching ``request`` (see :meth:`discover`)."""
-        return (await self._discovery.discover(request or DiscoveryRequest(), cached=cached)).agents
+        return await self._discovery.discover_agents(request or DiscoveryRequest(), cached=cached)
 
     async def census(self) -> list[AgentInfo]:
         """Every agent of every status, in every datacenter, as this client's token sees them: each
