@@ -42,6 +42,7 @@ from typing import Any
 from consul_agents import _wire as wire
 from consul_agents import _wire_read as wire_read
 from consul_agents._errors import ConsulAgentsError, RegistryUnavailableError
+from consul_agents._frozen import FrozenList
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
 from consul_agents._metrics import observe_watch_lag, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
@@ -173,7 +174,8 @@ class ServiceView:
     def query(self, request: DiscoveryRequest, key: RequestKey | None = None) -> list[AgentInfo]:
         """The agents matching ``request`` (exactly those ``wire.matches`` accepts), by agent id.
 
-        The returned list is shared with the memo: callers copy it before handing it out.
+        The returned list is the memo's own, read-only (a FrozenList): callers copy it before handing it
+        out, or pass it on as it is to code that only reads it (selection recognises it by identity).
         """
         key = request_key(request) if key is None else key
         found = self._memo.get(key)
@@ -193,7 +195,7 @@ class ServiceView:
             sets.append(self._by_capability.get(capability, frozenset()))
         sets.sort(key=len)
         positions = set(sets[0]).intersection(*sets[1:])
-        return [self.agents[p] for p in sorted(positions) if wire.matches(request, self.agents[p])]
+        return FrozenList(self.agents[p] for p in sorted(positions) if wire.matches(request, self.agents[p]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,12 +544,13 @@ class DiscoveryCache:
         return None
 
     def peek(
-        self, request: DiscoveryRequest, datacenter: str = ""
+        self, request: DiscoveryRequest, datacenter: str = "", *, share: bool = False
     ) -> tuple[list[AgentInfo], QueryMeta] | None:
         """The agents (a list of the caller's own) and Consul's meta :meth:`query` would answer with, when
         it needs no I/O and no waiting: a question naming its agent type, whose watch runs healthy and
         current (staleness 0, no write of this client's pending a re-read, no metadata in KV); None
-        otherwise (ask :meth:`query`).
+        otherwise (ask :meth:`query`). ``share``: the view's own read-only list instead of a copy, for a
+        caller that only reads it (selection).
 
         This is the cached hit's whole path. A request object asked again (a service's usual way: requests
         are immutable) finds its service and answer by identity while the service's view is the same;
@@ -584,7 +587,7 @@ class DiscoveryCache:
         if watch.staleness(now) != 0.0:
             return None
         entry.last_used = now
-        return list(found), watch.meta
+        return (found if share else list(found)), watch.meta
 
     async def query(self, request: DiscoveryRequest, datacenter: str = "") -> CachedAnswer:
         """The agents of ``datacenter`` matching ``request``, from the views (starting watches as needed)."""

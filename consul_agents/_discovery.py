@@ -177,7 +177,12 @@ class Discoverer:
         return wire.agent_services(response.body)
 
     async def discover(
-        self, request: DiscoveryRequest, *, cached: bool | None = None, accept: Accept | None = None
+        self,
+        request: DiscoveryRequest,
+        *,
+        cached: bool | None = None,
+        accept: Accept | None = None,
+        shared: bool = False,
     ) -> DiscoveryResult:
         """Ask the datacenters in order until one has agents that ``accept`` (default: any agent).
 
@@ -188,10 +193,11 @@ class Discoverer:
         for :data:`DATACENTER_BACKOFF` seconds. A cached answer that is stale (its datacenter stopped
         answering) is kept only as a last resort. When no datacenter's answer is accepted, the first
         answer is returned (empty, or with agents the caller did not accept); when none answered at all,
-        the local datacenter's error is raised.
+        the local datacenter's error is raised. ``shared``: a cached hit's agents may be the cache's own
+        read-only list (for a caller that only reads them: selection).
         """
         use_cache = self.use_cache if cached is None else cached
-        if use_cache and (hit := self._hit_result(request, accept)) is not None:
+        if use_cache and (hit := self._hit_result(request, accept, shared)) is not None:
             return hit
         if request.region is not None:
             region = await self._known_region(request.region)
@@ -246,17 +252,32 @@ class Discoverer:
         assert local_error is not None
         raise local_error
 
+    def hit(self, request: DiscoveryRequest, cached: bool | None = None) -> list[AgentInfo] | None:
+        """The agents :meth:`discover` would find when the cache has them ready (no I/O, no waiting, see
+        DiscoveryCache.peek): a list of the caller's own, counted as a cache hit; None otherwise."""
+        if (
+            not (self.use_cache if cached is None else cached)
+            or request.region is not None
+            or not self._local
+        ):
+            return None
+        answer = self.cache.peek(request)
+        if answer is None or not answer[0]:
+            return None
+        record_cache(True)
+        return answer[0]
+
     async def discover_agents(
         self, request: DiscoveryRequest, *, cached: bool | None = None
     ) -> list[AgentInfo]:
         """The agents :meth:`discover` finds, and only them: a cached hit builds no DiscoveryResult."""
-        answer = self._hit(request, None) if (self.use_cache if cached is None else cached) else None
-        if answer is not None:
-            return answer[0]
-        return (await self.discover(request, cached=cached)).agents
+        answer = self.hit(request, cached)
+        return answer if answer is not None else (await self.discover(request, cached=cached)).agents
 
-    def _hit_result(self, request: DiscoveryRequest, accept: Accept | None) -> DiscoveryResult | None:
-        answer = self._hit(request, accept)
+    def _hit_result(
+        self, request: DiscoveryRequest, accept: Accept | None, share: bool
+    ) -> DiscoveryResult | None:
+        answer = self._hit(request, accept, share)
         if answer is None:
             return None
         agents, meta = answer
@@ -271,14 +292,14 @@ class Discoverer:
         )
 
     def _hit(
-        self, request: DiscoveryRequest, accept: Accept | None
+        self, request: DiscoveryRequest, accept: Accept | None, share: bool
     ) -> tuple[list[AgentInfo], QueryMeta] | None:
         """The cache's answer in the local datacenter when it needs no I/O (see DiscoveryCache.peek) and
         ends the discovery (agents ``accept`` takes: no failover), counted as a hit; None: ask the long
         way (which may still find the same answer)."""
         if request.region is not None or self._local is None:
             return None
-        answer = self.cache.peek(request)
+        answer = self.cache.peek(request, share=share)
         if answer is None or not (accept(answer[0]) if accept is not None else answer[0]):
             return None
         record_cache(True)

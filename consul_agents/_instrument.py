@@ -19,12 +19,11 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from consul_agents._gateway import call_deadline, enter_deadline, leave_deadline
+from consul_agents._gateway import CALL_DEADLINE, begin_call
 from consul_agents._metrics import OPERATION_DURATION, OPERATIONS, outcome_of
 from consul_agents._models import AgentInfo, AgentRegistration, DiscoveryRequest, SelectionCriteria
 from consul_agents._tracing import clean, collect_annotations, stop_collecting, tracer, tracing_enabled
@@ -91,14 +90,12 @@ def _result_attributes(result: Any, call: dict[str, Any], candidates: int | None
 
 def _call_timeout(args: tuple[Any, ...]) -> float | None:
     """The time budget of a call on a client: its ``settings.timeout`` (None for anything else)."""
-    settings = getattr(args[0], "settings", None) if args else None
-    timeout = getattr(settings, "timeout", None)
+    try:
+        timeout = args[0].settings.timeout
+    except (IndexError, AttributeError):
+        return None
     kind = type(timeout)
-    return float(timeout) if kind is float or kind is int else None  # type: ignore[arg-type]
-
-
-#: True while a registry operation runs in this context: the calls it makes are part of it.
-_in_operation: ContextVar[bool] = ContextVar("consul_agents_in_operation", default=False)
+    return float(timeout) if kind is float or kind is int else None
 
 
 class _Recorder:
@@ -134,9 +131,9 @@ def _traced(method: Callable[P, Awaitable[R]], name: str, recorder: _Recorder) -
             call = _call_attributes({**dict(zip(names, args, strict=False)), **kwargs}) if recording else {}
             pending: dict[str, Any] = {}
             gathering = collect_annotations(pending) if recording else None
+            deadline = begin_call(_call_timeout(args), started)
             try:
-                with call_deadline(_call_timeout(args)):
-                    result = await method(*args, **kwargs)
+                result = await method(*args, **kwargs)
             except BaseException as exc:
                 outcome = outcome_of(exc)
                 recorder.record(monotonic() - started, outcome)
@@ -146,6 +143,7 @@ def _traced(method: Callable[P, Awaitable[R]], name: str, recorder: _Recorder) -
                     span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 raise
             finally:
+                CALL_DEADLINE.reset(deadline)
                 if gathering is not None:
                     stop_collecting(gathering)
             recorder.record(monotonic() - started, "ok")
@@ -169,27 +167,22 @@ def instrumented(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callab
         @functools.wraps(method)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             # Every public call passes here, cached hits included: with nobody listening (no tracer
-            # provider, metrics unscraped) it costs two context variables, a deadline, two clock reads
-            # and two additions (benchmarks/floor.py measures it: cached hit against a TTLCache hit).
-            if _in_operation.get():
+            # provider, metrics unscraped) it costs one context variable (the call's deadline, which also
+            # marks the calls made inside it), two clock reads and two additions (benchmarks/floor.py
+            # measures it: a cached hit against a TTLCache hit).
+            if CALL_DEADLINE.get() is not None:  # inside another registry call: part of it
                 return await method(*args, **kwargs)
-            token = _in_operation.set(True)
             if tracing_enabled():
-                try:
-                    return await traced(*args, **kwargs)
-                finally:
-                    _in_operation.reset(token)
+                return await traced(*args, **kwargs)
             started = monotonic()
-            deadline = enter_deadline(_call_timeout(args), started)
+            deadline = begin_call(_call_timeout(args), started)
             try:
                 result = await method(*args, **kwargs)
             except BaseException as exc:
                 recorder.record(monotonic() - started, outcome_of(exc))
                 raise
             finally:
-                if deadline is not None:
-                    leave_deadline(deadline)
-                _in_operation.reset(token)
+                CALL_DEADLINE.reset(deadline)
             duration.observe(monotonic() - started)
             ok.inc()
             return result
