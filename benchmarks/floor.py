@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -47,7 +46,7 @@ import aiohttp
 from cachetools import TTLCache
 from prometheus_client import REGISTRY, generate_latest
 
-from benchmarks._stats import benchmark_parser, consul_address, write_report
+from benchmarks._stats import benchmark_parser, consul_address, load_average, write_report
 from benchmarks.client import _evenness, _timed, _us
 from benchmarks.core import _fill
 from consul_agents import AgentRegistry, DiscoveryRequest, SelectionCriteria
@@ -60,10 +59,6 @@ TARGET_UNCACHED_WALL = 1.2
 TARGET_UNCACHED_CPU = 1.5
 FLEET_TTL = timedelta(days=1)
 BLOCKS = 20
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 async def _pair(
@@ -152,9 +147,9 @@ def _scrape_rows() -> dict[str, Any]:
 
 
 async def _section(run: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-    before = _load()
+    before = load_average()
     rows = await run()
-    return {"load_average_before": before, "load_average_after": _load(), "rows": rows}
+    return {"load_average_before": before, "load_average_after": load_average(), "rows": rows}
 
 
 async def _select_rows(registry: AgentRegistry, agent_type: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from cachetools import LRUCache
+
 from consul_agents import _wire as wire
 from consul_agents import _wire_read as wire_read
 from consul_agents._cache import DiscoveryCache, NotCached, WatchBudget
@@ -41,6 +43,12 @@ DATACENTERS_TTL = 30.0
 #: takes about a minute to mark a frozen datacenter unreachable; until then every request to it would wait
 #: for its whole share of the deadline.
 DATACENTER_BACKOFF = 10.0
+
+#: A direct read of every live agent of a service goes without a filter unless its last unfiltered answer
+#: held more than this many agents left out, and more than half of them: then it is filtered in Consul for
+#: NARROW_FOR seconds.
+NARROW_AFTER_DROPPED = 8
+NARROW_FOR = 30.0
 
 Accept = Callable[[list[AgentInfo]], bool]
 
@@ -87,6 +95,8 @@ class Discoverer:
         self._failed: dict[str, float] = {}
         #: The agents judged from entries of direct discoveries, by each entry's text.
         self._entries = EntryMemo()
+        #: Until when direct reads of a (datacenter, service) send Consul the filter (see _uncached).
+        self._narrow_until: LRUCache[tuple[str | None, str], float] = LRUCache(maxsize=1024)
 
     async def close(self) -> None:
         await self.cache.close()
@@ -120,6 +130,16 @@ class Discoverer:
             if isinstance(result, wire_read.Skipped):
                 record_skipped(result, datacenter or "")
         return wire_read.infos_only(results)
+
+    def _narrowing(self, datacenter: str | None, name: str) -> bool:
+        """Whether direct reads of ``name`` filter in Consul for now (see _uncached)."""
+        until = self._narrow_until.get((datacenter, name))
+        if until is None:
+            return False
+        if self._clock() < until:
+            return True
+        del self._narrow_until[(datacenter, name)]
+        return False
 
     async def _read_answer(self, body: Any, datacenter: str | None) -> list[AgentInfo]:
         """A ``/v1/health/service`` answer's text as AgentInfos: entries judged before in the same text
@@ -427,17 +447,20 @@ class Discoverer:
             names = wire.service_names_for(request, await self.catalog_services(dc))
         # A filter costs Consul a parse and an evaluation per entry: for 10 agents about a third of the
         # answer's time, measured (benchmarks/floor.py). Asked for every live agent of a type, the answer
-        # is mostly those anyway: no filter then, and matches() below drops the rest as it always does.
+        # is mostly those: no filter then (matches() below drops the rest, as it always does), unless that
+        # service's last unfiltered answer was mostly agents left out (a fleet failing: a minute of dead
+        # entries before Consul reaps them), which narrows its next reads for a while.
         narrow = (
             request.capabilities or request.tags or request.status is not None or request.include_draining
         )
-        params = {"filter": wire.filter_expression(request)} if narrow else None
+        expression = wire.filter_expression(request)
 
         def read(name: str) -> Awaitable[ConsulResponse]:
+            filtered = narrow or self._narrowing(dc, name)
             return self.gateway.get(
                 f"discover agents of service {name!r}",
                 f"/v1/health/service/{name}",
-                params=params,
+                params={"filter": expression} if filtered else None,
                 datacenter=dc,
                 consistency=self.consistency,
                 max_stale=self.cache.max_stale,
@@ -447,9 +470,12 @@ class Discoverer:
         # one service (the usual case) is read in this task: gather would start one more
         responses = [await read(names[0])] if len(names) == 1 else await asyncio.gather(*map(read, names))
         found: list[AgentInfo] = []
-        for response in responses:
+        for name, response in zip(names, responses, strict=True):
             infos = await self._read_answer(response.body, dc)
-            found.extend(info for info in infos if wire.matches(request, info))
+            kept = [info for info in infos if wire.matches(request, info)]
+            if not narrow and len(infos) - len(kept) > max(NARROW_AFTER_DROPPED, len(infos) // 2):
+                self._narrow_until[(dc, name)] = self._clock() + NARROW_FOR
+            found.extend(kept)
         found.sort(key=lambda info: (info.agent_type, info.agent_id))
         known_leader = all(r.meta.known_leader for r in responses)
         last_contact = max((r.meta.last_contact_ms for r in responses), default=0)

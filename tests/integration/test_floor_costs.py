@@ -183,3 +183,30 @@ async def test_requests_do_not_parse_consuls_address_each_time(
         for _ in range(5):
             await registry.discover_agents(DiscoveryRequest(agent_type=unique))
     assert parsed <= 1
+
+
+async def test_direct_discovery_filters_in_consul_while_a_fleet_is_mostly_down(
+    registry: AgentRegistry, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live agents of a type are read without a filter, until an answer is mostly agents left out (a
+    failing fleet Consul has not reaped yet): then the next reads let Consul filter, with the same agents."""
+    ids = await _fleet(registry, unique, 12)
+    sent: list[Any] = []
+    gateway = registry.discovery.gateway
+    real = gateway.get
+
+    async def spying(operation: str, path: str, **kwargs: Any) -> Any:
+        if path.startswith("/v1/health/service/"):
+            sent.append(kwargs.get("params"))
+        return await real(operation, path, **kwargs)
+
+    monkeypatch.setattr(gateway, "get", spying)
+    request = DiscoveryRequest(agent_type=unique)
+    assert len(await registry.discover_agents(request, cached=False)) == 12
+    for agent_id in ids[2:]:
+        await registry.heartbeat(agent_id, status=AgentStatus.CRITICAL)
+    down = await registry.discover_agents(request, cached=False)
+    again = await registry.discover_agents(request, cached=False)
+    assert sorted(a.agent_id for a in down) == sorted(ids[:2]) == sorted(a.agent_id for a in again)
+    assert sent[0] is None and sent[1] is None
+    assert sent[2] is not None and "filter" in sent[2]
