@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks._stats import load_average
 from consul_agents import (
     AgentRegistration,
     AgentRegistry,
@@ -132,10 +133,13 @@ async def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with ConsulDevServer(dev_mode=False) as server:  # as deployed: writes cost what they cost there
         server.wait_settled()
+        print(f"load average {load_average()}")
         for name, value in (await transport(server, args.requests)).items():
             print(f"transport {name:24s} median {value['median_ms']:.3f} ms  p99 {value['p99_ms']:.3f} ms")
+        print(f"load average {load_average()}")
         for name, seconds in (await overrun(server, args.timeout)).items():
             print(f"overrun   {name:32s} worst {seconds * 1000:.0f} ms past timeout={args.timeout:g}s")
+        print(f"load average {load_average()}")
 
 
 if __name__ == "__main__":
