@@ -49,7 +49,7 @@ function row(agent) {
     el("td", {}, el("span", { class: "status " + agent.status }, agent.status),
       ...(agent.draining ? [" ", el("span", { class: "status draining", title: "alive, taking no new work" }, "draining")] : [])),
     el("td", {}, load, agent.current_load.toFixed(2)),
-    el("td", {}, agent.health_score.toFixed(2)),
+    el("td", {}, agent.health_score.toFixed(1)),
     caps);
 }
 
