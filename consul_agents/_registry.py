@@ -909,10 +909,12 @@ class AgentRegistry:
         try:
             yield agent
         except Exception:
+            self._discovery.cache.record_lease(agent, success=False)
             if self.outliers.record(agent.agent_id, success=False):
                 log.warning("agent %s ejected after repeated lease failures", agent.agent_id)
             raise
         else:
+            self._discovery.cache.record_lease(agent, success=True)
             self.outliers.record(agent.agent_id, success=True)
         finally:
             self._selection.release(agent.agent_id)

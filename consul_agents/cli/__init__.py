@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "consul_agents.cli.pools",
     "consul_agents.cli.serve",
     "consul_agents.cli.watch",
+    "consul_agents.cli.alert_handler",
 )
 
 
