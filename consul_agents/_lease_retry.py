@@ -62,7 +62,9 @@ class LeaseAttempt:
         lease = self._lease
         if lease.deadline is not None:
             left = lease.deadline - time.monotonic()
-            self._timeout = asyncio.timeout(asyncio.get_running_loop().time() + left)
+            if left <= 0:
+                raise TimeoutError("the lease's timeout passed before another agent could be tried")
+            self._timeout = asyncio.timeout(left)
             await self._timeout.__aenter__()
             self._deadline = call_deadline(left)
             self._deadline.__enter__()

@@ -144,7 +144,9 @@ async def test_the_batch_timeout_bounds_the_whole_batch(registry: AgentRegistry,
     await registry.deregister_many([r.agent_id for r in result.succeeded if r.agent_id])
 
 
-async def test_cancelling_a_batch_propagates_and_stops_its_items(registry: AgentRegistry, unique: str) -> None:
+async def test_cancelling_a_batch_propagates_and_stops_its_items(
+    registry: AgentRegistry, unique: str
+) -> None:
     """Cancelling register_many cancels the items still waiting and raises CancelledError to the caller."""
     task = asyncio.create_task(registry.register_many([_item(unique, i) for i in range(200)], concurrency=1))
     await asyncio.sleep(0)  # let it start
