@@ -84,12 +84,12 @@ async def test_leases_past_the_drain_timeout_are_reported_not_waited_for(
     """A lease still running when drain_timeout passes does not stop the replacement: the old agent is
     deregistered and leases_left says one lease was still on it."""
     old = await registry.register_agent(registration(unique, agent_id=f"{unique}-old"))
-    async with AgentRegistry(consul_addr) as newcomer:
-        async with newcomer.session(registration(unique, agent_id=f"{unique}-new")) as session:
-            async with registry.lease(SelectionCriteria(agent_type=unique, exclude=[session.agent_id])):
-                done = await registry.replace_agent(old, session.agent_id, timeout=10, drain_timeout=0.3)
-            assert done.leases_left == 1 and done.drained_for >= 0.3
-            assert _ids(consul_addr, unique) == {session.agent_id}
+    new = registration(unique, agent_id=f"{unique}-new")
+    async with AgentRegistry(consul_addr) as newcomer, newcomer.session(new) as session:
+        async with registry.lease(SelectionCriteria(agent_type=unique, exclude=[session.agent_id])):
+            done = await registry.replace_agent(old, session.agent_id, timeout=10, drain_timeout=0.3)
+        assert done.leases_left == 1 and done.drained_for >= 0.3
+        assert _ids(consul_addr, unique) == {session.agent_id}
 
 
 async def test_nothing_is_written_for_an_unknown_old_agent_or_a_bad_request(
