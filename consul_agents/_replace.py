@@ -4,7 +4,8 @@
 
 1. **register** the new agent (``new`` is an AgentRegistration), starting ``critical`` by default: its own
    process proves it healthy by heartbeating it passing (REST heartbeat, sidecar, session). ``new`` may
-   also be the id of an agent already registered (by a sidecar, a session): it is then only waited for.
+   also be the id of an agent already registered (by a sidecar, a session): it is then only waited for
+   (AgentNotFoundError, nothing done, when no agent has that id).
 2. **wait_passing**: poll Consul's catalog until the new agent is passing, within ``timeout`` seconds.
 3. **drain** the old agent: ``set_draining`` (no client selects it any more, DNS leaves it out), then wait
    up to ``drain_timeout`` seconds for the leases *this client* holds on it to end. Leases of other
@@ -156,6 +157,8 @@ async def replace_agent(
         raise InvalidAgentError(f"the new agent must have another id than {old_id!r}", field="agent_id")
     started = time.monotonic()
     await registry.get_agent(old_id)  # AgentNotFoundError before anything is written
+    if isinstance(new, str):
+        await registry.get_agent(new)  # the same: an id given must be registered already
     registered_here = False
     try:
         if isinstance(new, AgentRegistration):

@@ -20,6 +20,7 @@ from consul_agents._models import (
     AgentStatus,
     SelectionCriteria,
 )
+from consul_agents.api._batch_routes import batch_paths
 from consul_agents.api._schemas import (
     DeregisterResponse,
     DrainingRequest,
@@ -337,6 +338,7 @@ def openapi_document() -> dict[str, Any]:
         },
     }
     paths.update(_card_paths(schemas))
+    paths.update(batch_paths(schemas, _operation, _json, _ref, _AGENT_ID))
     return {
         "openapi": "3.1.0",
         "info": {
