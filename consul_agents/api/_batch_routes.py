@@ -22,6 +22,7 @@ from pydantic.json_schema import models_json_schema
 
 from consul_agents._batch import (
     DEFAULT_CONCURRENCY,
+    MAX_BATCH,
     MAX_CONCURRENCY,
     BatchResult,
     InvalidBatchError,
@@ -46,14 +47,17 @@ class BatchRegisterRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    agents: list[Any]
+    #: Each item is validated on its own (so every invalid one is named); documented as a registration.
+    agents: list[Any] = Field(
+        json_schema_extra={"items": {"$ref": "#/components/schemas/AgentRegistration"}, "maxItems": MAX_BATCH}
+    )
     concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=MAX_CONCURRENCY)
 
 
 class BatchDeregisterRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    agent_ids: list[Any]
+    agent_ids: list[Any] = Field(json_schema_extra={"items": {"type": "string"}, "maxItems": MAX_BATCH})
     concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=MAX_CONCURRENCY)
 
 
@@ -63,7 +67,8 @@ class BatchRefusedBody(BaseModel):
     error: str = "invalid"
     message: str
     field: str | None = None
-    invalid: list[InvalidItem]
+    #: Empty when the request itself was refused (a concurrency out of range, a body that is no batch).
+    invalid: list[InvalidItem] = []
 
 
 class BatchResponse(BaseModel):
