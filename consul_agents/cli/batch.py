@@ -1,7 +1,8 @@
 """Batch and replacement commands: register-many, deregister-many, replace.
 
 ``register-many FILE`` reads registrations from a YAML or JSON file: a list, or a mapping with ``agents:``
-(the sidecar file's shape). ``deregister-many FILE`` reads agent ids: a list of ids, a mapping with
+(a sidecar file works as it is: its ``health`` blocks, the sidecar's probes, are not registration fields
+and are left out). ``deregister-many FILE`` reads agent ids: a list of ids, a mapping with
 ``agent_ids:``, or the same registration file (each item's ``agent_id``). Every item is validated first:
 an invalid file is exit 2 with one line per invalid item (index, field, line) and nothing written. Then
 each item's result is printed; the exit code is 0 when every item succeeded, 1 when any failed.
@@ -43,7 +44,7 @@ def _concurrency(value: str) -> int:
 def _items(document: YamlDocument, key: str) -> tuple[list[Any], str]:
     """The file's list of items, and the field path its items are under (for line numbers)."""
     data = document.data
-    if isinstance(data, dict) and list(data) == [key]:
+    if isinstance(data, dict) and key in data:
         data, prefix = data[key], key
     else:
         prefix = ""
@@ -84,6 +85,8 @@ def _print_results(result: BatchResult, as_json: bool) -> int:
 def _register_many(args: argparse.Namespace) -> int:
     document = load_yaml(args.file)
     items, prefix = _items(document, "agents")
+    # A sidecar file works as it is: its `health` blocks are the sidecar's probes, not registration fields.
+    items = [{k: v for k, v in i.items() if k != "health"} if isinstance(i, dict) else i for i in items]
     try:
         result = with_registry(
             args,
