@@ -36,12 +36,15 @@ from consul_agents._models import AgentInfo, SelectionCriteria
 if TYPE_CHECKING:
     from consul_agents._registry import AgentRegistry
 
-__all__ = ["MAX_LEASE_RETRIES", "Lease", "LeaseAttempt"]
+__all__ = ["ANY_EXCEPTION", "MAX_LEASE_RETRIES", "Lease", "LeaseAttempt"]
 
 #: Most retries one lease may ask for.
 MAX_LEASE_RETRIES = 10
 
 ExceptionClasses = tuple[type[BaseException], ...]
+
+#: The default ``retry_on``: any Exception.
+ANY_EXCEPTION: ExceptionClasses = (Exception,)
 
 
 class LeaseAttempt:
@@ -139,7 +142,9 @@ class Lease:
             raise InvalidAgentError(
                 f"retries {retries!r} must be a whole number from 0 to {MAX_LEASE_RETRIES}", field="retries"
             )
-        if not retry_on or not all(isinstance(c, type) and issubclass(c, Exception) for c in retry_on):
+        if retry_on is not ANY_EXCEPTION and (
+            not retry_on or not all(isinstance(c, type) and issubclass(c, Exception) for c in retry_on)
+        ):
             raise InvalidAgentError("retry_on must name one or more Exception classes", field="retry_on")
         if timeout is not None and (math.isnan(timeout) or timeout <= 0):
             raise InvalidAgentError(
@@ -155,7 +160,7 @@ class Lease:
         self.failures: list[Exception] = []
         self.failed_agents: list[str] = []
         self._attempts: list[LeaseAttempt] = []
-        self._single: LeaseAttempt | None = None
+        self._single: AbstractAsyncContextManager[AgentInfo] | None = None
 
     # -- one lease: async with ------------------------------------------------------------------------
 
@@ -166,14 +171,19 @@ class Lease:
                 "registry.lease(..., retries=n): async with attempt as agent: ...`",
                 field="retries",
             )
-        self._single = LeaseAttempt(self, self.criteria, last=True)
+        # Without a deadline, the one-agent lease itself (the common path costs no extra object).
+        self._single = (
+            self.registry._lease_one(self.criteria, cached=self.cached)
+            if self.deadline is None
+            else LeaseAttempt(self, self.criteria, last=True)
+        )
         return await self._single.__aenter__()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         assert self._single is not None
-        return await self._single.__aexit__(exc_type, exc, tb)
+        return bool(await self._single.__aexit__(exc_type, exc, tb))
 
     # -- retrying: async for ---------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ from consul_agents._errors import (
 from consul_agents._gateway import ConsulGateway, detach_deadline
 from consul_agents._instrument import instrumented
 from consul_agents._lease import OutlierDetector, OutlierPolicy
-from consul_agents._lease_retry import Lease
+from consul_agents._lease_retry import ANY_EXCEPTION, Lease
 from consul_agents._metrics import record_conflict
 from consul_agents._models import (
     AGENT_ID_PATTERN,
@@ -891,7 +891,7 @@ class AgentRegistry:
         *,
         cached: bool | None = None,
         retries: int = 0,
-        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        retry_on: tuple[type[BaseException], ...] = ANY_EXCEPTION,
         timeout: float | None = None,
     ) -> Lease:
         """``async with registry.lease(criteria) as agent``: select an agent and count it in flight.
