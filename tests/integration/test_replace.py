@@ -150,3 +150,21 @@ async def test_a_failed_deregistration_says_the_old_agent_is_left_draining(
             assert failed.value.step == "deregister" and "draining" in failed.value.state
             assert (await owner.get_agent(old)).draining is True
         await owner.deregister_agent(old)
+
+
+async def test_a_refused_registration_leaves_the_old_agent_alone(
+    consul_addr: str, registry: AgentRegistry, unique: str
+) -> None:
+    """A new agent whose id another type holds fails at step register: the old agent is untouched and
+    serving, the holder unchanged."""
+    old = await registry.register_agent(registration(unique, agent_id=f"{unique}-old"))
+    async with AgentRegistry(consul_addr) as other:
+        held = await other.register_agent(registration(f"{unique}x", agent_id=f"{unique}-held"))
+        with pytest.raises(ReplacementError) as failed:
+            await registry.replace_agent(old, registration(unique, agent_id=held))
+        assert failed.value.step == "register" and "untouched" in failed.value.state
+        assert isinstance(failed.value.__cause__, InvalidAgentError)
+        assert (await registry.get_agent(old)).draining is False
+        assert (await registry.get_agent(held)).agent_type == f"{unique}x"
+        await other.deregister_agent(held)
+    await registry.deregister_agent(old)
