@@ -146,7 +146,9 @@ class Lease:
             not retry_on or not all(isinstance(c, type) and issubclass(c, Exception) for c in retry_on)
         ):
             raise InvalidAgentError("retry_on must name one or more Exception classes", field="retry_on")
-        if timeout is not None and (math.isnan(timeout) or timeout <= 0):
+        if timeout is not None and (
+            not isinstance(timeout, int | float) or math.isnan(timeout) or timeout <= 0
+        ):
             raise InvalidAgentError(
                 f"timeout {timeout!r} must be a number of seconds above 0", field="timeout"
             )
