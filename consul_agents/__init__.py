@@ -21,6 +21,7 @@ from consul_agents._models import (
     SelectionCriteria,
     Strategy,
 )
+from consul_agents._pools import PoolSettings, PoolStatus
 from consul_agents._registry import AgentRegistry, AgentSession
 from consul_agents._replace import Replacement, ReplacementError
 from consul_agents._settings import ConsulSettings
@@ -45,6 +46,8 @@ __all__ = [
     "InvalidBatchError",
     "NoAgentAvailableError",
     "PermissionDeniedError",
+    "PoolSettings",
+    "PoolStatus",
     "RegisteredCard",
     "RegistryTimeoutError",
     "RegistryUnavailableError",
