@@ -27,7 +27,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,6 +36,7 @@ from typing import Any, Self
 
 from cachetools import LRUCache
 
+from consul_agents import _batch as batch
 from consul_agents import _card_ops as cards
 from consul_agents import _integrity as integrity
 from consul_agents import _pool_ops as pool_ops
@@ -55,6 +56,7 @@ from consul_agents._errors import (
 from consul_agents._gateway import ConsulGateway, detach_deadline
 from consul_agents._instrument import instrumented
 from consul_agents._lease import OutlierDetector, OutlierPolicy
+from consul_agents._lease_retry import ANY_EXCEPTION, Lease
 from consul_agents._metrics import record_conflict
 from consul_agents._models import (
     AGENT_ID_PATTERN,
@@ -68,6 +70,7 @@ from consul_agents._models import (
     utcnow,
 )
 from consul_agents._pools import PoolSettings, PoolStatus, lease_ended, lease_started
+from consul_agents._replace import Replacement, replace_agent
 from consul_agents._selection import SelectionState, select, selection_key
 from consul_agents._settings import ConsulSettings
 from consul_agents._tracing import annotate
@@ -889,16 +892,34 @@ class AgentRegistry:
             annotate({"selection.unmet": await pool_ops.record_unmet(self, criteria, result, cached)})
         return chosen
 
-    @asynccontextmanager
-    async def lease(
-        self, criteria: SelectionCriteria | None = None, *, cached: bool | None = None
-    ) -> AsyncIterator[AgentInfo]:
+    def lease(
+        self,
+        criteria: SelectionCriteria | None = None,
+        *,
+        cached: bool | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] = ANY_EXCEPTION,
+        timeout: float | None = None,
+    ) -> Lease:
         """``async with registry.lease(criteria) as agent``: select an agent and count it in flight.
 
         An exception escaping the block counts as a failure of the agent (cancellation counts as
         nothing); a clean exit as a success. Failures feed outlier ejection. Raises
-        NoAgentAvailableError when no agent can be selected.
+        NoAgentAvailableError when no agent can be selected. With ``retries=n``, ``async for attempt in
+        registry.lease(...)`` runs the body again on another agent after a failure of a ``retry_on`` class,
+        all within ``timeout`` (see :mod:`consul_agents._lease_retry`).
         """
+        return Lease(self, criteria, cached=cached, retries=retries, retry_on=retry_on, timeout=timeout)
+
+    def leases_in_flight(self, agent_id: str) -> int:
+        """How many of this client's leases hold the agent now."""
+        return self._selection.in_flight.get(normalise_agent_id(agent_id), 0)
+
+    @asynccontextmanager
+    async def _lease_one(
+        self, criteria: SelectionCriteria | None = None, *, cached: bool | None = None
+    ) -> AsyncIterator[AgentInfo]:
+        """One lease on one agent (what :class:`Lease` runs per attempt)."""
         agent = await self.select_agent(criteria, cached=cached)
         if agent is None:
             raise NoAgentAvailableError(
@@ -939,6 +960,44 @@ class AgentRegistry:
     ) -> None:
         """Store the settings of a type's pool in Consul KV (None removes them); needs a pool-admin token."""
         await pool_ops.write_settings(self, agent_type, settings, region)
+
+    # -- batches and replacement (see consul_agents._batch and consul_agents._replace) -------------------
+
+    async def register_many(
+        self,
+        registrations: Sequence[AgentRegistration | Mapping[str, Any]],
+        *,
+        concurrency: int = batch.DEFAULT_CONCURRENCY,
+        timeout: float | None = None,
+    ) -> batch.BatchResult:
+        """Register many agents, validated all first (an invalid batch writes nothing), at most
+        ``concurrency`` at once, each item reported ok or with its error (:mod:`consul_agents._batch`)."""
+        return await batch.register_many(self, registrations, concurrency=concurrency, timeout=timeout)
+
+    async def deregister_many(
+        self,
+        agent_ids: Sequence[str],
+        *,
+        concurrency: int = batch.DEFAULT_CONCURRENCY,
+        timeout: float | None = None,
+    ) -> batch.BatchResult:
+        """Deregister many agents, with the rules of :meth:`register_many`."""
+        return await batch.deregister_many(self, agent_ids, concurrency=concurrency, timeout=timeout)
+
+    async def replace_agent(
+        self,
+        old_id: str,
+        new: AgentRegistration | str,
+        *,
+        timeout: float = 60.0,
+        drain_timeout: float = 30.0,
+        new_status: AgentStatus = AgentStatus.CRITICAL,
+    ) -> Replacement:
+        """Register ``new`` (or take the registered agent of that id), wait until it passes, drain
+        ``old_id``, wait for this client's leases on it, deregister it (:mod:`consul_agents._replace`)."""
+        return await replace_agent(
+            self, old_id, new, timeout=timeout, drain_timeout=drain_timeout, new_status=new_status
+        )
 
     # -- A2A Agent Cards and draining (see consul_agents._card_ops) ---------------------------------------
 
