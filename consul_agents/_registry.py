@@ -32,7 +32,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from cachetools import LRUCache
 
@@ -54,6 +54,7 @@ from consul_agents._errors import (
 from consul_agents._gateway import ConsulGateway, detach_deadline
 from consul_agents._instrument import instrumented
 from consul_agents._lease import OutlierDetector, OutlierPolicy
+from consul_agents._liveness import ProcessLiveness
 from consul_agents._metrics import record_conflict
 from consul_agents._models import (
     AGENT_ID_PATTERN,
@@ -94,6 +95,12 @@ class _Registered:
     holder: str | None = None
     #: Whether this client marked it draining (restored with the registration after a loss).
     draining: bool = False
+    #: The anchor the agent's alias check follows (process liveness, see _liveness); None: its own TTL.
+    anchor: str | None = None
+    #: The output this client last sent (an anchored agent's check is updated only when it changes).
+    sent_output: str | None = None
+    #: The local Consul agent lost the agent's anchor: the next heartbeat re-registers the agent.
+    lost: bool = False
 
 
 def _check_load(load: float) -> float:
@@ -236,6 +243,14 @@ class AgentRegistry:
         )
         #: A2A Agent Cards read by this client, by digest (per client: per token).
         self._cards = cards.CardCache(self._card_policy)
+        #: The anchors of the agents this client keeps alive as long as its process (see _liveness).
+        self._liveness = ProcessLiveness(self._gateway, self._anchor_lost)
+
+    def _anchor_lost(self, agent_ids: set[str]) -> None:
+        for agent_id in agent_ids:
+            known = self._registered.get(agent_id)
+            if known is not None:
+                known.lost = True
 
     def __repr__(self) -> str:
         return f"AgentRegistry(address={self.settings.address!r}, datacenter={self.settings.datacenter!r})"
@@ -249,6 +264,7 @@ class AgentRegistry:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._reconcile_on_close()
+        await self._liveness.close()
         if self._parent is not None:
             closing = self._discovery.release()
             if closing is not None:
@@ -324,11 +340,19 @@ class AgentRegistry:
 
     @instrumented("register")
     async def register_agent(
-        self, registration: AgentRegistration, *, status: AgentStatus = AgentStatus.PASSING
+        self,
+        registration: AgentRegistration,
+        *,
+        status: AgentStatus = AgentStatus.PASSING,
+        liveness: Literal["agent", "process"] = "agent",
     ) -> str:
         """Register (or, for a known id, update) an agent; returns its id, the Consul service ID.
 
         ``status`` is the health a new agent starts with (an already registered one keeps its own).
+        ``liveness="agent"``: each :meth:`heartbeat` resets the agent's own TTL check (whoever sends it, from
+        wherever). ``"process"``: the agent lives as long as this process heartbeats its anchor (one TTL
+        check per process and type, see :mod:`consul_agents._liveness`); a heartbeat then writes to
+        Consul only when the agent's status, output or load changes. Sessions and the sidecar use it.
         An id already held by a service of another type (or, in another case, by any service) is refused
         with InvalidAgentError naming the holder, as far as the token can see it; beyond that, the local
         Consul agent's ACLs refuse a registrar an id held there by a type it cannot write.
@@ -342,9 +366,14 @@ class AgentRegistry:
             previous = self._registered.get(agent_id)
             if previous is None or previous.registration.service_name != registration.service_name:
                 await self._refuse_held_id(agent_id, registration.service_name)
+            anchor = await self._liveness.attach(registration, agent_id) if liveness == "process" else None
             try:
-                await self._write_registration(agent_id, registration, registration.load, status)
-            except RegistryUnavailableError as exc:
+                await self._write_registration(agent_id, registration, registration.load, status, anchor)
+            except ConsulAgentsError as exc:
+                if anchor is not None and previous is None and not isinstance(exc, RegistryUnavailableError):
+                    await self._liveness.detach(agent_id, clean=True)  # nothing registered aliases it
+                if not isinstance(exc, RegistryUnavailableError):
+                    raise
                 # No answer: Consul may have applied the write all the same. Remember it, so that a later
                 # call of this client converges (see _settle) instead of leaving an agent nobody tracks.
                 self._uncertain[agent_id] = registration
@@ -357,7 +386,9 @@ class AgentRegistry:
                 # Learnt once from this agent's check, so later id checks cost one transaction.
                 with suppress(ConsulAgentsError):
                     await self._local_node(agent_id)
-            self._registered[agent_id] = _Registered(registration, registration.load)
+            if anchor is None and self._liveness.anchor_of(agent_id) is not None:
+                await self._liveness.detach(agent_id, clean=True)  # its alias went with the rewrite
+            self._registered[agent_id] = _Registered(registration, registration.load, anchor=anchor)
             self._service_names[agent_id] = registration.service_name
             self._wrote(agent_id, registered=True)
         return agent_id
@@ -396,7 +427,8 @@ class AgentRegistry:
         registration = self._uncertain.pop(agent_id, None) if agent_id is not None else None
         if registration is not None and agent_id not in self._registered:
             assert agent_id is not None
-            self._registered[agent_id] = _Registered(registration, registration.load)
+            anchor = self._liveness.anchor_of(agent_id)
+            self._registered[agent_id] = _Registered(registration, registration.load, anchor=anchor)
             self._service_names[agent_id] = registration.service_name
         if self._uncertain:
             try:
@@ -424,6 +456,7 @@ class AgentRegistry:
             if registration.card is not None:
                 await cards.delete_cards(self._gateway, operation, registration.agent_type, agent_id)
             self._uncertain.pop(agent_id, None)
+            await self._liveness.detach(agent_id, clean=True)
             self._wrote(agent_id)
         return removed
 
@@ -433,6 +466,7 @@ class AgentRegistry:
         registration: AgentRegistration,
         load: float,
         status: AgentStatus = AgentStatus.PASSING,
+        anchor: str | None = None,
     ) -> None:
         """KV first, then the service, so a reader never finds Meta pointing at KV with nothing there; then
         the KV entry once more, in case another client's deregistration, re-registration or reap removed it
@@ -457,7 +491,9 @@ class AgentRegistry:
             index = await integrity.metadata_index(self._gateway, operation, agent_type, agent_id)
             if index is not None:
                 stale.append((agent_type, index))
-        body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow(), status=status)
+        body = wire.service_definition(
+            registration, agent_id, load=load, heartbeat=utcnow(), status=status, anchor=anchor
+        )
         await cards.write_card(self._gateway, operation, registration, agent_id)  # before the service
         await self._gateway.put(operation, "/v1/agent/service/register", body)
         if kv_value is not None:
@@ -514,7 +550,8 @@ class AgentRegistry:
         path = f"/v1/agent/check/update/{wire.check_id(agent_id)}"
         body = wire.ttl_update(status, output)
         try:
-            await self._gateway.put(operation, path, body)
+            if known is None or not self._unchanged(known, status, output):
+                await self._gateway.put(operation, path, body)
         except ConsulRequestError as exc:
             if not _is_unknown_check(exc):
                 raise
@@ -529,7 +566,7 @@ class AgentRegistry:
                 raise
             log.warning("agent %s was missing from Consul; re-registering it", agent_id)
             reported = known.reported_load if load is None else load
-            await self._write_registration(agent_id, known.registration, reported, status)
+            await self._write_registration(agent_id, known.registration, reported, status, known.anchor)
             known.reported_load = reported
             known.node = None
             if known.draining:
@@ -548,12 +585,25 @@ class AgentRegistry:
         else:
             wrote = wrote or known.sent_status is not status
             known.sent_status = status
+            known.sent_output = output
+            known.lost = False
             known.beats += 1
             if self.verify_every and known.beats >= self.verify_every:
                 known.beats = 0
                 await self._verify(agent_id)
         if wrote:
             self._wrote(agent_id)
+
+    @staticmethod
+    def _unchanged(known: _Registered, status: AgentStatus, output: str | None) -> bool:
+        """Whether an anchored agent's own check already holds this status and output: its anchor, not
+        this heartbeat, proves it alive (see _liveness), so there is nothing to send."""
+        return (
+            known.anchor is not None
+            and not known.lost
+            and known.sent_status is status
+            and known.sent_output == output
+        )
 
     def _load_changed(self, previous: float, load: float) -> bool:
         if load == previous:
@@ -581,7 +631,9 @@ class AgentRegistry:
                     "not re-publishing its load over it",
                     field="agent_id",
                 )
-            body = wire.service_definition(known.registration, agent_id, load=load, heartbeat=utcnow())
+            body = wire.service_definition(
+                known.registration, agent_id, load=load, heartbeat=utcnow(), anchor=known.anchor
+            )
             await self._gateway.put(operation, "/v1/agent/service/register", body)
             known.reported_load = load
             return True
@@ -718,6 +770,7 @@ class AgentRegistry:
             else:
                 removed = True
             self._forget(agent_id)
+            await self._liveness.detach(agent_id, clean=True)
             registration = known.registration
             kv_value = wire.encode_metadata(registration.metadata, private=registration.private_metadata)[1]
             await integrity.delete_metadata(
@@ -961,7 +1014,7 @@ class AgentRegistry:
         a failed deregistration is only logged (the agent's check turns critical after its TTL and Consul
         reaps it), and while Consul does not answer, sessions ending together wait one timeout in all.
         """
-        agent_id = await self.register_agent(registration)
+        agent_id = await self.register_agent(registration, liveness="process")
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
         handle = AgentSession(self, agent_id, registration.load)
         task = asyncio.create_task(
@@ -992,15 +1045,18 @@ class AgentRegistry:
                 agent_id,
                 now - failed_at,
             )
+            await self._liveness.detach(agent_id, clean=False)
             return
         try:
             await asyncio.shield(self.deregister_agent(agent_id))
         except RegistryUnavailableError as exc:
             self._cleanup_failed_at = time.monotonic()
+            await self._liveness.detach(agent_id, clean=False)
             if not failing:
                 raise
             log.warning("agent %s not deregistered: %s", agent_id, exc)
         except ConsulAgentsError as exc:
+            await self._liveness.detach(agent_id, clean=False)
             if not failing:
                 raise
             log.warning("agent %s not deregistered: %s", agent_id, exc)
