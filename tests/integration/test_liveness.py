@@ -7,7 +7,6 @@ Against the session's real Consul: what a steady fleet of sessions sends, detect
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -43,7 +42,9 @@ async def test_steady_sessions_send_one_ttl_update_per_interval_in_all(consul_ad
 
         async def counting(operation: str, path: str, body: Any = None, **kwargs: Any) -> Any:
             if path.startswith("/v1/agent/check/update/"):
-                sent["agent" if path.endswith(tuple(f"/service:{r.agent_id}" for r in regs)) else "other"] += 1
+                sent[
+                    "agent" if path.endswith(tuple(f"/service:{r.agent_id}" for r in regs)) else "other"
+                ] += 1
             return await put(operation, path, body, **kwargs)
 
         registry.gateway.put = counting  # type: ignore[method-assign]
@@ -94,13 +95,13 @@ async def test_sigkilled_process_agents_turn_critical_within_ttl_plus_one_second
     """Every agent of a SIGKILLed process is critical within TTL + 1 s of the kill, and Consul DNS
     drops them all."""
     count = 20
-    child = subprocess.Popen(
-        [*CHILD, consul_server.http_addr, unique, str(count), str(TTL)], stdout=subprocess.PIPE, text=True
+    child = await asyncio.create_subprocess_exec(
+        *CHILD, consul_server.http_addr, unique, str(count), str(TTL), stdout=asyncio.subprocess.PIPE
     )
     try:
         assert child.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 60)
-        assert line.strip() == "READY"
+        line = await asyncio.wait_for(child.stdout.readline(), 60)
+        assert line.strip() == b"READY"
         async with AgentRegistry(consul_server.http_addr, cache=False) as registry:
             name = service_dns_name(unique)
             await eventually(
@@ -115,13 +116,14 @@ async def test_sigkilled_process_agents_turn_critical_within_ttl_plus_one_second
 
             await eventually(all_critical, timeout=TTL + 5, what="every agent critical")
             elapsed = time.monotonic() - killed
-            await eventually(lambda: _dns_drops(consul_server.dns_port, name), timeout=5, what="DNS drops them")
+            await eventually(
+                lambda: _dns_drops(consul_server.dns_port, name), timeout=5, what="DNS drops them"
+            )
         assert elapsed <= TTL + 1, f"{elapsed:.2f}s"
     finally:
-        child.kill()
-        child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+        if child.returncode is None:
+            child.kill()
+        await child.wait()
 
 
 async def _dns_lists(port: int, name: str) -> bool:
@@ -162,9 +164,7 @@ async def test_mass_exit_deregisters_every_agent(consul_addr: str, unique: str, 
     async with AgentRegistry(consul_addr, cache=False) as registry:
         stack = AsyncExitStack()
         for start in range(0, count, 50):
-            batch = [
-                registration(unique, agent_id=f"{unique}-{i}", ttl=15) for i in range(start, start + 50)
-            ]
+            batch = [registration(unique, agent_id=f"{unique}-{i}", ttl=15) for i in range(start, start + 50)]
             await asyncio.gather(*(stack.enter_async_context(registry.session(r)) for r in batch))
         started = time.monotonic()
         await stack.aclose()
