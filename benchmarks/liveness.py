@@ -48,7 +48,7 @@ def _registration(prefix: str, i: int) -> AgentRegistration:
     )
 
 
-async def _bounded(calls: list[Callable[[], Awaitable[Any]]], width: int = 64) -> None:
+async def _bounded(calls: list[Callable[[], Awaitable[Any]]], width: int = 16) -> None:
     gate = asyncio.Semaphore(width)
 
     async def one(call: Callable[[], Awaitable[Any]]) -> None:
@@ -73,7 +73,7 @@ async def _window(pid: int, seconds: float) -> tuple[float, float]:
 
 
 async def _per_agent(addr: str, pid: int, n: int, window: float) -> dict[str, Any]:
-    async with AgentRegistry(addr, cache=False, timeout=30) as registry:
+    async with AgentRegistry(addr, cache=False, timeout=120) as registry:
         regs = [_registration("ttl", i) for i in range(n)]
         with _no_id_scan():
             await _bounded([lambda r=r: registry.register_agent(r) for r in regs])  # type: ignore[misc]
@@ -97,11 +97,11 @@ async def _per_agent(addr: str, pid: int, n: int, window: float) -> dict[str, An
 
 
 async def _process_anchor(addr: str, pid: int, n: int, window: float) -> dict[str, Any]:
-    async with AgentRegistry(addr, cache=False, timeout=30) as registry, AsyncExitStack() as stack:
+    async with AgentRegistry(addr, cache=False, timeout=120) as registry, AsyncExitStack() as stack:
         regs = [_registration("anc", i) for i in range(n)]
         with _no_id_scan():
-            for start in range(0, n, 64):
-                batch = regs[start : start + 64]
+            for start in range(0, n, 16):
+                batch = regs[start : start + 16]
                 await asyncio.gather(*(stack.enter_async_context(registry.session(r)) for r in batch))
         await asyncio.sleep(TTL / 3)
         return await _measure(pid, n, window)
