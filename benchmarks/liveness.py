@@ -87,7 +87,7 @@ async def _per_agent(addr: str, pid: int, n: int, window: float) -> dict[str, An
 
         tasks = [asyncio.create_task(beat(r.agent_id or "", i * TTL / 3 / n)) for i, r in enumerate(regs)]
         await asyncio.sleep(TTL / 3)  # every heartbeat loop running
-        result = await _measure(pid, n, window)
+        result = await _measure(registry, pid, n, window)
         stop.set()
         for task in tasks:
             task.cancel()
@@ -104,10 +104,25 @@ async def _process_anchor(addr: str, pid: int, n: int, window: float) -> dict[st
                 batch = regs[start : start + 16]
                 await asyncio.gather(*(stack.enter_async_context(registry.session(r)) for r in batch))
         await asyncio.sleep(TTL / 3)
-        return await _measure(pid, n, window)
+        return await _measure(registry, pid, n, window)
 
 
-async def _measure(pid: int, n: int, window: float) -> dict[str, Any]:
+async def _settle(registry: AgentRegistry, quiet: float = 2.0, deadline: float = 120.0) -> None:
+    """Wait (bounded) until Consul's catalog index has not moved for ``quiet`` seconds: the window then
+    measures heartbeats, not the tail of the registrations' catalog syncs."""
+    end = time.monotonic() + deadline
+    last, since = -1, time.monotonic()
+    while time.monotonic() < end:
+        index = (await registry.gateway.get("settle", "/v1/catalog/services")).meta.index
+        if index != last:
+            last, since = index, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        await asyncio.sleep(0.2)
+
+
+async def _measure(registry: AgentRegistry, pid: int, n: int, window: float) -> dict[str, Any]:
+    await _settle(registry)
     consul_s, client_s = await _window(pid, window)
     intervals = n * window / (TTL / 3)
     return {
