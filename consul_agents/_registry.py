@@ -246,12 +246,33 @@ class AgentRegistry:
         self._cards = cards.CardCache(self._card_policy)
         #: The anchors of the agents this client keeps alive as long as its process (see _liveness).
         self._liveness = ProcessLiveness(self._gateway, self._anchor_lost)
+        self._recovering: set[asyncio.Task[None]] = set()
 
     def _anchor_lost(self, agent_ids: set[str]) -> None:
+        """The local Consul agent had lost an anchor (a restart): re-register its agents now, each in a task
+        of its own, rather than at their next heartbeat."""
         for agent_id in agent_ids:
             known = self._registered.get(agent_id)
             if known is not None:
                 known.lost = True
+                task = asyncio.create_task(self._recover(agent_id), name=f"recover:{agent_id}")
+                self._recovering.add(task)
+                task.add_done_callback(self._recovering.discard)
+
+    async def _recover(self, agent_id: str) -> None:
+        known = self._registered.get(agent_id)
+        if known is None or not known.lost:
+            return
+        try:
+            await self.heartbeat(
+                agent_id, status=known.sent_status or AgentStatus.PASSING, output=known.sent_output
+            )
+        except ConsulAgentsError as exc:
+            log.warning(
+                "agent %s not re-registered after its anchor was lost (next heartbeat retries): %s",
+                agent_id,
+                exc,
+            )
 
     def __repr__(self) -> str:
         return f"AgentRegistry(address={self.settings.address!r}, datacenter={self.settings.datacenter!r})"
@@ -265,6 +286,8 @@ class AgentRegistry:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._reconcile_on_close()
+        for task in list(self._recovering):
+            task.cancel()
         await self._liveness.close()
         if self._parent is not None:
             closing = self._discovery.release()
