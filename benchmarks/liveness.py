@@ -6,7 +6,7 @@ no check state file) and, for each fleet size, interleaved in the same run on th
 
 * ``per_agent_ttl``: today's design before issue 15, one TTL check per agent, each heartbeat one
   ``PUT /v1/agent/check/update`` (``register_agent(liveness="agent")`` + ``heartbeat`` every TTL/3);
-* ``process_anchor``: ``registry.session()`` agents (``liveness="process"``): one anchor TTL check per
+* ``process_anchor``: ``registry.session(..., liveness="process")`` agents: one anchor TTL check per
   process and type, an alias check per agent, heartbeats that write only on change.
 
 The catalog verification of every ``verify_every`` heartbeats (one read-only transaction per agent and
@@ -15,7 +15,8 @@ a fleet set up in a burst verifies in a burst that lands in or out of the window
 Each design's agents (default TTL 15 s, a heartbeat every 5 s) heartbeat for ``--window`` seconds; the
 figures are Consul's CPU (``/proc/<pid>/stat``) and this process's CPU over the window, per second and per
 agent-interval, beside the idle Consul CPU measured just before (the floor), with the load average. Then
-``--exits`` sessions exit at once: every deregistration must succeed; the wall time is the bound reported.
+``--exits`` default sessions (one TTL per agent) exit at once: every deregistration must succeed; the wall
+time is the bound reported.
 Writes reports/bench-liveness.json and docs/img/liveness-cost.png.
 """
 
@@ -107,7 +108,9 @@ async def _process_anchor(addr: str, pid: int, n: int, window: float) -> dict[st
         with _no_id_scan():
             for start in range(0, n, 16):
                 batch = regs[start : start + 16]
-                await asyncio.gather(*(stack.enter_async_context(registry.session(r)) for r in batch))
+                await asyncio.gather(
+                    *(stack.enter_async_context(registry.session(r, liveness="process")) for r in batch)
+                )
         await asyncio.sleep(TTL / 3)
         result = await _measure(registry, pid, n, window)
         started = time.monotonic()

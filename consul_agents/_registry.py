@@ -1029,16 +1029,25 @@ class AgentRegistry:
 
     @asynccontextmanager
     async def session(
-        self, registration: AgentRegistration, *, interval: float | timedelta | None = None
+        self,
+        registration: AgentRegistration,
+        *,
+        interval: float | timedelta | None = None,
+        liveness: Literal["agent", "process"] = "agent",
     ) -> AsyncIterator[AgentSession]:
         """Register on enter, heartbeat in the background, deregister on exit (also on cancellation).
+
+        ``liveness="process"`` keeps the agent alive through this process's anchor (see
+        :meth:`register_agent` and :mod:`consul_agents._liveness`): far fewer TTL updates, but Consul 1.8.7
+        refreshes every alias check once a minute by copying all of its agent's checks, a cost that grows
+        with the square of the agents on one Consul agent (see the README's "What a heartbeat costs").
 
         The default interval is a third of the TTL, so two heartbeats can be lost before the agent turns
         critical. When the block ends by an exception or a cancellation, that exception is what propagates:
         a failed deregistration is only logged (the agent's check turns critical after its TTL and Consul
         reaps it), and while Consul does not answer, sessions ending together wait one timeout in all.
         """
-        agent_id = await self.register_agent(registration, liveness="process")
+        agent_id = await self.register_agent(registration, liveness=liveness)
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
         handle = AgentSession(self, agent_id, registration.load)
         task = asyncio.create_task(

@@ -23,7 +23,7 @@ async def main(addr: str, agent_type: str, count: int, ttl: float) -> None:
                 endpoint=f"http://127.0.0.1:{20000 + i}",
                 ttl=ttl,
             )
-            await stack.enter_async_context(registry.session(registration))
+            await stack.enter_async_context(registry.session(registration, liveness="process"))
         print("READY", flush=True)
         await asyncio.Event().wait()
 

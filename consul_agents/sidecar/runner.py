@@ -5,11 +5,8 @@ Life of one agent (one task each, so a hung agent never delays another's heartbe
 1. probe once, then register with the status that probe gave (an agent that is down is registered
    critical, never passing, even for an instant);
 2. every ``health.interval``: probe, then heartbeat the verdict (``output`` says what the probe saw) and the
-   load read from the answer. The agents are kept alive by the sidecar's liveness anchor (one TTL check
-   per agent type, see :mod:`consul_agents._liveness`), so a heartbeat writes to Consul only when the
-   verdict or the load changes; a killed sidecar's agents turn critical when the anchor's TTL runs out.
-   :meth:`AgentRegistry.heartbeat` re-registers the agent from its registration when the local Consul
-   agent lost it (a Consul restart), so the sidecar needs no restart of its own;
+   load read from the answer. :meth:`AgentRegistry.heartbeat` re-registers the agent from its registration
+   when the local Consul agent lost it (a Consul restart), so the sidecar needs no restart of its own;
 3. on stop (SIGTERM or SIGINT in :func:`run_sidecar`): deregister every agent, each on its own (one that
    fails is logged and the others are still removed), also when an agent's task failed.
 
@@ -153,8 +150,7 @@ class Sidecar:
             if result.load is not None:
                 registration = registration.model_copy(update={"load": result.load})
             self._attempted.add(agent_id)
-            # Kept alive by this process's anchor (see _liveness): a heartbeat writes only what changed.
-            await self.registry.register_agent(registration, status=result.status, liveness="process")
+            await self.registry.register_agent(registration, status=result.status)
             self._card_changed.discard(agent_id)
             self.registered.add(agent_id)
             log.info("registered agent %s (%s)", agent_id, registration.service_name)

@@ -49,7 +49,7 @@ async def test_steady_sessions_send_one_ttl_update_per_interval_in_all(consul_ad
 
         registry.gateway.put = counting  # type: ignore[method-assign]
         regs = [registration(unique, agent_id=f"{unique}-{i}", ttl=TTL) for i in range(30)]
-        sessions = [await stack.enter_async_context(registry.session(r)) for r in regs]
+        sessions = [await stack.enter_async_context(registry.session(r, liveness="process")) for r in regs]
         await eventually(lambda: _all_beat(sessions, 4), timeout=20, what="four heartbeats of every session")
         assert sent["agent"] <= len(regs), sent  # at most the first heartbeat of each
         assert 1 <= sent["other"] <= 8, sent  # the anchor's
@@ -66,7 +66,10 @@ async def test_one_agent_fails_alone_within_the_bound(consul_addr: str, unique: 
     async with AgentRegistry(consul_addr, cache=False) as registry:
         first = registration(unique, agent_id=f"{unique}-a", ttl=TTL)
         second = registration(unique, agent_id=f"{unique}-b", ttl=TTL)
-        async with registry.session(first) as failing, registry.session(second):
+        async with (
+            registry.session(first, liveness="process") as failing,
+            registry.session(second, liveness="process"),
+        ):
             failing.status = AgentStatus.CRITICAL
             started = time.monotonic()
 
@@ -141,8 +144,8 @@ async def test_anchor_is_no_agent_and_goes_after_its_last_agent(consul_addr: str
         first = registration(unique, agent_id=f"{unique}-a", ttl=TTL)
         second = registration(unique, agent_id=f"{unique}-b", ttl=TTL)
         anchor_name = wire.anchor_service_name(unique)
-        async with registry.session(first):
-            async with registry.session(second):
+        async with registry.session(first, liveness="process"):
+            async with registry.session(second, liveness="process"):
                 services = (await registry.gateway.get("read", "/v1/agent/services")).body
                 assert [s["Service"] for s in services.values()].count(anchor_name) == 1
                 assert anchor_name not in {f"agent-{t}" for t in await registry.agent_types()}
@@ -165,7 +168,9 @@ async def test_mass_exit_deregisters_every_agent(consul_addr: str, unique: str, 
         stack = AsyncExitStack()
         for start in range(0, count, 50):
             batch = [registration(unique, agent_id=f"{unique}-{i}", ttl=15) for i in range(start, start + 50)]
-            await asyncio.gather(*(stack.enter_async_context(registry.session(r)) for r in batch))
+            await asyncio.gather(
+                *(stack.enter_async_context(registry.session(r, liveness="process")) for r in batch)
+            )
         started = time.monotonic()
         await stack.aclose()
         elapsed = time.monotonic() - started

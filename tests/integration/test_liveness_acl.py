@@ -52,7 +52,9 @@ async def test_registrar_keeps_its_sessions_alive_through_its_anchor(
     """A registrar token of one type can run sessions: it may create, heartbeat and remove that type's
     anchor and the alias checks, and its agents are passing."""
     async with AgentRegistry(server.http_addr, tokens["alpha-registrar"], cache=False) as alpha:
-        async with alpha.session(registration("alpha", agent_id=f"{unique}-a", ttl=2)) as session:
+        async with alpha.session(
+            registration("alpha", agent_id=f"{unique}-a", ttl=2), liveness="process"
+        ) as session:
             assert len(await _anchor_ids(server, "alpha")) == 1
 
             async def beating() -> bool:
@@ -96,7 +98,7 @@ async def test_other_type_registrar_cannot_touch_an_anchor(
 ) -> None:
     """A registrar of type beta is denied every write to type alpha's anchor, which stays as it was."""
     alpha = AgentRegistry(server.http_addr, tokens["alpha-registrar"], cache=False)
-    async with alpha, alpha.session(registration("alpha", agent_id=f"{unique}-a", ttl=5)):
+    async with alpha, alpha.session(registration("alpha", agent_id=f"{unique}-a", ttl=5), liveness="process"):
         (anchor,) = await _anchor_ids(server, "alpha")
         method, path, body = ATTACKS[attack](anchor)
         async with gateway(server.http_addr, tokens["beta-registrar"]) as beta:
