@@ -227,8 +227,8 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
         (axes[1], "client_cpu_pct", "client CPU (% of a core)"),
     ):
         for design, label in (
-            ("per_agent_ttl", "one TTL per agent (before)"),
-            ("process_anchor", "anchor + alias"),
+            ("per_agent_ttl", "one TTL per agent (default)"),
+            ("process_anchor", 'anchor + alias (liveness="process")'),
         ):
             ax.plot(sizes, [row[design][metric] for row in rows], marker="o", label=label)
         ax.set_xscale("log")

@@ -6,10 +6,10 @@ Writes that concern one agent (register, heartbeat, deregister) go to the local 
 the agent's TTL check and keeps the catalog in sync (anti-entropy).
 
 Heartbeat cost: a TTL update costs a Consul agent with a data dir a state-file write (about a millisecond
-of its CPU) even when nothing changed. Agents kept alive by their process (sessions, the sidecar) share one
-TTL check per process and type (see :mod:`consul_agents._liveness`); their heartbeats write only what
-changed. The load is re-published (one catalog write) only when it has moved by at least
-``load_threshold`` since the last report, or reached 0 or 1.
+of its CPU) even when nothing changed. Agents registered with ``liveness="process"`` share one TTL check
+per process and type (see :mod:`consul_agents._liveness`); their heartbeats write only what changed.
+The load is re-published (one catalog write) only when it has moved by at least ``load_threshold`` since
+the last report, or reached 0 or 1.
 
 Identity and integrity (see :mod:`consul_agents._integrity`): ids are lowercase; a new registration is
 refused when another service holds its id; a process's writes to one agent hold that agent's lock, so a

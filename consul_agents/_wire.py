@@ -15,7 +15,7 @@ The encoding, chosen so that plain Consul tools, Consul ACLs and Consul DNS all 
   :func:`metadata_key`, ``consul-agents/metadata/<type>/<agent id>``, so that ACL rules can scope it by type).
 * Liveness is one check per agent, ``service:<agent id>`` (Consul's own naming for a service's check),
   registered passing, with DeregisterCriticalServiceAfter so that crashed agents are reaped. An agent kept
-  alive by its process (sessions, the sidecar: see :mod:`consul_agents._liveness`) has a second one,
+  alive by its process (``liveness="process"``, see :mod:`consul_agents._liveness`) has a second one,
   ``alive:<agent id>``, an alias of its process's *anchor*: the service ``consul-agents-liveness-<type>``,
   whose one TTL check the process heartbeats; its own check then has a TTL of a year and changes only when
   the agent's status does.
