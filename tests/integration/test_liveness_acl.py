@@ -98,7 +98,8 @@ async def test_other_type_registrar_cannot_touch_an_anchor(
 ) -> None:
     """A registrar of type beta is denied every write to type alpha's anchor, which stays as it was."""
     alpha = AgentRegistry(server.http_addr, tokens["alpha-registrar"], cache=False)
-    async with alpha, alpha.session(registration("alpha", agent_id=f"{unique}-a", ttl=5), liveness="process"):
+    victim = registration("alpha", agent_id=f"{unique}-a", ttl=30)  # outlasts a loaded machine's late beat
+    async with alpha, alpha.session(victim, liveness="process"):
         (anchor,) = await _anchor_ids(server, "alpha")
         method, path, body = ATTACKS[attack](anchor)
         async with gateway(server.http_addr, tokens["beta-registrar"]) as beta:
