@@ -192,6 +192,7 @@ async def test_foreign_check_only_lowers_an_http_agent(consul_addr: str, unique:
     agent_id = f"{unique}-a"
     async with AgentRegistry(consul_addr, cache=False) as registry:
         await registry.register_agent(registration(unique, agent_id=agent_id, ttl=TTL), liveness="http")
+        assert (await _checks(registry, agent_id))[wire.alias_check_id(agent_id)]["Type"] == "http"
         found = await registry.discover_agents(DiscoveryRequest(agent_type=unique))
         assert [a.agent_id for a in found] == [agent_id]
         foreign = {"ID": f"{unique}-foreign", "Name": "x", "ServiceID": agent_id, "TTL": "60s"}
