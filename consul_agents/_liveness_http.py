@@ -3,8 +3,13 @@
 Why: a server-mode Consul rewrites a TTL check's state file on every update (4 to 5 ms of its CPU), and the
 alias checks of ``liveness="process"`` re-read all of their Consul agent's checks once a minute (a cost
 quadratic in the agents). Consul 1.8.7 persists check state only for TTL checks (``persistCheckState`` is
-called from ``updateTTLCheck`` alone): an HTTP check whose status and output do not change costs one GET
-and no write, no Raft write and no anti-entropy sync (see reports/bench-liveness.json).
+called from ``updateTTLCheck`` alone): an HTTP check whose status and output do not change writes no state
+file, no Raft entry and no anti-entropy sync.
+
+Cost, measured on Consul 1.8.7 (why it is opt-in, see reports/bench-liveness.json): Consul's ``CheckHTTP``
+disables keep-alives, so every run is a new TCP connection and an HTTP exchange on both sides; at 1,000
+agents it cost Consul about 0.4x and the client about 0.8x of one TTL per agent, short of issue 15's targets
+(0.1x and 0.5x). A check that fails once is critical at once (no grace of missed beats as with a TTL).
 
 With ``liveness="http"``:
 
@@ -26,6 +31,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import time
 from datetime import timedelta
 
 from aiohttp import web
@@ -63,6 +69,8 @@ class HttpLiveness:
     def __init__(self, settings: ConsulSettings) -> None:
         self._settings = settings
         self._agents: dict[str, wire.HttpAlive] = {}
+        #: When Consul last checked each agent (monotonic): a Consul agent that lost it stops checking it.
+        self._seen: dict[str, float] = {}
         self._runner: web.AppRunner | None = None
         self._base: str | None = None
         self._lock = asyncio.Lock()
@@ -76,6 +84,18 @@ class HttpLiveness:
     def spec(self, agent_id: str) -> wire.HttpAlive:
         return self._agents[agent_id]
 
+    def unchecked(self, agent_id: str) -> bool:
+        """Whether Consul has not checked ``agent_id`` for three intervals and a second: the local Consul
+        agent lost it (a restart without its data dir), so its next heartbeat should re-register it."""
+        spec = self._agents.get(agent_id)
+        if spec is None:
+            return False
+        now = time.monotonic()
+        if now - self._seen[agent_id] <= 3 * spec.interval.total_seconds() + 1:
+            return False
+        self._seen[agent_id] = now  # asked once per three intervals, not at every heartbeat
+        return True
+
     async def attach(self, registration: AgentRegistration, agent_id: str) -> wire.HttpAlive:
         """The HTTP check spec of ``agent_id``, starting the health server first if need be."""
         async with self._lock:
@@ -85,16 +105,19 @@ class HttpLiveness:
             interval = max(registration.ttl / 3, _MIN_INTERVAL)
             spec = wire.HttpAlive(url=f"{self._base}{HEALTH_PATH}{agent_id}", interval=interval)
             self._agents[agent_id] = spec
+            self._seen[agent_id] = time.monotonic()
             return spec
 
     def detach(self, agent_id: str) -> None:
         """Answer 404 for ``agent_id`` from now on: its check (if it is still registered) turns critical."""
         self._agents.pop(agent_id, None)
+        self._seen.pop(agent_id, None)
 
     async def close(self) -> None:
         """Stop the server: every check still pointing at it turns critical at its next run."""
         async with self._lock:
             self._agents.clear()
+            self._seen.clear()
             runner, self._runner, self._base = self._runner, None, None
             if runner is not None:
                 await runner.cleanup()
@@ -119,6 +142,8 @@ class HttpLiveness:
         log.info("liveness health server on %s", self._base)
 
     async def _health(self, request: web.Request) -> web.StreamResponse:
-        if request.match_info["agent_id"] in self._agents:
+        agent_id = request.match_info["agent_id"]
+        if agent_id in self._agents:
+            self._seen[agent_id] = time.monotonic()
             return web.Response(text=_ALIVE)
         raise web.HTTPNotFound(text="unknown")

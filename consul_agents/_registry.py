@@ -590,7 +590,7 @@ class AgentRegistry:
         path = f"/v1/agent/check/update/{wire.check_id(agent_id)}"
         body = wire.ttl_update(status, output)
         try:
-            if known is None or not self._unchanged(known, status, output):
+            if known is None or not self._unchanged(known, status, output) or self._unchecked(agent_id):
                 await self._gateway.put(operation, path, body)
         except ConsulRequestError as exc:
             if not _is_unknown_check(exc):
@@ -644,6 +644,11 @@ class AgentRegistry:
             and known.sent_status is status
             and known.sent_output == output
         )
+
+    def _unchecked(self, agent_id: str) -> bool:
+        """An HTTP-liveness agent Consul stopped checking: send its check's update, so that Consul's
+        "unknown check" answer has it re-registered (see _liveness_http)."""
+        return self._liveness.http.unchecked(agent_id)
 
     def _load_changed(self, previous: float, load: float) -> bool:
         if load == previous:
@@ -1142,6 +1147,8 @@ class AgentRegistry:
         :meth:`register_agent` and :mod:`consul_agents._liveness`): far fewer TTL updates, but Consul 1.8.7
         refreshes every alias check once a minute by copying all of its agent's checks, a cost that grows
         with the square of the agents on one Consul agent (see the README's "What a heartbeat costs").
+        ``liveness="http"``: Consul runs an HTTP check of this process's health server per agent (see
+        :mod:`consul_agents._liveness_http`).
 
         The default interval is a third of the TTL, so two heartbeats can be lost before the agent turns
         critical. When the block ends by an exception or a cancellation, that exception is what propagates:

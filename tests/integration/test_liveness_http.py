@@ -204,6 +204,32 @@ async def test_foreign_check_only_lowers_an_http_agent(consul_addr: str, unique:
         await registry.deregister_agent(agent_id)
 
 
+async def test_agent_lost_by_consul_is_registered_again(consul_addr: str, unique: str) -> None:
+    """An HTTP-liveness session whose service the local Consul agent lost (removed behind its back, as a
+    restart without its data dir does) is registered again by its own heartbeats, passing, once Consul
+    has not checked it for three intervals."""
+    agent_id = f"{unique}-a"
+    registry = AgentRegistry(consul_addr, cache=False)
+    async with (
+        registry,
+        registry.session(registration(unique, agent_id=agent_id, ttl=TTL), liveness="http") as session,
+    ):
+        await eventually(lambda: _all_beat([session], 2), timeout=4 * TTL, what="two heartbeats")
+        await registry.gateway.put("lose it", f"/v1/agent/service/deregister/{agent_id}")
+        assert await _checks(registry, agent_id) == {}
+
+        async def back() -> bool:
+            alive = (await _checks(registry, agent_id)).get(wire.alias_check_id(agent_id), {})
+            return alive.get("Type") == "http"
+
+        await eventually(back, timeout=6 * TTL, what="the agent registered again")
+        await eventually(lambda: _passing(registry, unique, agent_id), timeout=2 * TTL, what="passing again")
+
+
+async def _passing(registry: AgentRegistry, agent_type: str, agent_id: str) -> bool:
+    return (await _statuses(registry, agent_type)).get(agent_id) == "passing"
+
+
 async def test_unknown_liveness_is_refused(consul_addr: str, unique: str) -> None:
     """A liveness mode that does not exist is refused with an error naming it, and nothing is registered."""
     async with AgentRegistry(consul_addr, cache=False) as registry:
