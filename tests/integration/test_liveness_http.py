@@ -230,6 +230,24 @@ async def _passing(registry: AgentRegistry, agent_type: str, agent_id: str) -> b
     return (await _statuses(registry, agent_type)).get(agent_id) == "passing"
 
 
+async def test_drain_maintenance_and_census_hold_for_http_agents(consul_addr: str, unique: str) -> None:
+    """An HTTP-liveness agent can be drained and put in maintenance like any other, and the census counts
+    it with its status."""
+    agent_id = f"{unique}-a"
+    async with AgentRegistry(consul_addr, cache=False) as registry:
+        await registry.register_agent(registration(unique, agent_id=agent_id, ttl=TTL), liveness="http")
+        await registry.set_draining(agent_id)
+        (info,) = await registry.discover_agents(DiscoveryRequest(agent_type=unique, include_draining=True))
+        assert info.draining
+        await registry.set_draining(agent_id, False)
+        await registry.set_maintenance(agent_id, True, "upgrade")
+        assert await registry.get_agent_status(agent_id) is AgentStatus.MAINTENANCE
+        await registry.set_maintenance(agent_id, False)
+        census = {a.agent_id: a.status for a in await registry.census()}
+        assert census[agent_id] is AgentStatus.PASSING
+        await registry.deregister_agent(agent_id)
+
+
 async def test_unknown_liveness_is_refused(consul_addr: str, unique: str) -> None:
     """A liveness mode that does not exist is refused with an error naming it, and nothing is registered."""
     async with AgentRegistry(consul_addr, cache=False) as registry:
