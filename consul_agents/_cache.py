@@ -43,8 +43,8 @@ from cachetools import LRUCache
 
 from consul_agents import _wire as wire
 from consul_agents import _wire_read as wire_read
-from consul_agents._errors import ConsulAgentsError, RegistryUnavailableError
-from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
+from consul_agents._errors import ConsulAgentsError, RegistryTimeoutError, RegistryUnavailableError
+from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta, time_left
 from consul_agents._metrics import observe_watch_lag, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
 from consul_agents._watch import Watch, WatchPolicy
@@ -628,16 +628,33 @@ class DiscoveryCache:
         """Start the watch for ``key`` ((datacenter, "") is the catalog's), shared by concurrent first
         users; raises its first read's error, or TooManyServices when no watch may start.
 
-        The start runs in a task of the cache's own: cancelling one waiting caller never cancels the start
-        the others wait for (nor makes them see CancelledError)."""
+        The start runs in a task of the cache's own, bounded by the deadline of the caller that began it:
+        cancelling one waiting caller never cancels the start the others wait for (nor makes them see
+        CancelledError), and each caller waits at most what is left of its own deadline (a caller that
+        joined a start begun with a longer one raises RegistryTimeoutError at its own, the start going on
+        for the others)."""
         self._misses += 1
         task = self._starting.get(key)
+        where = f"{key[0] or 'local'}/{key[1] or 'catalog'}"
         if task is None:
-            where = f"{key[0] or 'local'}/{key[1] or 'catalog'}"
             task = asyncio.create_task(self._open(key, make), name=f"watch-start:{where}")
             self._starting[key] = task
             task.add_done_callback(functools.partial(self._started, key))
-        return await asyncio.shield(task)
+        left = time_left()
+        if left is None:
+            return await asyncio.shield(task)
+        try:
+            async with asyncio.timeout(max(left, 0.0)) as scope:
+                return await asyncio.shield(task)
+        except TimeoutError:
+            if not scope.expired():
+                raise  # the start's own error (a RegistryTimeoutError of the caller that began it)
+        raise RegistryTimeoutError(
+            f"Consul at {self.gateway.address} did not answer the first read of watch {where} within the "
+            "call's deadline (the watch goes on starting for the calls that have time left)",
+            address=self.gateway.address,
+            datacenter=key[0],
+        )
 
     def _started(self, key: WatchKey, task: asyncio.Task[Any]) -> None:
         if self._starting.get(key) is task:
