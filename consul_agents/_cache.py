@@ -297,9 +297,31 @@ class _MetadataWatch(_Watched):
         self._owner.metadata_changed()
 
 
+class _InKV:
+    """An entry whose metadata lives in KV, with its last conversion and the KV value it was made with:
+    converted again only when that value changes."""
+
+    __slots__ = ("agent_id", "entry", "read")
+
+    def __init__(self, entry: Any, agent_id: str) -> None:
+        self.entry = entry
+        self.agent_id = agent_id
+        self.read: tuple[bytes | None, AgentInfo | None] | None = None
+
+
+#: What an entry of the last answer gave: its AgentInfo, None (not an agent, or skipped), or _InKV.
+_Value = AgentInfo | _InKV | None
+
+
 class _ServiceWatch(_Watched):
     """A watch on ``/v1/health/service/<name>`` in one datacenter and the view it keeps current, with a
-    watch on the agents' KV metadata while any of them keeps its metadata there."""
+    watch on the agents' KV metadata while any of them keeps its metadata there.
+
+    A wake re-reads every instance (Consul 1.8 has no streaming); what each entry gave is kept beside its
+    text, and the next answer is compared with the last one from both ends, piece against piece in place
+    (a memcmp each): only the stretch between the common head and tail is looked up by text (hashing each
+    piece) or decoded. A change of one agent among 1,000 decodes one entry and hashes two.
+    """
 
     def __init__(self, cache: DiscoveryCache, datacenter: str, service: str) -> None:
         operation = f"watch agents of service {service!r}"
@@ -307,12 +329,20 @@ class _ServiceWatch(_Watched):
         super().__init__(cache, datacenter, service, operation, f"/v1/health/service/{service}", decode=str)
         self.service = service
         self.view = ServiceView(())
-        #: The AgentInfo built from each entry of the last answer, keyed by the entry's text (None for an
-        #: entry that is not an agent, so it is not judged again while its text stays the same).
-        self._converted: dict[str, AgentInfo | None] = {}
-        #: The entries whose metadata is in KV, keyed by their text: converted again when the KV changes.
-        self._kv_entries: dict[str, Any] = {}
+        #: The entries of the last answer as pieces of its text (empty when it could not be split), and
+        #: what each gave, position for position.
+        self._pieces: list[str] = []
+        self._values: list[_Value] = []
         self.metadata: _MetadataWatch | None = None
+
+    @property
+    def _converted(self) -> dict[str, AgentInfo | None]:
+        """What each entry of the last answer whose metadata is not in KV gave, by its text (diagnostics)."""
+        return {
+            piece: value
+            for piece, value in zip(self._pieces, self._values, strict=False)
+            if not isinstance(value, _InKV)
+        }
 
     def watches(self) -> list[Watch]:
         return [self.watch] if self.metadata is None else [self.watch, self.metadata.watch]
@@ -330,30 +360,32 @@ class _ServiceWatch(_Watched):
     async def _deliver(self, response: ConsulResponse) -> None:
         started = time.monotonic()
         text = response.body if isinstance(response.body, str) else ""
-        converted, kv_entries, fresh = self._reuse(text)
-        plain = []
-        for key, entry in fresh:
-            if wire_read.kv_metadata_wanted(entry) is not None:
-                kv_entries[key] = entry
+        pieces, values, fresh = self._reuse(text)
+        plain: list[tuple[int, Any]] = []
+        for position, entry in fresh:
+            wanted = wire_read.kv_metadata_wanted(entry)
+            if wanted is not None:
+                values[position] = _InKV(entry, wanted[1])
             else:
-                plain.append((key, entry))
+                plain.append((position, entry))
         if plain:
-            results = self._read([e for _, e in plain])
-            converted.update(zip((key for key, _ in plain), results, strict=True))
-        self._converted = converted
-        self._kv_entries = kv_entries
-        if kv_entries and self.metadata is None:
+            results = self._read([entry for _, entry in plain])
+            for (position, _), result in zip(plain, results, strict=True):
+                values[position] = result
+        self._pieces, self._values = pieces, values
+        in_kv = any(isinstance(value, _InKV) for value in values)
+        if in_kv and self.metadata is None:
             metadata = _MetadataWatch(self, wire.agent_type_of(self.service))
             await metadata.start()
             self.metadata = metadata
-        elif not kv_entries and self.metadata is not None:
+        elif not in_kv and self.metadata is not None:
             metadata, self.metadata = self.metadata, None
             await metadata.stop()
         self._rebuild()
         observe_watch_lag(response.meta.last_contact_ms / 1000 + time.monotonic() - started)
 
     def metadata_changed(self) -> None:
-        if self._kv_entries:
+        if any(isinstance(value, _InKV) for value in self._values):
             self._rebuild()
 
     def _read(self, entries: list[Any], kv: Mapping[str, bytes] | None = None) -> list[AgentInfo | None]:
@@ -366,19 +398,24 @@ class _ServiceWatch(_Watched):
         return [result if isinstance(result, AgentInfo) else None for result in results]
 
     def _rebuild(self) -> None:
-        infos = [info for info in self._converted.values() if info is not None]
-        if self._kv_entries:
-            values = self.metadata.values if self.metadata is not None else {}
-            infos += [info for info in self._read(list(self._kv_entries.values()), values) if info]
+        infos = [value for value in self._values if isinstance(value, AgentInfo)]
+        in_kv = [value for value in self._values if isinstance(value, _InKV)]
+        if in_kv:
+            kv = self.metadata.values if self.metadata is not None else {}
+            changed = [item for item in in_kv if item.read is None or item.read[0] != kv.get(item.agent_id)]
+            if changed:
+                results = self._read([item.entry for item in changed], kv)
+                for item, info in zip(changed, results, strict=True):
+                    item.read = (kv.get(item.agent_id), info)
+            infos += [item.read[1] for item in in_kv if item.read is not None and item.read[1] is not None]
         self.view = ServiceView(infos)
         self.dirty = False
         self.cache.changed()
 
-    def _reuse(self, text: str) -> tuple[dict[str, AgentInfo | None], dict[str, Any], list[tuple[str, Any]]]:
-        """What the last answer's unchanged entries gave, keyed by their text (the AgentInfos, None for
-        those that are not agents, and the entries whose metadata is in KV), and the changed entries
-        decoded, with their keys; all decoded afresh when the answer cannot be split (each then keyed by
-        its position, a key no piece of text can equal)."""
+    def _reuse(self, text: str) -> tuple[list[str], list[_Value], list[tuple[int, Any]]]:
+        """The answer's entries as pieces of its text, what the last answer's equal pieces gave (None where
+        an entry is new), and the new entries decoded, by position; when the answer cannot be split, no
+        pieces, and every entry decoded afresh."""
         if not text.strip():
             # Consul writes "[]" for a service with no instances: an empty answer is not one, and taking it
             # for one would empty the view.
@@ -388,23 +425,30 @@ class _ServiceWatch(_Watched):
             )
         pieces = wire.split_health_entries(text)
         if pieces is not None:
-            reused: dict[str, AgentInfo | None] = {}
-            kept: dict[str, Any] = {}
-            fresh: list[tuple[str, Any]] = []
-            for piece in pieces:
-                if piece in self._converted:
-                    reused[piece] = self._converted[piece]
-                    continue
-                entry = self._kv_entries.get(piece)
-                if entry is not None:
-                    kept[piece] = entry
+            old, given = self._pieces, self._values
+            n, m = len(pieces), len(old)
+            limit = min(n, m)
+            head = 0
+            while head < limit and pieces[head] == old[head]:
+                head += 1
+            tail = 0
+            while tail < limit - head and pieces[n - 1 - tail] == old[m - 1 - tail]:
+                tail += 1
+            values: list[_Value] = [*given[:head], *([None] * (n - head - tail)), *given[m - tail : m]]
+            # Between the common head and tail: an entry that moved, or a new one.
+            moved = dict(zip(old[head : m - tail], given[head : m - tail], strict=True))
+            fresh: list[tuple[int, Any]] = []
+            for position in range(head, n - tail):
+                piece = pieces[position]
+                if piece in moved:
+                    values[position] = moved[piece]
                     continue
                 entry = wire.health_entry(piece)
                 if entry is None:
                     break
-                fresh.append((piece, entry))
+                fresh.append((position, entry))
             else:
-                return reused, kept, fresh
+                return pieces, values, fresh
         entries = wire.health_entries(text)
         if not isinstance(entries, list):
             raise RegistryUnavailableError(
@@ -412,7 +456,7 @@ class _ServiceWatch(_Watched):
                 "other than a list of entries",
                 address=self.cache.gateway.address,
             )
-        return {}, {}, [(f"#{position}", entry) for position, entry in enumerate(entries)]
+        return [], [None] * len(entries), list(enumerate(entries))
 
 
 class _CatalogWatch(_Watched):
