@@ -44,9 +44,10 @@ from cachetools import LRUCache
 from consul_agents import _wire as wire
 from consul_agents import _wire_read as wire_read
 from consul_agents._errors import ConsulAgentsError, RegistryTimeoutError, RegistryUnavailableError
-from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta, time_left
+from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta, detach_deadline, time_left
 from consul_agents._metrics import observe_watch_lag, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
+from consul_agents._selective import MIN_AGENTS, PER_SERVICE, selector
 from consul_agents._watch import Watch, WatchPolicy
 
 __all__ = [
@@ -323,11 +324,20 @@ class _ServiceWatch(_Watched):
     piece) or decoded. A change of one agent among 1,000 decodes one entry and hashes two.
     """
 
-    def __init__(self, cache: DiscoveryCache, datacenter: str, service: str) -> None:
+    def __init__(
+        self, cache: DiscoveryCache, datacenter: str, service: str, selector: str | None = None
+    ) -> None:
         operation = f"watch agents of service {service!r}"
+        name, params = service, None
+        if selector is not None:  # a selective watch (see _selective): Consul filters the answer
+            operation += f" matching {selector}"
+            name, params = f"{service}?filter={selector}", {"filter": selector}
         # The answer's text: _reuse splits it and decodes only the entries that changed.
-        super().__init__(cache, datacenter, service, operation, f"/v1/health/service/{service}", decode=str)
+        super().__init__(
+            cache, datacenter, name, operation, f"/v1/health/service/{service}", decode=str, params=params
+        )
         self.service = service
+        self.selector = selector
         self.view = ServiceView(())
         #: The entries of the last answer as pieces of its text (empty when it could not be split), and
         #: what each gave, position for position.
@@ -473,6 +483,8 @@ class _CatalogWatch(_Watched):
 
 
 WatchKey = tuple[str, str]
+#: (datacenter, service, Consul filter) of a selective watch.
+SelectiveKey = tuple[str, str, str]
 
 
 class DiscoveryCache:
@@ -512,6 +524,9 @@ class DiscoveryCache:
         self._services: dict[WatchKey, _ServiceWatch] = {}
         self._catalogs: dict[str, _CatalogWatch] = {}
         self._starting: dict[WatchKey, asyncio.Task[Any]] = {}
+        #: Selective watches (see _selective), running and starting in the background.
+        self._selective: dict[SelectiveKey, _ServiceWatch] = {}
+        self._accelerating: dict[SelectiveKey, asyncio.Task[None]] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._misses = 0
@@ -523,12 +538,13 @@ class DiscoveryCache:
         return f"DiscoveryCache(watches={self.watch_count})"
 
     def _entries(self) -> list[_Watched]:
-        return [*self._services.values(), *self._catalogs.values()]
+        return [*self._services.values(), *self._selective.values(), *self._catalogs.values()]
 
     @property
     def watch_slots(self) -> int:
         """Watches this cache holds or is starting (each one a pooled connection)."""
-        return sum(len(entry.watches()) for entry in self._entries()) + len(self._starting)
+        starting = len(self._starting) + len(self._accelerating)
+        return sum(len(entry.watches()) for entry in self._entries()) + starting
 
     @property
     def watch_count(self) -> int:
@@ -558,6 +574,9 @@ class DiscoveryCache:
         name no agent type re-read the list of services too.
         """
         for (_, name), watched in self._services.items():
+            if service is None or name == service:
+                watched.dirty = True
+        for (_, name, _), watched in self._selective.items():
             if service is None or name == service:
                 watched.dirty = True
         if catalog or service is None:
@@ -594,8 +613,11 @@ class DiscoveryCache:
                 names = wire.service_names_for(request, catalog.services)
                 if len(names) + 1 > self.max_watches:
                     raise TooManyServices(len(names))
+            selective = await self._selective_watch(request, datacenter)
             entries = [self._services.get((datacenter, name)) for name in names]
-            ready = [entry for entry in entries if entry is not None and not entry.dirty and entry.usable()]
+            # A selective watch serves its question alone (see _selective).
+            usable = [e for e in entries if e is not None and not e.dirty and e.usable()]
+            ready = usable if selective is None else [selective]
             if len(ready) == len(entries):
                 now = self.clock()
                 for entry in ready:
@@ -606,6 +628,7 @@ class DiscoveryCache:
                     # first use of several services: their first reads go out together, not one after another
                     await asyncio.gather(*(self._service(datacenter, name) for name in pending))
                 ready = [await self._service(datacenter, name) for name in names]
+            self._accelerate(request, datacenter, ready)
             found: list[AgentInfo] = []
             known_leader = True
             last_contact = 0
@@ -654,6 +677,63 @@ class DiscoveryCache:
             entry = await self._start((datacenter, service), lambda: _ServiceWatch(self, datacenter, service))
         await self._use(entry)
         return entry
+
+    async def _selective_watch(self, request: DiscoveryRequest, datacenter: str) -> _ServiceWatch | None:
+        """The running selective watch that answers ``request``, if any, re-read first when this client
+        just wrote (read-your-writes); one no longer usable is stopped (the type's watch answers, and the
+        next question starts it again)."""
+        narrowed = selector(request) if self._selective else None
+        if narrowed is None:
+            return None
+        key = (datacenter, SERVICE_PREFIX + str(request.agent_type), narrowed)
+        entry = self._selective.get(key)
+        if entry is not None and not entry.usable():
+            await self._selective.pop(key).stop()
+            return None
+        if entry is not None:
+            await self._use(entry)
+        return entry
+
+    def _accelerate(self, request: DiscoveryRequest, datacenter: str, ready: list[_ServiceWatch]) -> None:
+        """Start, in the background, the selective watch for ``request`` when it qualifies and fits (see
+        _selective): never by stopping another watch."""
+        narrowed = selector(request)
+        if (
+            narrowed is None
+            or len(ready) != 1
+            or ready[0].selector is not None
+            or len(ready[0].view) < MIN_AGENTS
+        ):
+            return
+        typed = ready[0]
+        key = (datacenter, typed.service, narrowed)
+        if key in self._selective or key in self._accelerating:
+            return
+        same_type = [k for k in (*self._selective, *self._accelerating) if k[:2] == key[:2]]
+        full = self.watch_slots + 1 > self.max_watches or self.budget.in_use() + 1 > self.budget.limit
+        if len(same_type) >= PER_SERVICE or full or self.closed:
+            return
+        task = asyncio.create_task(self._open_selective(key), name=f"selective-watch:{narrowed}")
+        self._accelerating[key] = task
+        task.add_done_callback(lambda _: self._accelerating.pop(key, None))
+
+    async def _open_selective(self, key: SelectiveKey) -> None:
+        detach_deadline()  # nobody waits for it: the watch's own reads are bounded by the client's timeout
+        entry = _ServiceWatch(self, key[0], key[1], key[2])
+        try:
+            await entry.start()
+        except ConsulAgentsError as exc:
+            log.debug("selective watch %s did not start: %s", entry.watch.name, exc)
+            await entry.stop()
+            return
+        except BaseException:
+            await asyncio.shield(entry.stop())
+            raise
+        if self.closed:
+            await entry.stop()
+            return
+        self._selective[key] = entry
+        self._ensure_reaper()
 
     async def _use(self, entry: _Watched) -> None:
         entry.last_used = self.clock()
@@ -730,15 +810,18 @@ class DiscoveryCache:
     async def _make_room(self) -> None:
         """Stop this cache's least recently used watches so that the one starting fits within
         ``max_watches`` and the shared budget; TooManyServices when it still does not fit."""
-        entries: list[tuple[float, WatchKey]] = [(w.last_used, k) for k, w in self._services.items()]
+        entries: list[tuple[float, tuple[str, ...]]] = [(w.last_used, k) for k, w in self._services.items()]
+        entries += [(w.last_used, k) for k, w in self._selective.items()]
         entries += [(c.last_used, (dc, "")) for dc, c in self._catalogs.items()]
         entries.sort()
         while entries and (self.watch_slots > self.max_watches or self.budget.in_use() > self.budget.limit):
-            _, (datacenter, service) = entries.pop(0)
-            if service:
-                await self._services.pop((datacenter, service)).stop()
+            _, key = entries.pop(0)
+            if len(key) == 3:
+                await self._selective.pop((key[0], key[1], key[2])).stop()
+            elif key[1]:
+                await self._services.pop((key[0], key[1])).stop()
             else:
-                await self._catalogs.pop(datacenter).stop()
+                await self._catalogs.pop(key[0]).stop()
         if self.budget.in_use() > self.budget.limit:
             raise TooManyServices(self.budget.limit)
 
@@ -747,7 +830,7 @@ class DiscoveryCache:
             self._reaper = asyncio.create_task(self._reap(), name="discovery-cache-reaper")
 
     async def _reap(self) -> None:
-        while self._services or self._catalogs:
+        while self._services or self._selective or self._catalogs:
             await asyncio.sleep(max(self.idle_timeout / 4, 0.01))
             await self.reap_idle()
 
@@ -756,16 +839,19 @@ class DiscoveryCache:
         limit = self.clock() - self.idle_timeout
         idle_services = [k for k, w in self._services.items() if w.last_used < limit]
         idle_catalogs = [k for k, c in self._catalogs.items() if c.last_used < limit]
+        idle_selective = [k for k, w in self._selective.items() if w.last_used < limit]
         for key in idle_services:
             await self._services.pop(key).stop()
+        for selective in idle_selective:
+            await self._selective.pop(selective).stop()
         for dc in idle_catalogs:
             await self._catalogs.pop(dc).stop()
-        return len(idle_services) + len(idle_catalogs)
+        return len(idle_services) + len(idle_selective) + len(idle_catalogs)
 
     async def close(self) -> None:
         """Stop every watch, those still starting included."""
         self.closed = True
-        starting = list(self._starting.values())
+        starting = [*self._starting.values(), *self._accelerating.values()]
         for task in starting:
             task.cancel()
         await asyncio.gather(*starting, return_exceptions=True)
@@ -775,6 +861,7 @@ class DiscoveryCache:
                 await self._reaper
         entries = self._entries()
         self._services.clear()
+        self._selective.clear()
         self._catalogs.clear()
         for entry in entries:
             await entry.stop()
