@@ -26,6 +26,10 @@ from consul_agents import _wire as wire
 
 #: How long one condition may take before the reader reports it unseen.
 SEEN_WITHIN = 10.0
+#: After opening, the reader asks its question this long (every 50 ms) before it is measured: the steady
+#: state of a long-lived client, in which the cache's policies (a selective watch started, the type's own
+#: watch stopped after _selective.SHADOWED_IDLE) have settled. Every reader does it, the floor too.
+WARM_UP = 1.5
 
 
 def _send(message: dict[str, Any]) -> None:
@@ -157,6 +161,10 @@ async def main() -> None:
             spec = command["open"]
             reader = Bare(addr, spec) if spec.get("bare") else Cached(addr, spec)
             await reader.open()
+            settled = time.perf_counter() + WARM_UP
+            while time.perf_counter() < settled:
+                await reader.state()
+                await asyncio.sleep(0.05)
             _send({"opened": True})
         elif "expect" in command:
             assert reader is not None

@@ -2,7 +2,7 @@
 Consul's own filtered blocking query (the floor), in one run, on one server-mode Consul with a data dir.
 
 Run with ``python -m benchmarks.propagation [--baseline REV ...] [--events N] [--block N] [--consul-addr
-URL] [--output PATH]``. Writes reports/bench-propagation.json and prints a table. About 2 minutes.
+URL] [--output PATH]``. Writes reports/bench-propagation.json and prints a table. About 2 to 3 minutes.
 
 What is measured: a writer (this tree's ``AgentRegistry(cache=False)``) changes one probe agent among
 1,000 agents of one type (every tenth has capability ``rare``; the probes have it too), cycling through
@@ -24,8 +24,10 @@ library can be measured in one run:
 
 Interleaving: one reader at a time is attached to Consul (the others are closed), in blocks of
 ``--block`` events, the readers taking turns in a rotating order, so that drift on a noisy machine hits
-all alike and no reader's wake competes with another's. The machine's load average is recorded per
-block.
+all alike and no reader's wake competes with another's. Each reader, once opened, asks its question for
+1.5 s before its block is measured (a long-lived client's steady state: the cache's selective watch
+started and the type's own watch stopped, see ``consul_agents._selective``). The machine's load average
+is recorded per block.
 """
 
 from __future__ import annotations
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, REPORT, iterations=None)
     parser.add_argument("--baseline", action="append", help=f"baseline revision(s) (default {BASELINE})")
     parser.add_argument("--events", type=int, default=100, help="changes seen by each reader")
-    parser.add_argument("--block", type=int, default=10, help="changes per turn of a reader")
+    parser.add_argument("--block", type=int, default=20, help="changes per turn of a reader")
     args = parser.parse_args(argv)
     baselines = args.baseline or [BASELINE]
     with tempfile.TemporaryDirectory(prefix="bench-propagation-") as scratch:

@@ -47,7 +47,7 @@ from consul_agents._errors import ConsulAgentsError, RegistryTimeoutError, Regis
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta, detach_deadline, time_left
 from consul_agents._metrics import observe_watch_lag, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
-from consul_agents._selective import MIN_AGENTS, PER_SERVICE, selector
+from consul_agents._selective import MIN_AGENTS, PER_SERVICE, SHADOWED_IDLE, selector
 from consul_agents._watch import Watch, WatchPolicy
 
 __all__ = [
@@ -527,6 +527,9 @@ class DiscoveryCache:
         #: Selective watches (see _selective), running and starting in the background.
         self._selective: dict[SelectiveKey, _ServiceWatch] = {}
         self._accelerating: dict[SelectiveKey, asyncio.Task[None]] = {}
+        self._selectors: LRUCache[RequestKey, str | None] = LRUCache(maxsize=_MEMO_SIZE)
+        #: The types whose own watch was stopped once as shadowed by selective watches.
+        self._shadowed: LRUCache[WatchKey, bool] = LRUCache(maxsize=_MEMO_SIZE)
         self._reaper: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._misses = 0
@@ -613,7 +616,7 @@ class DiscoveryCache:
                 names = wire.service_names_for(request, catalog.services)
                 if len(names) + 1 > self.max_watches:
                     raise TooManyServices(len(names))
-            selective = await self._selective_watch(request, datacenter)
+            selective = await self._selective_watch(request, key, datacenter)
             entries = [self._services.get((datacenter, name)) for name in names]
             # A selective watch serves its question alone (see _selective).
             usable = [e for e in entries if e is not None and not e.dirty and e.usable()]
@@ -628,7 +631,7 @@ class DiscoveryCache:
                     # first use of several services: their first reads go out together, not one after another
                     await asyncio.gather(*(self._service(datacenter, name) for name in pending))
                 ready = [await self._service(datacenter, name) for name in names]
-            self._accelerate(request, datacenter, ready)
+            self._accelerate(request, key, datacenter, ready)
             found: list[AgentInfo] = []
             known_leader = True
             last_contact = 0
@@ -678,44 +681,66 @@ class DiscoveryCache:
         await self._use(entry)
         return entry
 
-    async def _selective_watch(self, request: DiscoveryRequest, datacenter: str) -> _ServiceWatch | None:
+    def _selector(self, request: DiscoveryRequest, key: RequestKey) -> str | None:
+        """:func:`_selective.selector` of ``request``, remembered by its key (it runs on cached reads)."""
+        found = self._selectors.get(key, self)
+        if found is self:
+            found = self._selectors[key] = selector(request)
+        return found  # type: ignore[return-value]
+
+    async def _selective_watch(
+        self, request: DiscoveryRequest, key: RequestKey, datacenter: str
+    ) -> _ServiceWatch | None:
         """The running selective watch that answers ``request``, if any, re-read first when this client
         just wrote (read-your-writes); one no longer usable is stopped (the type's watch answers, and the
-        next question starts it again)."""
-        narrowed = selector(request) if self._selective else None
+        next question starts it again).
+
+        The type's own watch, unused for SHADOWED_IDLE seconds while selective watches answer, is stopped
+        (its 1.4 MB answers would only slow theirs), once per type: a question that starts it again shows
+        that the type's questions are mixed, and it then stays until idle like any other."""
+        narrowed = self._selector(request, key) if self._selective else None
         if narrowed is None:
             return None
-        key = (datacenter, SERVICE_PREFIX + str(request.agent_type), narrowed)
-        entry = self._selective.get(key)
-        if entry is not None and not entry.usable():
-            await self._selective.pop(key).stop()
+        service = SERVICE_PREFIX + str(request.agent_type)
+        entry = self._selective.get((datacenter, service, narrowed))
+        if entry is None:
             return None
-        if entry is not None:
-            await self._use(entry)
+        if not entry.usable():
+            await self._selective.pop((datacenter, service, narrowed)).stop()
+            return None
+        await self._use(entry)
+        typed = self._services.get((datacenter, service))
+        if (
+            typed is not None
+            and (datacenter, service) not in self._shadowed
+            and self.clock() - typed.last_used > SHADOWED_IDLE
+        ):
+            self._shadowed[(datacenter, service)] = True
+            await self._services.pop((datacenter, service)).stop()
         return entry
 
-    def _accelerate(self, request: DiscoveryRequest, datacenter: str, ready: list[_ServiceWatch]) -> None:
+    def _accelerate(
+        self, request: DiscoveryRequest, key: RequestKey, datacenter: str, ready: list[_ServiceWatch]
+    ) -> None:
         """Start, in the background, the selective watch for ``request`` when it qualifies and fits (see
         _selective): never by stopping another watch."""
-        narrowed = selector(request)
-        if (
-            narrowed is None
-            or len(ready) != 1
-            or ready[0].selector is not None
-            or len(ready[0].view) < MIN_AGENTS
-        ):
+        if len(ready) != 1 or ready[0].selector is not None or len(ready[0].view) < MIN_AGENTS:
+            return
+        narrowed = self._selector(request, key)
+        if narrowed is None:
             return
         typed = ready[0]
-        key = (datacenter, typed.service, narrowed)
-        if key in self._selective or key in self._accelerating:
+        watch_key = (datacenter, typed.service, narrowed)
+        if watch_key in self._selective or watch_key in self._accelerating:
             return
-        same_type = [k for k in (*self._selective, *self._accelerating) if k[:2] == key[:2]]
-        full = self.watch_slots + 1 > self.max_watches or self.budget.in_use() + 1 > self.budget.limit
-        if len(same_type) >= PER_SERVICE or full or self.closed:
+        same_type = [k for k in (*self._selective, *self._accelerating) if k[:2] == watch_key[:2]]
+        if len(same_type) >= PER_SERVICE or self.closed:
             return
-        task = asyncio.create_task(self._open_selective(key), name=f"selective-watch:{narrowed}")
-        self._accelerating[key] = task
-        task.add_done_callback(lambda _: self._accelerating.pop(key, None))
+        if self.watch_slots + 1 > self.max_watches or self.budget.in_use() + 1 > self.budget.limit:
+            return
+        task = asyncio.create_task(self._open_selective(watch_key), name=f"selective-watch:{narrowed}")
+        self._accelerating[watch_key] = task
+        task.add_done_callback(lambda _: self._accelerating.pop(watch_key, None))
 
     async def _open_selective(self, key: SelectiveKey) -> None:
         detach_deadline()  # nobody waits for it: the watch's own reads are bounded by the client's timeout

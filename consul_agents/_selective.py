@@ -14,7 +14,10 @@ type that serves every question of the type, a few watches with a filter:
   view, so every question with the same capabilities and tags shares one watch, whatever else it asks;
 * at most :data:`PER_SERVICE` per type, within the cache's own watch limit and the pool's budget; one is
   never started by stopping another watch, and it stops when idle like any other;
-* started in the background on the first such question, which the type's watch answers meanwhile.
+* started in the background on the first such question, which the type's watch answers meanwhile;
+* while only such questions are asked, the type's own watch stops after :data:`SHADOWED_IDLE` seconds
+  unused (its whole answers, serialised by Consul on every change, slowed the filtered ones 2x in the
+  benchmark); a question that needs it starts it again, and from then on it stays until idle.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ from __future__ import annotations
 from consul_agents import _wire as wire
 from consul_agents._models import DiscoveryRequest
 
-__all__ = ["MIN_AGENTS", "PER_SERVICE", "selector"]
+__all__ = ["MIN_AGENTS", "PER_SERVICE", "SHADOWED_IDLE", "selector"]
 
 #: A type's watch must hold at least this many agents before a question narrowing it gets its own watch.
 MIN_AGENTS = 200
 #: Selective watches per type at most (each one a pooled connection, and one more answer per change).
 PER_SERVICE = 4
+#: The type's own watch, unused this many seconds while selective watches answer its questions, stops
+#: (once per type: see DiscoveryCache._selective_watch); Consul then serialises only the filtered answers.
+SHADOWED_IDLE = 1.0
 
 
 def selector(request: DiscoveryRequest) -> str | None:

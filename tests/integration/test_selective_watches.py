@@ -146,3 +146,33 @@ async def test_a_small_type_gets_no_selective_watch(clients: Clients, unique: st
     await cached.discover_agents(rare)
     cache = cached.discovery.cache
     assert not cache._selective and not cache._accelerating
+
+
+@pytest.mark.usefixtures("large_from_three")
+async def test_the_types_own_watch_stops_while_only_selective_questions_come(
+    clients: Clients, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked only a capability question, the cache stops the type's own watch once it is unused for
+    SHADOWED_IDLE seconds; a question of the whole type starts it again, and then it stays."""
+    monkeypatch.setattr(cache_module, "SHADOWED_IDLE", 0.2)
+    cached, direct = clients
+    await fleet(direct, unique)
+    rare = DiscoveryRequest(agent_type=unique, capabilities=["rare"])
+    everyone = DiscoveryRequest(agent_type=unique)
+    await agree(clients, rare, "cache caught up with the fleet")
+    await selective_started(cached, 1)
+    cache = cached.discovery.cache
+    typed = ("", f"agent-{unique}")
+
+    async def type_watch_stopped() -> bool:
+        await cached.discover_agents(rare)
+        return typed not in cache._services
+
+    await eventually(type_watch_stopped, 10, "the type's own watch stopped")
+    await agree(clients, rare, "selective answer without the type's watch")
+    await agree(clients, everyone, "the type's watch started again")
+    assert typed in cache._services
+    for _ in range(10):  # past SHADOWED_IDLE: the type's questions are mixed, its watch stays
+        await cached.discover_agents(rare)
+        await cache.wait_changed(0.05)
+    assert typed in cache._services and len(cache._selective) == 1
