@@ -1,5 +1,6 @@
-"""A caller that joins a watch start begun by another caller waits at most its own deadline, against a
-frozen (SIGSTOPped) Consul; its timeout never ends the start the other caller still waits for."""
+"""A caller that waits for something another caller began (a watch start, the write lock of an agent)
+waits at most its own deadline, against a frozen (SIGSTOPped) Consul; its timeout never ends what the
+other caller still waits for."""
 
 from __future__ import annotations
 
@@ -78,3 +79,33 @@ async def test_a_joiner_of_a_watch_start_is_bounded_by_its_own_deadline(
         answer = await asyncio.wait_for(starter, STARTER_TIMEOUT + SLACK)
         assert agent_id in [agent.agent_id for agent in answer.agents]
         assert answer.cached
+
+
+async def test_a_write_waiting_for_another_write_of_the_agent_is_bounded_by_its_own_deadline(
+    frozen_later: ConsulDevServer, unique: str
+) -> None:
+    """With Consul frozen during a re-registration (timeout 8 s) of an agent, a heartbeat of the same agent
+    under a 1 s deadline, which waits for the agent's write lock, raises RegistryTimeoutError within 1 s
+    plus slack; the re-registration goes on and succeeds once Consul answers again."""
+    server = frozen_later
+    async with AgentRegistry(server.http_addr, timeout=STARTER_TIMEOUT) as registry:
+        agent = registration(unique)
+        agent_id = await registry.register_agent(agent)
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)
+        again = agent.model_copy(update={"agent_id": agent_id})
+        first = asyncio.create_task(registry.register_agent(again))
+        locks = registry._write_locks._locks
+
+        async def held() -> bool:
+            return agent_id in locks and locks[agent_id][0].locked()
+
+        await eventually(held, 5, "the first write holding the agent's lock")
+        started = time.monotonic()
+        with pytest.raises(RegistryTimeoutError), call_deadline(JOINER_DEADLINE):
+            await registry.heartbeat(agent_id, load=0.5)
+        elapsed = time.monotonic() - started
+        assert elapsed < JOINER_DEADLINE + SLACK, f"the second write waited {elapsed:.1f}s"
+        assert not first.done(), "the second write's timeout ended the first"
+        os.kill(server.pid, signal.SIGCONT)
+        assert await asyncio.wait_for(first, STARTER_TIMEOUT + SLACK) == agent_id
