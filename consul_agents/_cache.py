@@ -363,9 +363,14 @@ class _ServiceWatch(_Watched):
         return _healthy(self.watch) and _healthy(self.metadata.watch)
 
     async def refresh(self) -> None:
-        if self.metadata is not None:
-            await self.metadata.refresh()
-        await self.watch.refresh()
+        if self.metadata is None:
+            await self.watch.refresh()
+            return
+        # Both at once: the KV re-read is not a round trip in front of the service's.
+        results = await asyncio.gather(self.metadata.refresh(), self.watch.refresh(), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _deliver(self, response: ConsulResponse) -> None:
         started = time.monotonic()

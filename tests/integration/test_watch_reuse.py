@@ -88,3 +88,17 @@ async def test_agents_with_kv_metadata_are_converted_again_only_when_their_value
     rewritten = await by_id(cached, request)
     assert rewritten[ids[2]].metadata == new
     assert [rewritten[i] is loaded[i] for i in ids] == [True, True, False, True]
+
+
+async def test_own_writes_of_kv_metadata_are_read_back_at_once(readers: Readers, unique: str) -> None:
+    """With the type's KV metadata watched, this client's re-registration with new KV metadata and its
+    registration of a new agent with KV metadata show in its very next cached answer (both re-read)."""
+    cached, _ = readers
+    request = DiscoveryRequest(agent_type=unique)
+    first = await cached.register_agent(registration(unique, agent_id=f"{unique}-0", metadata=BIG))
+    assert (await by_id(cached, request))[first].metadata == BIG
+    new = {"blob": "z" * 600}
+    await cached.register_agent(registration(unique, agent_id=first, metadata=new))
+    assert (await by_id(cached, request))[first].metadata == new
+    second = await cached.register_agent(registration(unique, agent_id=f"{unique}-1", metadata=BIG))
+    assert (await by_id(cached, request))[second].metadata == BIG
