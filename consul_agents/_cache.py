@@ -7,7 +7,9 @@ a dictionary hit; a new one costs an intersection of index sets, never a scan of
 
 On each change Consul re-sends every instance of the service (Consul 1.8 has no streaming). The answer is
 split into its entries without parsing it, and an entry whose text is unchanged keeps the AgentInfo built
-from it, so only the changed entries are parsed (see :func:`_wire.split_health_entries`).
+from it, so only the changed entries are parsed (see :func:`_wire.split_health_entries`). A question that
+narrows a large type by capability or tag may also get a watch that Consul filters (see
+:mod:`consul_agents._selective`): Consul then serialises a tenth of the answer on each change.
 
 Questions that name no agent type need the list of services: one more watch, on ``/v1/catalog/services``,
 per datacenter. Metadata too large for Meta lives in KV, which the service's answer does not reflect: while
