@@ -22,6 +22,13 @@ library can be measured in one run:
 * ``ours``: this tree's cached ``discover_agents`` (one watch per type serves every question of it);
 * ``baseline <REV>``: the same from ``git archive REV`` (default: the main this work started from).
 
+Where a wake's time went (profiled at 1,000 agents here, load average 4 to 6, before this work): Consul
+answering the blocking query, 55 to 65 ms to the first byte for the whole 1.4 MB against 15 to 30 ms for
+the filtered tenth; then in the client, decoding the text 0.2 ms, splitting it into entries 1.5 ms, looking
+up 1,000 entries by their text 3 ms (hashing 1.4 MB; now compared in place from both ends, 0.1 ms), one
+entry parsed 0.03 ms, the indexed view rebuilt 0.4 ms. Conversion was already incremental: Consul's
+serialisation is the cost, which is why a selective question gets a watch that Consul filters.
+
 Interleaving: one reader at a time is attached to Consul (the others are closed), in blocks of
 ``--block`` events, the readers taking turns in a rotating order, so that drift on a noisy machine hits
 all alike and no reader's wake competes with another's. Each reader, once opened, asks its question for
