@@ -46,6 +46,7 @@ from cachetools import LRUCache
 from consul_agents import _wire as wire
 from consul_agents import _wire_read as wire_read
 from consul_agents._errors import ConsulAgentsError, RegistryTimeoutError, RegistryUnavailableError
+from consul_agents._frozen import FrozenList
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta, detach_deadline, time_left
 from consul_agents._metrics import observe_watch_lag, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
@@ -67,6 +68,8 @@ __all__ = [
 log = logging.getLogger("consul_agents.cache")
 
 _MEMO_SIZE = 256
+#: Request objects whose service and answer a cache remembers by identity (see DiscoveryCache.peek).
+_RECENT_SIZE = 256
 #: Each running watch holds one connection of the gateway's pool (128) for its blocking read, and Consul
 #: closes connections beyond 200 per client address: at most this many watches run at once per connection
 #: pool, whatever the number of caches (per-token views) sharing it.
@@ -133,13 +136,16 @@ RequestKey = tuple[Any, ...]
 
 
 def request_key(request: DiscoveryRequest) -> RequestKey:
-    """A hashable key equal for requests that ask the same thing."""
+    """A hashable key equal for requests that ask the same thing (it is built on every cached read: no
+    sort for what has fewer than two items to order)."""
+    capabilities = request.capabilities
+    tags = request.tags
     return (
         request.agent_type,
-        tuple(sorted(request.capabilities)),
+        tuple(sorted(capabilities)) if len(capabilities) > 1 else tuple(capabilities),
         request.status,
         request.max_load,
-        tuple(sorted(request.tags.items())),
+        tuple(sorted(tags.items())) if tags else (),
         request.region,
         request.include_draining,
     )
@@ -163,7 +169,9 @@ class ServiceView:
             by_status[agent.status].add(position)
         self._by_capability = {k: frozenset(v) for k, v in by_capability.items()}
         self._by_status = {k: frozenset(v) for k, v in by_status.items()}
-        self._memo: LRUCache[RequestKey, list[AgentInfo]] = LRUCache(maxsize=_MEMO_SIZE)
+        #: Answers by request key, the oldest forgotten first beyond _MEMO_SIZE (a plain dict: a hit costs
+        #: one lookup; the view lives only until Consul's next change anyway).
+        self._memo: dict[RequestKey, list[AgentInfo]] = {}
 
     def __len__(self) -> int:
         return len(self.agents)
@@ -171,12 +179,15 @@ class ServiceView:
     def query(self, request: DiscoveryRequest, key: RequestKey | None = None) -> list[AgentInfo]:
         """The agents matching ``request`` (exactly those ``wire.matches`` accepts), by agent id.
 
-        The returned list is shared with the memo: callers copy it before handing it out.
+        The returned list is the memo's own, read-only (a FrozenList): callers copy it before handing it
+        out, or pass it on as it is to code that only reads it (selection recognises it by identity).
         """
         key = request_key(request) if key is None else key
         found = self._memo.get(key)
         if found is None:
             found = self._compute(request)
+            if len(self._memo) >= _MEMO_SIZE:
+                del self._memo[next(iter(self._memo))]
             self._memo[key] = found
         return found
 
@@ -189,7 +200,7 @@ class ServiceView:
             sets.append(self._by_capability.get(capability, frozenset()))
         sets.sort(key=len)
         positions = set(sets[0]).intersection(*sets[1:])
-        return [self.agents[p] for p in sorted(positions) if wire.matches(request, self.agents[p])]
+        return FrozenList(self.agents[p] for p in sorted(positions) if wire.matches(request, self.agents[p]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,7 +549,12 @@ class DiscoveryCache:
         #: The types whose own watch was stopped once as shadowed by selective watches.
         self._shadowed: LRUCache[WatchKey, bool] = LRUCache(maxsize=_MEMO_SIZE)
         self._reaper: asyncio.Task[None] | None = None
+        self._reap_soon = asyncio.Event()
         self._changed = asyncio.Event()
+        #: By id(request): (request, datacenter, its service's entry, that entry's view, the answer).
+        self._recent: dict[
+            int, tuple[DiscoveryRequest, str, _ServiceWatch, ServiceView, list[AgentInfo]]
+        ] = {}
         self._misses = 0
         self._holders = 0
         self._retiring = False
@@ -603,6 +619,59 @@ class DiscoveryCache:
             return self.budget.close_later(self)
         return None
 
+    def peek(
+        self, request: DiscoveryRequest, datacenter: str = "", *, share: bool = False
+    ) -> tuple[list[AgentInfo], QueryMeta] | None:
+        """The agents (a list of the caller's own) and Consul's meta :meth:`query` would answer with, when
+        it needs no I/O and no waiting: a question naming its agent type, whose watch runs healthy and
+        current (staleness 0, no write of this client's pending a re-read, no metadata in KV); None
+        otherwise (ask :meth:`query`). ``share``: the view's own read-only list instead of a copy, for a
+        caller that only reads it (selection).
+
+        This is the cached hit's whole path. A request object asked again (a service's usual way: requests
+        are immutable) finds its service and answer by identity while the service's view is the same;
+        otherwise its key is built and looked up in the view's memo.
+        """
+        if self.closed or self._cold:
+            return None
+        recent = self._recent.get(id(request))
+        if (
+            recent is not None
+            and recent[0] is request
+            and recent[1] == datacenter
+            and recent[2].view is recent[3]
+        ):
+            entry, found = recent[2], recent[4]
+        else:
+            agent_type = request.agent_type
+            if agent_type is None:
+                return None
+            name = SERVICE_PREFIX + agent_type
+            service = None
+            if self._selective:  # a selective watch answers its question (see _selective)
+                narrowed = self._selector(request, request_key(request))
+                service = self._selective.get((datacenter, name, narrowed)) if narrowed else None
+            if service is None:
+                service = self._services.get((datacenter, name))
+                if service is None:
+                    return None
+                self._accelerate(request, None, datacenter, [service])
+            entry, found = service, service.view.query(request)
+            if len(self._recent) >= _RECENT_SIZE:
+                del self._recent[next(iter(self._recent))]
+            self._recent[id(request)] = (request, datacenter, entry, entry.view, found)
+        # an entry stopped since (reaped, replaced, its cache closed) no longer runs: asked afresh below
+        if entry.dirty or entry.metadata is not None:
+            return None
+        watch = entry.watch
+        if watch.error is not None or not watch.running:
+            return None
+        now = self.clock()
+        if watch.staleness(now) != 0.0:
+            return None
+        entry.last_used = now
+        return (found if share else list(found)), watch.meta
+
     async def query(self, request: DiscoveryRequest, datacenter: str = "") -> CachedAnswer:
         """The agents of ``datacenter`` matching ``request``, from the views (starting watches as needed)."""
         if self.closed:
@@ -659,6 +728,16 @@ class DiscoveryCache:
                 self.closed = True
                 self.budget.close_later(self)
 
+    def _forget(self, key: WatchKey) -> _ServiceWatch:
+        """Take a service's entry out of the cache (to stop it), and whatever peek remembers of any."""
+        self._recent.clear()
+        return self._services.pop(key)
+
+    def _forget_selective(self, key: SelectiveKey) -> _ServiceWatch:
+        """Take a selective watch out of the cache (to stop it), and whatever peek remembers of any."""
+        self._recent.clear()
+        return self._selective.pop(key)
+
     def _check_fresh(self, watch: Watch) -> float:
         staleness = watch.staleness()
         if staleness > self.max_stale:
@@ -683,17 +762,17 @@ class DiscoveryCache:
         entry = self._services.get((datacenter, service))
         if entry is None or not entry.usable():
             if entry is not None:
-                await self._services.pop((datacenter, service)).stop()
+                await self._forget((datacenter, service)).stop()
             entry = await self._start((datacenter, service), lambda: _ServiceWatch(self, datacenter, service))
         await self._use(entry)
         return entry
 
     def _selector(self, request: DiscoveryRequest, key: RequestKey) -> str | None:
         """:func:`_selective.selector` of ``request``, remembered by its key (it runs on cached reads)."""
-        found = self._selectors.get(key, self)
-        if found is self:
-            found = self._selectors[key] = selector(request)
-        return found  # type: ignore[return-value]
+        if key in self._selectors:
+            return self._selectors[key]
+        found = self._selectors[key] = selector(request)
+        return found
 
     async def _selective_watch(
         self, request: DiscoveryRequest, key: RequestKey, datacenter: str
@@ -702,9 +781,9 @@ class DiscoveryCache:
         just wrote (read-your-writes); one no longer usable is stopped (the type's watch answers, and the
         next question starts it again).
 
-        The type's own watch, unused for SHADOWED_IDLE seconds while selective watches answer, is stopped
-        (its 1.4 MB answers would only slow theirs), once per type: a question that starts it again shows
-        that the type's questions are mixed, and it then stays until idle like any other."""
+        The type's own watch, unused for SHADOWED_IDLE seconds while selective watches answer, is stopped by
+        :meth:`reap_idle` (its 1.4 MB answers would only slow theirs), once per type: a question that
+        starts it again shows that the type's questions are mixed, and it then stays until idle."""
         narrowed = self._selector(request, key) if self._selective else None
         if narrowed is None:
             return None
@@ -713,27 +792,19 @@ class DiscoveryCache:
         if entry is None:
             return None
         if not entry.usable():
-            await self._selective.pop((datacenter, service, narrowed)).stop()
+            await self._forget_selective((datacenter, service, narrowed)).stop()
             return None
         await self._use(entry)
-        typed = self._services.get((datacenter, service))
-        if (
-            typed is not None
-            and (datacenter, service) not in self._shadowed
-            and self.clock() - typed.last_used > SHADOWED_IDLE
-        ):
-            self._shadowed[(datacenter, service)] = True
-            await self._services.pop((datacenter, service)).stop()
         return entry
 
     def _accelerate(
-        self, request: DiscoveryRequest, key: RequestKey, datacenter: str, ready: list[_ServiceWatch]
+        self, request: DiscoveryRequest, key: RequestKey | None, datacenter: str, ready: list[_ServiceWatch]
     ) -> None:
         """Start, in the background, the selective watch for ``request`` when it qualifies and fits (see
         _selective): never by stopping another watch."""
         if len(ready) != 1 or ready[0].selector is not None or len(ready[0].view) < MIN_AGENTS:
             return
-        narrowed = self._selector(request, key)
+        narrowed = self._selector(request, request_key(request) if key is None else key)
         if narrowed is None:
             return
         typed = ready[0]
@@ -766,6 +837,7 @@ class DiscoveryCache:
             return
         self._selective[key] = entry
         self._ensure_reaper()
+        self._reap_soon.set()  # the reaper's pace follows: it may be sleeping idle_timeout / 4
 
     async def _use(self, entry: _Watched) -> None:
         entry.last_used = self.clock()
@@ -849,9 +921,9 @@ class DiscoveryCache:
         while entries and (self.watch_slots > self.max_watches or self.budget.in_use() > self.budget.limit):
             _, key = entries.pop(0)
             if len(key) == 3:
-                await self._selective.pop((key[0], key[1], key[2])).stop()
+                await self._forget_selective((key[0], key[1], key[2])).stop()
             elif key[1]:
-                await self._services.pop((key[0], key[1])).stop()
+                await self._forget((key[0], key[1])).stop()
             else:
                 await self._catalogs.pop(key[0]).stop()
         if self.budget.in_use() > self.budget.limit:
@@ -863,7 +935,12 @@ class DiscoveryCache:
 
     async def _reap(self) -> None:
         while self._services or self._selective or self._catalogs:
-            await asyncio.sleep(max(self.idle_timeout / 4, 0.01))
+            period = self.idle_timeout / 4
+            if self._selective:  # a type's own watch shadowed by selective ones stops within SHADOWED_IDLE
+                period = min(period, SHADOWED_IDLE / 2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reap_soon.wait(), max(period, 0.01))
+            self._reap_soon.clear()
             await self.reap_idle()
 
     async def reap_idle(self) -> int:
@@ -872,10 +949,18 @@ class DiscoveryCache:
         idle_services = [k for k, w in self._services.items() if w.last_used < limit]
         idle_catalogs = [k for k, c in self._catalogs.items() if c.last_used < limit]
         idle_selective = [k for k, w in self._selective.items() if w.last_used < limit]
+        shadowed = self.clock() - SHADOWED_IDLE
+        for datacenter, service, _ in list(self._selective):
+            typed = self._services.get((datacenter, service))
+            once = (datacenter, service) not in self._shadowed  # once per type (see _selective_watch)
+            if typed is not None and once and typed.last_used < shadowed:
+                self._shadowed[(datacenter, service)] = True
+                if (datacenter, service) not in idle_services:
+                    idle_services.append((datacenter, service))
         for key in idle_services:
-            await self._services.pop(key).stop()
+            await self._forget(key).stop()
         for selective in idle_selective:
-            await self._selective.pop(selective).stop()
+            await self._forget_selective(selective).stop()
         for dc in idle_catalogs:
             await self._catalogs.pop(dc).stop()
         return len(idle_services) + len(idle_selective) + len(idle_catalogs)
@@ -894,6 +979,7 @@ class DiscoveryCache:
         entries = self._entries()
         self._services.clear()
         self._selective.clear()
+        self._recent.clear()
         self._catalogs.clear()
         for entry in entries:
             await entry.stop()

@@ -834,7 +834,9 @@ class AgentRegistry:
         self, request: DiscoveryRequest | None = None, *, cached: bool | None = None
     ) -> list[AgentInfo]:
         """Every live agent matching ``request`` (see :meth:`discover`)."""
-        return (await self._discovery.discover(request or DiscoveryRequest(), cached=cached)).agents
+        request = request or DiscoveryRequest()
+        hit = self._discovery.hit(request, cached)  # a cached hit, answered in place
+        return hit if hit is not None else await self._discovery.discover_agents(request, cached=cached)
 
     async def census(self) -> list[AgentInfo]:
         """Every agent of every status, in every datacenter, as this client's token sees them: each
@@ -871,7 +873,7 @@ class AgentRegistry:
             return any(a.agent_id not in skipped for a in agents)
 
         # the discovery is part of this operation: its span and metrics are the select's own
-        result = await self._discovery.discover(criteria, cached=cached, accept=available)
+        result = await self._discovery.discover(criteria, cached=cached, accept=available, shared=True)
         annotate({"selection.candidates": len(result.agents)})
         return select(
             result.agents,
