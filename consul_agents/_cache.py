@@ -836,6 +836,7 @@ class DiscoveryCache:
             await entry.stop()
             return
         self._selective[key] = entry
+        self._recent.clear()  # peek's remembered answers of its question came from the type's watch
         self._ensure_reaper()
         self._reap_soon.set()  # the reaper's pace follows: it may be sleeping idle_timeout / 4
 
