@@ -35,6 +35,8 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
+import operator
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -48,6 +50,7 @@ from consul_agents import _wire_read as wire_read
 from consul_agents._errors import ConsulAgentsError, RegistryTimeoutError, RegistryUnavailableError
 from consul_agents._frozen import FrozenList
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta, detach_deadline, time_left
+from consul_agents._health_score import HealthHistory
 from consul_agents._metrics import observe_watch_lag, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
 from consul_agents._selective import MIN_AGENTS, PER_SERVICE, SHADOWED_IDLE, selector
@@ -327,6 +330,11 @@ class _InKV:
 _Value = AgentInfo | _InKV | None
 
 
+def _same(agents: list[AgentInfo], before: list[AgentInfo]) -> bool:
+    """The very same AgentInfos in the same order (compared in C)."""
+    return len(agents) == len(before) and all(map(operator.is_, agents, before))
+
+
 class _ServiceWatch(_Watched):
     """A watch on ``/v1/health/service/<name>`` in one datacenter and the view it keeps current, with a
     watch on the agents' KV metadata while any of them keeps its metadata there.
@@ -356,6 +364,11 @@ class _ServiceWatch(_Watched):
         #: what each gave, position for position.
         self._pieces: list[str] = []
         self._values: list[_Value] = []
+        #: The agents of the last version as read, before their health scores (see _health_score).
+        self._sources: list[AgentInfo] = []
+        self._scored: list[AgentInfo] = []
+        self.scored_at = 0.0
+        self.rescore_at = math.inf
         self.metadata: _MetadataWatch | None = None
 
     @property
@@ -436,9 +449,32 @@ class _ServiceWatch(_Watched):
                 for item, info in zip(changed, results, strict=True):
                     item.read = (kv.get(item.agent_id), info)
             infos += [item.read[1] for item in in_kv if item.read is not None and item.read[1] is not None]
-        self.view = ServiceView(infos)
+        previous, self._sources = self._sources, infos
+        self._score(self.cache.clock(), previous)
         self.dirty = False
         self.cache.changed()
+
+    def _score(self, now: float, previous: list[AgentInfo] | None = None) -> None:
+        # the same list when only time moved (nothing changed): nothing to record, only to score
+        stamped = self.cache.health.stamp(self._sources, now, self._sources if previous is None else previous)
+        if previous is not None or not _same(stamped.agents, self._scored):
+            self.view = ServiceView(stamped.agents)  # else no score moved: the view and its memo stay
+        self._scored = stamped.agents
+        self.scored_at, self.rescore_at = now, stamped.rescore_at
+
+    def score_due(self, now: float) -> bool:
+        """Whether the health scores should be computed again (time moved the pass ratio of an agent with
+        history, or a lease failed since they were computed)."""
+        return now >= self.rescore_at or (
+            self.cache.health.failed_at > self.scored_at
+            and now >= self.scored_at + self.cache.health.policy.resolution
+        )
+
+    def scored_view(self, now: float) -> ServiceView:
+        """The view, its health scores brought up to date when they are due."""
+        if self.score_due(now):
+            self._score(now)
+        return self.view
 
     def _reuse(self, text: str) -> tuple[list[str], list[_Value], list[tuple[int, Any]]]:
         """The answer's entries as pieces of its text, what the last answer's equal pieces gave (None where
@@ -551,6 +587,8 @@ class DiscoveryCache:
         self._reaper: asyncio.Task[None] | None = None
         self._reap_soon = asyncio.Event()
         self._changed = asyncio.Event()
+        #: Status changes and lease outcomes of the agents watched: their health scores.
+        self.health = HealthHistory()
         #: By id(request): (request, datacenter, its service's entry, that entry's view, the answer).
         self._recent: dict[
             int, tuple[DiscoveryRequest, str, _ServiceWatch, ServiceView, list[AgentInfo]]
@@ -592,6 +630,10 @@ class DiscoveryCache:
         except TimeoutError:
             return False
         return True
+
+    def record_lease(self, agent: AgentInfo, success: bool) -> None:
+        """A lease of ``agent`` ended: its outcome counts in the agent's health score."""
+        self.health.record_lease(agent, success, self.clock())
 
     def invalidate(self, service: str | None = None, *, catalog: bool = False) -> None:
         """This client just wrote to ``service`` (None: unknown): the next read of it asks Consul directly.
@@ -667,8 +709,8 @@ class DiscoveryCache:
         if watch.error is not None or not watch.running:
             return None
         now = self.clock()
-        if watch.staleness(now) != 0.0:
-            return None
+        if watch.staleness(now) != 0.0 or entry.score_due(now):
+            return None  # (scores due: query() brings them up to date)
         entry.last_used = now
         return (found if share else list(found)), watch.meta
 
@@ -697,8 +739,8 @@ class DiscoveryCache:
             # A selective watch serves its question alone (see _selective).
             usable = [e for e in entries if e is not None and not e.dirty and e.usable()]
             ready = usable if selective is None else [selective]
+            now = self.clock()
             if len(ready) == len(entries):
-                now = self.clock()
                 for entry in ready:
                     entry.last_used = now
             else:
@@ -715,7 +757,7 @@ class DiscoveryCache:
                 staleness = max(staleness, self._check_fresh(entry.watch))
                 if entry.metadata is not None:
                     staleness = max(staleness, self._check_fresh(entry.metadata.watch))
-                found.extend(entry.view.query(request, key))
+                found.extend(entry.scored_view(now).query(request, key))
                 known_leader = known_leader and entry.watch.meta.known_leader
                 last_contact = max(last_contact, entry.watch.meta.last_contact_ms)
             if staleness > 0:

@@ -117,7 +117,9 @@ class _Recorder:
         counter.inc()
 
 
-def _traced(method: Callable[P, Awaitable[R]], name: str, recorder: _Recorder) -> Callable[P, Awaitable[R]]:
+def _traced(
+    method: Callable[P, Awaitable[R]], name: str, recorder: _Recorder, empty_outcome: str
+) -> Callable[P, Awaitable[R]]:
     """``method`` as one span (while a tracer provider is installed), with its metrics."""
     # positional parameter names, to name the arguments without inspect's (slower) binding
     names = list(inspect.signature(method).parameters)
@@ -146,23 +148,31 @@ def _traced(method: Callable[P, Awaitable[R]], name: str, recorder: _Recorder) -
                 CALL_DEADLINE.reset(deadline)
                 if gathering is not None:
                     stop_collecting(gathering)
-            recorder.record(monotonic() - started, "ok")
+            outcome = empty_outcome if result is None or result is False else "ok"
+            recorder.record(monotonic() - started, outcome)
             if recording:
                 candidates = pending.get("selection.candidates")
                 result_attributes = _result_attributes(result, call, candidates)
-                span.set_attributes(clean({**call, **pending, **result_attributes, "outcome": "ok"}))
+                span.set_attributes(clean({**call, **pending, **result_attributes, "outcome": outcome}))
             return result
 
     return traced
 
 
-def instrumented(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    """Wrap an async registry method in a span, a latency observation and an outcome count."""
+def instrumented(
+    operation: str, *, empty_outcome: str = "ok"
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Wrap an async registry method in a span, a latency observation and an outcome count.
+
+    ``empty_outcome``: the outcome of a call that returns None or False, having found nothing to act on
+    (a select that found nobody counts ``unmet``, a deregistration of an unknown agent ``not_found``).
+    """
 
     def decorate(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         recorder = _Recorder(operation)
-        traced = _traced(method, f"consul_agents.{operation}", recorder)
+        traced = _traced(method, f"consul_agents.{operation}", recorder, empty_outcome)
         duration, ok = recorder.duration, recorder.ok
+        counts_empty = empty_outcome != "ok"
 
         @functools.wraps(method)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -183,6 +193,9 @@ def instrumented(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callab
                 raise
             finally:
                 CALL_DEADLINE.reset(deadline)
+            if counts_empty and (result is None or result is False):
+                recorder.record(monotonic() - started, empty_outcome)
+                return result
             duration.observe(monotonic() - started)
             ok.inc()
             return result

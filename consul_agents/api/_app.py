@@ -16,12 +16,14 @@ from aiohttp import web
 from consul_agents._errors import ConsulAgentsError
 from consul_agents._metrics import HTTP_DURATION
 from consul_agents._registry import AgentRegistry
+from consul_agents.api._batch_routes import batch_routes
 from consul_agents.api._body import MAX_BODY_BYTES
 from consul_agents.api._card_routes import card_routes
 from consul_agents.api._errors import BadRequest, error_response, response_for
 from consul_agents.api._http_sd import sd_routes
 from consul_agents.api._keys import OPENAPI, REGISTRY_KEY, VIEWS
 from consul_agents.api._openapi import openapi_document
+from consul_agents.api._pool_routes import pool_routes
 from consul_agents.api._routes import routes
 from consul_agents.api._tokens import TokenViews
 
@@ -94,4 +96,6 @@ def create_app(
     app.add_routes(routes)
     app.add_routes(sd_routes)
     app.add_routes(card_routes)
+    app.add_routes(batch_routes)
+    app.add_routes(pool_routes)
     return app

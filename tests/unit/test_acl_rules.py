@@ -23,23 +23,28 @@ def spec(**fields: object) -> rules.TokenSpec:
 
 
 def test_registrar_rules_grant_write_on_its_types_only() -> None:
-    """A registrar may write the service and KV metadata prefix of each listed type, and nothing more."""
+    """A registrar may write the service, the liveness anchors (exact names) and the KV metadata prefix of
+    each listed type, and nothing more."""
     text = rules.render_rules(spec(name="r", kind="registrar", agent_types=["planner", "coder"]))
     assert text.splitlines() == [
         'service "agent-planner" { policy = "write" }',
         'service "agent-coder" { policy = "write" }',
+        'service "consul-agents-liveness-planner" { policy = "write" }',
+        'service "consul-agents-liveness-coder" { policy = "write" }',
         'key_prefix "consul-agents/metadata/planner/" { policy = "write" }',
         'key_prefix "consul-agents/metadata/coder/" { policy = "write" }',
     ]
 
 
 def test_discoverer_of_all_types_reads_every_agent_and_node() -> None:
-    """A discoverer without agent_types reads every agent service, every node and every agent's metadata."""
+    """A discoverer without agent_types reads every agent service, every node, every agent's metadata and
+    every pool's settings."""
     text = rules.render_rules(spec(name="d", kind="discoverer"))
     assert text.splitlines() == [
         'service_prefix "agent-" { policy = "read" }',
         'node_prefix "" { policy = "read" }',
         'key_prefix "consul-agents/metadata/" { policy = "read" }',
+        'key_prefix "consul-agents/pools/" { policy = "read" }',
     ]
 
 
@@ -62,6 +67,7 @@ def test_operator_rules_cover_every_agent_but_not_acls() -> None:
     """The operator token writes every agent and the project's KV but has no ACL or operator rights."""
     text = rules.render_rules(spec(name="ops", kind="operator"))
     assert 'service_prefix "agent-" { policy = "write" }' in text
+    assert 'service_prefix "consul-agents-liveness-" { policy = "write" }' in text
     assert 'key_prefix "consul-agents/" { policy = "write" }' in text
     assert 'query_prefix "agent-" { policy = "write" }' in text
     assert "acl" not in text and "operator" not in text
@@ -120,7 +126,7 @@ def test_token_up_to_date_rejects_extra_policies_and_roles() -> None:
 def test_load_config_reads_the_shipped_file() -> None:
     """config/acl.yaml, the example the README points to, is valid and has every kind."""
     config = load_config(Path(__file__).parents[2] / "config" / "acl.yaml")
-    assert {t.kind for t in config.tokens} == {"registrar", "discoverer", "dns", "operator"}
+    assert {t.kind for t in config.tokens} == {"registrar", "discoverer", "dns", "operator", "pool-admin"}
 
 
 def test_load_config_names_the_file_and_field(tmp_path: Path) -> None:
