@@ -100,7 +100,7 @@ class Discoverer:
         task when it closes now."""
         return self.cache.retire()
 
-    async def infos(self, entries: Any, datacenter: str | None) -> list[AgentInfo]:
+    async def infos(self, entries: Any, datacenter: str | None, service: str = "") -> list[AgentInfo]:
         """Health entries read directly as AgentInfos: the agents among them, with the metadata kept in KV
         read, in ``datacenter`` (None: the local one), for those whose metadata is too large for Meta.
         Entries skipped as untrusted input are counted and logged once (see ``_wire_read``)."""
@@ -112,7 +112,7 @@ class Discoverer:
             pairs = sorted(wanted)
             values = await asyncio.gather(*(self._kv_metadata(t, a, datacenter) for t, a in pairs))
             kv = {a: value for (_, a), value in zip(pairs, values, strict=True) if value is not None}
-        results = wire_read.read_entries(entries, kv_metadata=kv)
+        results = wire_read.read_entries(entries, kv_metadata=kv, service=service)
         for result in results:
             if isinstance(result, wire_read.Skipped):
                 record_skipped(result, datacenter or "")
@@ -360,8 +360,8 @@ class Discoverer:
             )
         )
         found: list[AgentInfo] = []
-        for response in responses:
-            infos = await self.infos(response.body or [], dc)
+        for name, response in zip(names, responses, strict=True):
+            infos = await self.infos(response.body or [], dc, name)
             found.extend(info for info in infos if wire.matches(request, info))
         found.sort(key=lambda info: (info.agent_type, info.agent_id))
         known_leader = all(r.meta.known_leader for r in responses)

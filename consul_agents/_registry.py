@@ -791,7 +791,7 @@ class AgentRegistry:
             decode=wire.health_entries,
         )
         entries = response.body or []
-        infos = await self._discovery.infos(entries, None)
+        infos = await self._discovery.infos(entries, None, service)
         if not infos:
             self._service_names.pop(agent_id, None)
             # An entry Consul holds but that is skipped as untrusted input is not an agent either.
