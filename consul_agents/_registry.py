@@ -439,9 +439,10 @@ class AgentRegistry:
         between the two writes (see integrity.drop_unused_metadata for why this closes the race).
 
         Registered with metadata that fits in Meta, the agent's former KV entry (this client's, or
-        another's) is removed. A failed service write leaves the KV entry: it may already serve another
-        client's registration of the same id, and the reaper removes it if no agent uses it. An A2A card
-        follows the same order under its digest's key (see _card_ops); the one it replaces is removed.
+        another's) is removed. An A2A card follows the same order under its digest's key (see _card_ops);
+        the one it replaces is removed. A service write Consul refuses removes the entry and the card it
+        wrote unless the local registration of the id uses them (see integrity.undo_refused_registration);
+        what a crash leaves, the reaper removes.
         """
         _, kv_value = wire.encode_metadata(registration.metadata, private=registration.private_metadata)
         operation = f"register agent {agent_id!r}"
@@ -459,7 +460,12 @@ class AgentRegistry:
                 stale.append((agent_type, index))
         body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow(), status=status)
         await cards.write_card(self._gateway, operation, registration, agent_id)  # before the service
-        await self._gateway.put(operation, "/v1/agent/service/register", body)
+        try:
+            await self._gateway.put(operation, "/v1/agent/service/register", body)
+        except (PermissionDeniedError, ConsulRequestError):
+            # Refused (no answer is an unknown outcome, which reconcile() settles): undo the KV writes.
+            await integrity.undo_refused_registration(self._gateway, operation, registration, agent_id)
+            raise
         if kv_value is not None:
             await self._gateway.put(operation, kv_path, kv_value)
         # Once more, like the metadata: another client's deregistration of the id may have removed it.
