@@ -112,7 +112,7 @@ class Discoverer:
             pairs = sorted(wanted)
             values = await asyncio.gather(*(self._kv_metadata(t, a, datacenter) for t, a in pairs))
             kv = {a: value for (_, a), value in zip(pairs, values, strict=True) if value is not None}
-        results = wire_read.read_entries(entries, kv_metadata=kv, service=service)
+        results = wire_read.read_entries(entries, kv_metadata=kv, queried=service)
         for result in results:
             if isinstance(result, wire_read.Skipped):
                 record_skipped(result, datacenter or "")

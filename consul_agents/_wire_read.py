@@ -309,18 +309,18 @@ def _has_own_check(checks: list[Any], agent_id: str) -> bool:
 
 
 def read_entry(
-    entry: Any, *, kv_metadata: str | bytes | None = None, staleness: float = 0.0, service: str = ""
+    entry: Any, *, kv_metadata: str | bytes | None = None, staleness: float = 0.0, queried: str = ""
 ) -> AgentInfo | Skipped | None:
     """One ``/v1/health/service`` entry as an AgentInfo; Skipped when it is an agent service's entry this
     library could not have written; None when it is not an agent service at all. Never raises.
 
-    ``service`` is the service queried: an entry too malformed to name its own service is reported under
+    ``queried`` is the service queried: an entry too malformed to name its own service is reported under
     it (with its ID, when it has one), so that such entries of different services are told apart.
     """
     found = _service_of(entry)
     if found is None:
         return Skipped(
-            "malformed", service, _raw_id(entry), "the entry has no Service with a Service name and an ID"
+            "malformed", queried, _raw_id(entry), "the entry has no Service with a Service name and an ID"
         )
     service, name, agent_id = found
     if not is_agent_service(name):
@@ -368,17 +368,17 @@ def read_entries(
     *,
     kv_metadata: Mapping[str, str | bytes] | None = None,
     staleness: float = 0.0,
-    service: str = "",
+    queried: str = "",
 ) -> list[AgentInfo | Skipped | None]:
-    """:func:`read_entry` of each entry of an answer about ``service``, in order, with the KV metadata of
-    each agent id given."""
+    """:func:`read_entry` of each entry of an answer about the service ``queried``, in order, with the KV
+    metadata of each agent id given."""
     if not kv_metadata:
-        return [read_entry(entry, staleness=staleness, service=service) for entry in entries]
+        return [read_entry(entry, staleness=staleness, queried=queried) for entry in entries]
     results: list[AgentInfo | Skipped | None] = []
     for entry in entries:
         found = _service_of(entry)
         value = kv_metadata.get(found[2]) if found is not None else None
-        results.append(read_entry(entry, kv_metadata=value, staleness=staleness, service=service))
+        results.append(read_entry(entry, kv_metadata=value, staleness=staleness, queried=queried))
     return results
 
 
