@@ -94,13 +94,26 @@ def check_signatures(policy: CardPolicy, registration: AgentRegistration) -> Non
 async def write_card(
     gateway: ConsulGateway, operation: str, registration: AgentRegistration, agent_id: str
 ) -> None:
-    """Store the registration's card in KV under its digest, before the service, so a reader never sees a
-    digest in Meta without its card (a card key is never overwritten: see wire.card_key)."""
+    """Make sure KV holds the registration's card under its digest, before the service, so a reader never
+    sees a digest in Meta without its card (a card key is never overwritten: see wire.card_key).
+
+    The key is read first and written only when it is missing or holds anything but the card (a KV write
+    is a Raft write, on disk; a read is not): re-registering an agent with an unchanged card writes no
+    card, and the write-twice rule (before and after the service) costs one write and two reads.
+    """
     card = registration.card_fields
-    if card is not None:
-        await gateway.put(
-            operation, f"/v1/kv/{wire.card_key(registration.agent_type, agent_id, card.digest)}", card.text
+    if card is None:
+        return
+    path = f"/v1/kv/{wire.card_key(registration.agent_type, agent_id, card.digest)}"
+    try:
+        current = await gateway.get(
+            operation, path, params={"raw": ""}, allow_404=True, decode=lambda text: text
         )
+        stored = current.body if current.status != 404 else None
+    except UnicodeDecodeError:  # not UTF-8, so not the card: overwrite it
+        stored = None
+    if stored != card.text:
+        await gateway.put(operation, path, card.text)
 
 
 def _key(registration: AgentRegistration | None, agent_id: str) -> str | None:

@@ -133,3 +133,30 @@ async def test_the_reaper_removes_cards_no_agent_names(server: ConsulDevServer, 
         assert kv_keys(server, unique) == sorted([card_key(unique, agent_id, card()), foreign])
         assert await admin.get_agent_card(agent_id) == card()
         await admin.deregister_agent(agent_id)
+
+
+async def test_re_registering_an_unchanged_card_writes_no_card(server: ConsulDevServer, unique: str) -> None:
+    """Re-registering an agent with the same card five times adds no card write to Consul's Raft log (a KV
+    write is a Raft entry even when the value is unchanged; a read is none); a card key someone overwrote
+    is written back by the owner's next registration."""
+    master = master_token(server)
+    agent_id = f"{unique}-1"
+    key = card_key(unique, agent_id, card())
+
+    def raft_index() -> int:
+        stats, _ = consul_get(server.http_addr, "/v1/agent/self", master)
+        return int(stats["Stats"]["raft"]["last_log_index"])
+
+    async with AgentRegistry(server.http_addr, master) as admin:
+        registration = AgentRegistration.from_agent_card(card(), agent_type=unique, agent_id=agent_id)
+        await admin.register_agent(registration)
+        first = raft_index()
+        for _ in range(5):
+            await admin.register_agent(registration)
+        # One entry per registration is the service's own (its Meta carries the registration time); two
+        # card writes each would add ten more. Background entries (coordinates) may add one or two.
+        assert raft_index() - first < 5 + 4
+        consul_put(server.http_addr, f"/v1/kv/{key}", {"name": "not the card"}, master)
+        await admin.register_agent(registration)
+        assert await admin.get_agent_card(agent_id) == card()
+        await admin.deregister_agent(agent_id)
