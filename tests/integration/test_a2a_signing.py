@@ -217,14 +217,11 @@ def test_serve_verifies_with_a_jwks_file(
     keys: dict[str, tuple[Path, bytes]],
     agents: dict[str, A2AAgent],
 ) -> None:
-    """`consul-agents serve` with CONSUL_AGENTS_CARD_KEYS (a JWK Set file) and
-    CONSUL_AGENTS_REQUIRE_SIGNED_CARDS=true refuses an unsigned card with 422 and serves the signed one
-    with Card-Verified: true."""
-    env = cli_env(
-        CONSUL_AGENTS_CARD_KEYS=str(jwks_file(tmp_path, keys["trusted"][1], "trusted")),
-        CONSUL_AGENTS_REQUIRE_SIGNED_CARDS="true",
-    )
-    command = [*CLI, "serve", "--listen", "127.0.0.1:0", "-http-addr", consul_addr]
+    """`consul-agents serve --card-keys <JWK Set file>` with CONSUL_AGENTS_REQUIRE_SIGNED_CARDS=true refuses
+    an unsigned card with 422 and serves the signed one with Card-Verified: true."""
+    env = cli_env(CONSUL_AGENTS_REQUIRE_SIGNED_CARDS="true")
+    keys_file = str(jwks_file(tmp_path, keys["trusted"][1], "trusted"))
+    command = [*CLI, "serve", "--listen", "127.0.0.1:0", "-http-addr", consul_addr, "--card-keys", keys_file]
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     ) as proc:
