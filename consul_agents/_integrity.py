@@ -113,7 +113,10 @@ async def undo_refused_registration(
     try:
         indexes = {}
         for key in keys:
-            current = await gateway.get(operation, f"/v1/kv/{key}", allow_404=True)
+            try:
+                current = await gateway.get(operation, f"/v1/kv/{key}", allow_404=True)
+            except PermissionDeniedError:
+                continue  # the key whose write was refused: nothing was written there
             index = wire.kv_modify_index(current.body)
             if index is not None:
                 indexes[key] = index

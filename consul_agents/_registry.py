@@ -459,8 +459,8 @@ class AgentRegistry:
             if index is not None:
                 stale.append((agent_type, index))
         body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow(), status=status)
-        await cards.write_card(self._gateway, operation, registration, agent_id)  # before the service
         try:
+            await cards.write_card(self._gateway, operation, registration, agent_id)  # before the service
             await self._gateway.put(operation, "/v1/agent/service/register", body)
         except (PermissionDeniedError, ConsulRequestError):
             # Refused (no answer is an unknown outcome, which reconcile() settles): undo the KV writes.

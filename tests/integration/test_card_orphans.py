@@ -50,14 +50,14 @@ def kv_keys(server: ConsulDevServer, agent_type: str) -> list[str]:
     return sorted(keys or [])
 
 
-def kv_writer_token(server: ConsulDevServer, agent_type: str) -> str:
+def kv_writer_token(server: ConsulDevServer, agent_type: str, extra_rules: str = "") -> str:
     """A token that may write the type's KV and read its service and the nodes, but not register it."""
     master = master_token(server)
     rules = (
         f'key_prefix "consul-agents/metadata/{agent_type}/" {{ policy = "write" }}\n'
         f'service "agent-{agent_type}" {{ policy = "read" }}\n'
         'node_prefix "" { policy = "read" }\n'
-    )
+    ) + extra_rules
     consul_put(server.http_addr, "/v1/acl/policy", {"Name": f"kv-only-{agent_type}", "Rules": rules}, master)
     token = consul_put(
         server.http_addr, "/v1/acl/token", {"Policies": [{"Name": f"kv-only-{agent_type}"}]}, master
@@ -74,6 +74,21 @@ async def test_a_refused_registration_leaves_no_card_and_no_metadata(
     async with AgentRegistry(server.http_addr, limited) as registry:
         registration = AgentRegistration.from_agent_card(
             card(), agent_type=unique, agent_id=f"{unique}-1", metadata=BIG
+        )
+        with pytest.raises(PermissionDeniedError):
+            await registry.register_agent(registration)
+    assert kv_keys(server, unique) == []
+
+
+async def test_a_refused_card_write_leaves_no_metadata(server: ConsulDevServer, unique: str) -> None:
+    """When Consul refuses the card write itself (here: the token may write the agent's metadata key but
+    not its cards), the KV metadata written just before is removed too."""
+    agent_id = f"{unique}-1"
+    no_cards = f'key_prefix "consul-agents/metadata/{unique}/{agent_id}/card/" {{ policy = "deny" }}\n'
+    limited = kv_writer_token(server, unique, no_cards)
+    async with AgentRegistry(server.http_addr, limited) as registry:
+        registration = AgentRegistration.from_agent_card(
+            card(), agent_type=unique, agent_id=agent_id, metadata=BIG
         )
         with pytest.raises(PermissionDeniedError):
             await registry.register_agent(registration)
