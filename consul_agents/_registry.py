@@ -459,8 +459,9 @@ class AgentRegistry:
             if index is not None:
                 stale.append((agent_type, index))
         body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow(), status=status)
+        replacing = previous.registration if previous is not None else None
         try:
-            await cards.write_card(self._gateway, operation, registration, agent_id)  # before the service
+            await cards.write_card(self._gateway, operation, registration, agent_id, replacing=replacing)
             await self._gateway.put(operation, "/v1/agent/service/register", body)
         except (PermissionDeniedError, ConsulRequestError):
             # Refused (no answer is an unknown outcome, which reconcile() settles): undo the KV writes.
@@ -472,10 +473,7 @@ class AgentRegistry:
         await cards.write_card(self._gateway, operation, registration, agent_id)
         for agent_type, index in stale:
             await integrity.drop_unused_metadata(self._gateway, operation, agent_id, agent_type, index)
-        previous_registration = previous.registration if previous is not None else None
-        await cards.drop_replaced_card(
-            self._gateway, operation, registration, previous_registration, agent_id
-        )
+        await cards.drop_replaced_card(self._gateway, operation, registration, replacing, agent_id)
 
     @instrumented("heartbeat")
     async def heartbeat(
