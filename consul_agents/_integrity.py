@@ -95,8 +95,8 @@ async def drop_unused_metadata(
 async def undo_refused_registration(
     gateway: ConsulGateway, operation: str, registration: AgentRegistration, agent_id: str
 ) -> None:
-    """After Consul refused a registration's service write: delete the KV metadata entry and the A2A card
-    it wrote before it, so the refusal leaves nothing half-written, unless the local Consul agent's
+    """After Consul refused a registration's card or service write: delete the KV metadata entry and the
+    A2A card it wrote before, so the refusal leaves nothing half-written, unless the local Consul agent's
     registration of the id (this client's earlier one, or another client's) uses them.
 
     Like :func:`drop_unused_metadata`, each index is read before the local registration and the deletion
