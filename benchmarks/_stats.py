@@ -24,6 +24,7 @@ __all__ = [
     "benchmark_parser",
     "compare",
     "consul_address",
+    "load_average",
     "percentile",
     "print_comparison",
     "print_results",
@@ -57,7 +58,10 @@ async def compare(
     iterations: int,
     warmup: int = 20,
 ) -> dict[str, Any]:
-    """Time ``ours(i)`` and ``bare(i)`` alternately, so drift on a noisy machine hits both alike."""
+    """Time ``ours(i)`` and ``bare(i)`` alternately, so drift on a noisy machine hits both alike; the
+    machine's load average before and after goes with the figures (a row taken on a loaded machine says
+    so beside itself)."""
+    load_before = load_average()
     for i in range(warmup):
         await ours(-1 - i)
         await bare(-1 - i)
@@ -74,13 +78,24 @@ async def compare(
         "bare": bare_sum,
         "ratio_median": round(ours_sum["median_ms"] / bare_sum["median_ms"], 3),
         "ratio_p99": round(ours_sum["p99_ms"] / bare_sum["p99_ms"], 3),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
     }
+
+
+def load_average() -> list[float]:
+    """The machine's 1, 5 and 15 minute load averages (other processes share the CPUs being measured)."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def write_report(path: Path, results: dict[str, Any], **context: Any) -> None:
     report = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_at_end": load_average(),
+        },
         **context,
         "results": results,
     }
@@ -115,13 +130,19 @@ async def serve_app(app: web.Application, **runner_options: Any) -> AsyncIterato
 
 
 def run_on_consul(
-    args: argparse.Namespace, run: Callable[[str, int], Coroutine[Any, Any, dict[str, Any]]]
+    args: argparse.Namespace,
+    run: Callable[[str, int], Coroutine[Any, Any, dict[str, Any]]],
+    *,
+    dev_mode: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``run(addr, iterations)`` against ``--consul-addr`` or a dev agent started for it; its results, and
-    the report's context saying which Consul and how many iterations."""
-    with consul_address(args.consul_addr) as addr:
+    """``run(addr, iterations)`` against ``--consul-addr`` or a Consul started for it: a single server as
+    Consul is deployed (state on disk: a TTL update rewrites a file there, 4 to 5 ms of Consul's CPU where a
+    ``-dev`` agent spends 0.3 ms), or with ``dev_mode`` a ``-dev`` agent; its results, and the report's
+    context saying which Consul and how many iterations."""
+    with consul_address(args.consul_addr, dev_mode=dev_mode) as addr:
         results = asyncio.run(run(addr, args.iterations))
-    where = args.consul_addr or "dev agent started by the benchmark"
+    started = "-dev agent" if dev_mode else "single server (server mode, state on disk)"
+    where = args.consul_addr or f"{started} started by the benchmark"
     return results, {"consul": where, "iterations": args.iterations}
 
 

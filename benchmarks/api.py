@@ -1,9 +1,10 @@
 """REST API benchmark: what HTTP and JSON add on top of the library, per operation.
 
 Run with ``consul-agents bench api`` or ``python -m benchmarks.api [--consul-addr URL] [--iterations N]``.
-Without an address it starts its own dev Consul. The API runs in this process (aiohttp AppRunner on a free
-loopback port) and is called over real HTTP; each API call is timed alternately with the same library call
-(``compare``: "ours" is the API, "bare" the library). Writes reports/bench-api.json and prints a table.
+Without an address it starts its own single-server Consul (as deployed, state on disk). The API runs in this
+process (aiohttp AppRunner on a free loopback port) and is called over real HTTP; each API call is timed
+alternately with the same library call (``compare``: "ours" is the API, "bare" the library). Writes
+reports/bench-api.json and prints a table.
 
 ``tokens_200_cycling``: discovery through the API by callers with 200 distinct tokens in turn, more than
 the API keeps views for (64 by default), so nearly every request makes a new per-token view and releases

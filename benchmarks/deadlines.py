@@ -1,9 +1,10 @@
 """Time bounds and the transport: how far past its timeout each call ends against a hung Consul, and what
 py-consul costs over a bare aiohttp session.
 
-Run with ``python -m benchmarks.deadlines [--timeout 2] [--requests 2000]``. It starts its own dev Consul.
+Run with ``python -m benchmarks.deadlines [--timeout 2] [--requests 2000]``. It starts its own single-server
+Consul (as deployed, state on disk).
 
-* overrun: a dev agent is SIGSTOPped (it accepts connections and never answers); each call runs three
+* overrun: the server is SIGSTOPped (it accepts connections and never answers); each call runs three
   times with ``timeout``; the worst time beyond ``timeout`` is reported per call.
 * transport: the same GET sent ``requests`` times through :class:`ConsulGateway`, through the py-consul
   asyncio client inside it alone, and through one bare reused ``aiohttp.ClientSession`` with the same
@@ -25,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks._stats import load_average
 from consul_agents import (
     AgentRegistration,
     AgentRegistry,
@@ -129,12 +131,15 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args(argv)
-    with ConsulDevServer() as server:
+    with ConsulDevServer(dev_mode=False) as server:  # as deployed: writes cost what they cost there
         server.wait_settled()
+        print(f"load average {load_average()}")
         for name, value in (await transport(server, args.requests)).items():
             print(f"transport {name:24s} median {value['median_ms']:.3f} ms  p99 {value['p99_ms']:.3f} ms")
+        print(f"load average {load_average()}")
         for name, seconds in (await overrun(server, args.timeout)).items():
             print(f"overrun   {name:32s} worst {seconds * 1000:.0f} ms past timeout={args.timeout:g}s")
+        print(f"load average {load_average()}")
 
 
 if __name__ == "__main__":

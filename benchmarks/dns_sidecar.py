@@ -1,7 +1,8 @@
 """DNS and sidecar benchmark: what the DNS names and the sidecar's probe cost, and how fast a hang shows.
 
 Run with ``make bench`` (or ``python -m benchmarks.dns_sidecar [--iterations N]``). It starts two WAN-joined
-dev datacenters and an in-process aiohttp agent, then times, alternately in the same run:
+single-server datacenters (as deployed, state on disk) and an in-process aiohttp agent, then times,
+alternately in the same run:
 
 * ``dns_query_vs_service``: ``agent-T.plan.query.consul`` (the prepared query template) against
   ``plan.agent-T.service.consul``, both answered from the local datacenter (10 agents);
@@ -181,7 +182,12 @@ async def _sidecar(server: ConsulDevServer, iterations: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, REPORT, consul_addr=False, iterations=400)
     args = parser.parse_args(argv)
-    with ConsulDevServer(datacenter="dc1") as dc1, ConsulDevServer(datacenter="dc2") as dc2:
+    # Two single servers as deployed (state on disk): the sidecar rows heartbeat, which costs a server a
+    # write to disk per TTL update that a -dev agent does not pay.
+    with (
+        ConsulDevServer(datacenter="dc1", dev_mode=False) as dc1,
+        ConsulDevServer(datacenter="dc2", dev_mode=False) as dc2,
+    ):
         dc1.join_wan(dc2)
         dc1.wait_settled()
         results = asyncio.run(_dns(dc1, dc2, args.iterations))

@@ -36,7 +36,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks._stats import benchmark_parser, consul_address, percentile, write_report
+from benchmarks._stats import benchmark_parser, consul_address, load_average, percentile, write_report
 from benchmarks.client import FLEET_TTL
 from benchmarks.core import _fill
 from consul_agents import AgentRegistry, DiscoveryRequest
@@ -105,6 +105,7 @@ async def alternate(
     medians, p99s and the ratio of medians (after / before)."""
     samples: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
+    load_before = load_average()
     for i in range(rounds):
         for name in names if i % 2 == 0 else names[::-1]:
             with setup(name):
@@ -113,6 +114,8 @@ async def alternate(
                 samples[name].append(time.perf_counter() - started)
     result: dict[str, Any] = {name: _ms(values) for name, values in samples.items()}
     result["ratio_median"] = round(result["after"]["median_ms"] / result["before"]["median_ms"], 3)
+    result["load_average_before"] = load_before
+    result["load_average_after"] = load_average()
     return result
 
 

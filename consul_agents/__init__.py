@@ -20,6 +20,7 @@ from consul_agents._models import (
     SelectionCriteria,
     Strategy,
 )
+from consul_agents._pools import PoolSettings, PoolStatus
 from consul_agents._registry import AgentRegistry, AgentSession
 from consul_agents._settings import ConsulSettings
 
@@ -40,6 +41,8 @@ __all__ = [
     "InvalidAgentError",
     "NoAgentAvailableError",
     "PermissionDeniedError",
+    "PoolSettings",
+    "PoolStatus",
     "RegisteredCard",
     "RegistryTimeoutError",
     "RegistryUnavailableError",

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from consul_agents._models import SERVICE_PREFIX, AgentType, _Model
+from consul_agents._pools import POOL_PREFIX
 from consul_agents._wire import KV_PREFIX, metadata_prefix
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
     "token_up_to_date",
 ]
 
-TokenKind = Literal["registrar", "discoverer", "dns", "operator"]
+TokenKind = Literal["registrar", "discoverer", "dns", "operator", "pool-admin"]
 #: Every policy this project creates is named ``consul-agents-<token name>``.
 NAME_PREFIX = "consul-agents-"
 #: Every token this project creates is described ``consul-agents token <token name>``.
@@ -58,7 +59,8 @@ class TokenSpec(BaseModel):
 
     name: str
     kind: TokenKind
-    #: Registrar: required, the types it may register. Discoverer and dns: omitted means every type.
+    #: Registrar and pool-admin: required, the types it may register or whose pools it may set.
+    #: Discoverer and dns: omitted means every type.
     agent_types: list[AgentType] | None = Field(default=None, min_length=1)
     #: dns only: also make it the default token of the Consul agent that provisioning talks to, which is
     #: the token Consul DNS answers with (it then also serves HTTP requests that carry no token).
@@ -75,6 +77,8 @@ class TokenSpec(BaseModel):
     def _check_kind(self) -> TokenSpec:
         if self.kind == "registrar" and not self.agent_types:
             raise ValueError(f"registrar token {self.name!r} must list the agent_types it may register")
+        if self.kind == "pool-admin" and not self.agent_types:
+            raise ValueError(f"pool-admin token {self.name!r} must list the agent_types whose pools it sets")
         if self.kind == "operator" and self.agent_types is not None:
             raise ValueError(f"operator token {self.name!r} covers every agent type; remove agent_types")
         if self.set_as_agent_default and self.kind != "dns":
@@ -118,6 +122,14 @@ def _metadata(types: Sequence[str] | None, policy: str) -> list[str]:
     return [_rule("key_prefix", metadata_prefix(agent_type), policy) for agent_type in types]
 
 
+def _pools(types: Sequence[str] | None, policy: str) -> list[str]:
+    """A pool's settings are one exact key per type (``key``, not ``key_prefix``: the pool of ``plan``
+    must not cover ``planner``'s)."""
+    if types is None:
+        return [_rule("key_prefix", POOL_PREFIX, policy)]
+    return [_rule("key", POOL_PREFIX + agent_type, policy) for agent_type in types]
+
+
 def render_rules(spec: TokenSpec) -> str:
     """The HCL rules of the token's policy (Consul 1.8 syntax, also accepted by current Consul)."""
     types = spec.agent_types
@@ -125,7 +137,10 @@ def render_rules(spec: TokenSpec) -> str:
     if spec.kind == "registrar":
         lines = _services(types, "write") + _metadata(types, "write")
     elif spec.kind == "discoverer":
-        lines = [*_services(types, "read"), node_read, *_metadata(types, "read")]
+        lines = [*_services(types, "read"), node_read, *_metadata(types, "read"), *_pools(types, "read")]
+    elif spec.kind == "pool-admin":
+        # sees the pools it sets (their agents) and writes their settings, nothing of any other type
+        lines = [*_services(types, "read"), node_read, *_pools(types, "write")]
     elif spec.kind == "dns":
         lines = [*_services(types, "read"), node_read]
     else:
@@ -145,6 +160,7 @@ _PURPOSE: Mapping[TokenKind, str] = {
     "discoverer": "discover agents of types",
     "dns": "resolve agents through Consul DNS, types",
     "operator": "manage every agent (register, deregister, maintenance, metadata, DNS query template)",
+    "pool-admin": "read the agents of, and set the pool settings of, types",
 }
 
 

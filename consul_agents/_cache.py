@@ -39,11 +39,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import LRUCache
-
 from consul_agents import _wire as wire
 from consul_agents import _wire_read as wire_read
 from consul_agents._errors import ConsulAgentsError, RegistryUnavailableError
+from consul_agents._frozen import FrozenList
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
 from consul_agents._metrics import observe_watch_lag, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
@@ -64,6 +63,8 @@ __all__ = [
 log = logging.getLogger("consul_agents.cache")
 
 _MEMO_SIZE = 256
+#: Request objects whose service and answer a cache remembers by identity (see DiscoveryCache.peek).
+_RECENT_SIZE = 256
 #: Each running watch holds one connection of the gateway's pool (128) for its blocking read, and Consul
 #: closes connections beyond 200 per client address: at most this many watches run at once per connection
 #: pool, whatever the number of caches (per-token views) sharing it.
@@ -130,13 +131,16 @@ RequestKey = tuple[Any, ...]
 
 
 def request_key(request: DiscoveryRequest) -> RequestKey:
-    """A hashable key equal for requests that ask the same thing."""
+    """A hashable key equal for requests that ask the same thing (it is built on every cached read: no
+    sort for what has fewer than two items to order)."""
+    capabilities = request.capabilities
+    tags = request.tags
     return (
         request.agent_type,
-        tuple(sorted(request.capabilities)),
+        tuple(sorted(capabilities)) if len(capabilities) > 1 else tuple(capabilities),
         request.status,
         request.max_load,
-        tuple(sorted(request.tags.items())),
+        tuple(sorted(tags.items())) if tags else (),
         request.region,
         request.include_draining,
     )
@@ -160,7 +164,9 @@ class ServiceView:
             by_status[agent.status].add(position)
         self._by_capability = {k: frozenset(v) for k, v in by_capability.items()}
         self._by_status = {k: frozenset(v) for k, v in by_status.items()}
-        self._memo: LRUCache[RequestKey, list[AgentInfo]] = LRUCache(maxsize=_MEMO_SIZE)
+        #: Answers by request key, the oldest forgotten first beyond _MEMO_SIZE (a plain dict: a hit costs
+        #: one lookup; the view lives only until Consul's next change anyway).
+        self._memo: dict[RequestKey, list[AgentInfo]] = {}
 
     def __len__(self) -> int:
         return len(self.agents)
@@ -168,12 +174,15 @@ class ServiceView:
     def query(self, request: DiscoveryRequest, key: RequestKey | None = None) -> list[AgentInfo]:
         """The agents matching ``request`` (exactly those ``wire.matches`` accepts), by agent id.
 
-        The returned list is shared with the memo: callers copy it before handing it out.
+        The returned list is the memo's own, read-only (a FrozenList): callers copy it before handing it
+        out, or pass it on as it is to code that only reads it (selection recognises it by identity).
         """
         key = request_key(request) if key is None else key
         found = self._memo.get(key)
         if found is None:
             found = self._compute(request)
+            if len(self._memo) >= _MEMO_SIZE:
+                del self._memo[next(iter(self._memo))]
             self._memo[key] = found
         return found
 
@@ -186,7 +195,7 @@ class ServiceView:
             sets.append(self._by_capability.get(capability, frozenset()))
         sets.sort(key=len)
         positions = set(sets[0]).intersection(*sets[1:])
-        return [self.agents[p] for p in sorted(positions) if wire.matches(request, self.agents[p])]
+        return FrozenList(self.agents[p] for p in sorted(positions) if wire.matches(request, self.agents[p]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,6 +479,10 @@ class DiscoveryCache:
         self._starting: dict[WatchKey, asyncio.Task[Any]] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        #: By id(request): (request, datacenter, its service's entry, that entry's view, the answer).
+        self._recent: dict[
+            int, tuple[DiscoveryRequest, str, _ServiceWatch, ServiceView, list[AgentInfo]]
+        ] = {}
         self._misses = 0
         self._holders = 0
         self._retiring = False
@@ -530,6 +543,52 @@ class DiscoveryCache:
             return self.budget.close_later(self)
         return None
 
+    def peek(
+        self, request: DiscoveryRequest, datacenter: str = "", *, share: bool = False
+    ) -> tuple[list[AgentInfo], QueryMeta] | None:
+        """The agents (a list of the caller's own) and Consul's meta :meth:`query` would answer with, when
+        it needs no I/O and no waiting: a question naming its agent type, whose watch runs healthy and
+        current (staleness 0, no write of this client's pending a re-read, no metadata in KV); None
+        otherwise (ask :meth:`query`). ``share``: the view's own read-only list instead of a copy, for a
+        caller that only reads it (selection).
+
+        This is the cached hit's whole path. A request object asked again (a service's usual way: requests
+        are immutable) finds its service and answer by identity while the service's view is the same;
+        otherwise its key is built and looked up in the view's memo.
+        """
+        if self.closed or self._cold:
+            return None
+        recent = self._recent.get(id(request))
+        if (
+            recent is not None
+            and recent[0] is request
+            and recent[1] == datacenter
+            and recent[2].view is recent[3]
+        ):
+            entry, found = recent[2], recent[4]
+        else:
+            agent_type = request.agent_type
+            if agent_type is None:
+                return None
+            service = self._services.get((datacenter, SERVICE_PREFIX + agent_type))
+            if service is None:
+                return None
+            entry, found = service, service.view.query(request)
+            if len(self._recent) >= _RECENT_SIZE:
+                del self._recent[next(iter(self._recent))]
+            self._recent[id(request)] = (request, datacenter, entry, entry.view, found)
+        # an entry stopped since (reaped, replaced, its cache closed) no longer runs: asked afresh below
+        if entry.dirty or entry.metadata is not None:
+            return None
+        watch = entry.watch
+        if watch.error is not None or not watch.running:
+            return None
+        now = self.clock()
+        if watch.staleness(now) != 0.0:
+            return None
+        entry.last_used = now
+        return (found if share else list(found)), watch.meta
+
     async def query(self, request: DiscoveryRequest, datacenter: str = "") -> CachedAnswer:
         """The agents of ``datacenter`` matching ``request``, from the views (starting watches as needed)."""
         if self.closed:
@@ -582,6 +641,11 @@ class DiscoveryCache:
                 self.closed = True
                 self.budget.close_later(self)
 
+    def _forget(self, key: WatchKey) -> _ServiceWatch:
+        """Take a service's entry out of the cache (to stop it), and whatever peek remembers of any."""
+        self._recent.clear()
+        return self._services.pop(key)
+
     def _check_fresh(self, watch: Watch) -> float:
         staleness = watch.staleness()
         if staleness > self.max_stale:
@@ -606,7 +670,7 @@ class DiscoveryCache:
         entry = self._services.get((datacenter, service))
         if entry is None or not entry.usable():
             if entry is not None:
-                await self._services.pop((datacenter, service)).stop()
+                await self._forget((datacenter, service)).stop()
             entry = await self._start((datacenter, service), lambda: _ServiceWatch(self, datacenter, service))
         await self._use(entry)
         return entry
@@ -675,7 +739,7 @@ class DiscoveryCache:
         while entries and (self.watch_slots > self.max_watches or self.budget.in_use() > self.budget.limit):
             _, (datacenter, service) = entries.pop(0)
             if service:
-                await self._services.pop((datacenter, service)).stop()
+                await self._forget((datacenter, service)).stop()
             else:
                 await self._catalogs.pop(datacenter).stop()
         if self.budget.in_use() > self.budget.limit:
@@ -696,7 +760,7 @@ class DiscoveryCache:
         idle_services = [k for k, w in self._services.items() if w.last_used < limit]
         idle_catalogs = [k for k, c in self._catalogs.items() if c.last_used < limit]
         for key in idle_services:
-            await self._services.pop(key).stop()
+            await self._forget(key).stop()
         for dc in idle_catalogs:
             await self._catalogs.pop(dc).stop()
         return len(idle_services) + len(idle_catalogs)
@@ -714,6 +778,7 @@ class DiscoveryCache:
                 await self._reaper
         entries = self._entries()
         self._services.clear()
+        self._recent.clear()
         self._catalogs.clear()
         for entry in entries:
             await entry.stop()

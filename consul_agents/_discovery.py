@@ -12,19 +12,22 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+from cachetools import LRUCache
 
 from consul_agents import _wire as wire
 from consul_agents import _wire_read as wire_read
 from consul_agents._cache import DiscoveryCache, NotCached, WatchBudget
+from consul_agents._entry_memo import EntryMemo
 from consul_agents._errors import (
     ConsulAgentsError,
     ConsulRequestError,
     PermissionDeniedError,
     RegistryUnavailableError,
 )
-from consul_agents._gateway import ConsulGateway, QueryMeta, call_deadline, time_left
+from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta, call_deadline, time_left
 from consul_agents._metrics import record_cache, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest, DiscoveryResult
 from consul_agents._routing import check_region, datacenter_order
@@ -40,6 +43,12 @@ DATACENTERS_TTL = 30.0
 #: takes about a minute to mark a frozen datacenter unreachable; until then every request to it would wait
 #: for its whole share of the deadline.
 DATACENTER_BACKOFF = 10.0
+
+#: A direct read of every live agent of a service goes without a filter unless its last unfiltered answer
+#: held more than this many agents left out, and more than half of them: then it is filtered in Consul for
+#: NARROW_FOR seconds.
+NARROW_AFTER_DROPPED = 8
+NARROW_FOR = 30.0
 
 Accept = Callable[[list[AgentInfo]], bool]
 
@@ -84,6 +93,10 @@ class Discoverer:
         self._datacenters: tuple[float, list[str]] | None = None
         #: When each datacenter last failed to answer a failover (see DATACENTER_BACKOFF).
         self._failed: dict[str, float] = {}
+        #: The agents judged from entries of direct discoveries, by each entry's text.
+        self._entries = EntryMemo()
+        #: Until when direct reads of a (datacenter, service) send Consul the filter (see _uncached).
+        self._narrow_until: LRUCache[tuple[str | None, str], float] = LRUCache(maxsize=1024)
 
     async def close(self) -> None:
         await self.cache.close()
@@ -117,6 +130,27 @@ class Discoverer:
             if isinstance(result, wire_read.Skipped):
                 record_skipped(result, datacenter or "")
         return wire_read.infos_only(results)
+
+    def _narrowing(self, datacenter: str | None, name: str) -> bool:
+        """Whether direct reads of ``name`` filter in Consul for now (see _uncached)."""
+        until = self._narrow_until.get((datacenter, name))
+        if until is None:
+            return False
+        if self._clock() < until:
+            return True
+        del self._narrow_until[(datacenter, name)]
+        return False
+
+    async def _read_answer(self, body: Any, datacenter: str | None, service: str = "") -> list[AgentInfo]:
+        """A ``/v1/health/service/<service>`` answer's text as AgentInfos: entries judged before in the same
+        text remembered (see _entry_memo), the rest judged now; decoded whole when it cannot be split."""
+        if isinstance(body, str):
+            read = self._entries.read(body, datacenter or "", service)
+            if read is not None:
+                agents, in_kv = read
+                return [*agents, *(await self.infos(in_kv, datacenter, service))] if in_kv else agents
+            body = wire.health_entries(body)
+        return await self.infos(body or [], datacenter, service)
 
     async def _kv_metadata(self, agent_type: str, agent_id: str, datacenter: str | None) -> bytes | None:
         """The KV value as bytes: KV holds any bytes, and its metadata is checked when it is read."""
@@ -177,7 +211,12 @@ class Discoverer:
         return wire.agent_services(response.body)
 
     async def discover(
-        self, request: DiscoveryRequest, *, cached: bool | None = None, accept: Accept | None = None
+        self,
+        request: DiscoveryRequest,
+        *,
+        cached: bool | None = None,
+        accept: Accept | None = None,
+        shared: bool = False,
     ) -> DiscoveryResult:
         """Ask the datacenters in order until one has agents that ``accept`` (default: any agent).
 
@@ -188,23 +227,26 @@ class Discoverer:
         for :data:`DATACENTER_BACKOFF` seconds. A cached answer that is stale (its datacenter stopped
         answering) is kept only as a last resort. When no datacenter's answer is accepted, the first
         answer is returned (empty, or with agents the caller did not accept); when none answered at all,
-        the local datacenter's error is raised.
+        the local datacenter's error is raised. ``shared``: a cached hit's agents may be the cache's own
+        read-only list (for a caller that only reads them: selection).
         """
         use_cache = self.use_cache if cached is None else cached
+        if use_cache and (hit := self._hit_result(request, accept, shared)) is not None:
+            return hit
         if request.region is not None:
             region = await self._known_region(request.region)
-            return _with_tried(await self._ask(request, region, use_cache), [region])
+            return await self._ask(request, region, use_cache, tried=(region,))
         local = await self.local_datacenter()
         tried = [local]
         first: DiscoveryResult | None = None
         local_error: ConsulAgentsError | None = None
         try:
-            result = await self._ask(request, local, use_cache)
+            result = await self._ask(request, local, use_cache, tried=(local,))
         except RegistryUnavailableError as exc:
             local_error = exc
         else:
             if _accepted(result, accept):
-                return _with_tried(result, tried)
+                return result
             first = result
         stale: DiscoveryResult | None = None
         if self.max_failover > 0:
@@ -222,7 +264,7 @@ class Discoverer:
                 tried.append(datacenter)
                 try:
                     with call_deadline(share):
-                        result = await self._ask(request, datacenter, use_cache)
+                        result = await self._ask(request, datacenter, use_cache, tried=tuple(tried))
                 except RegistryUnavailableError as exc:
                     self._failed[datacenter] = self._clock()
                     log.warning("failover to datacenter %s failed: %s", datacenter, exc)
@@ -243,6 +285,59 @@ class Discoverer:
             return _with_tried(best, tried)
         assert local_error is not None
         raise local_error
+
+    def hit(self, request: DiscoveryRequest, cached: bool | None = None) -> list[AgentInfo] | None:
+        """The agents :meth:`discover` would find when the cache has them ready (no I/O, no waiting, see
+        DiscoveryCache.peek): a list of the caller's own, counted as a cache hit; None otherwise."""
+        if (
+            not (self.use_cache if cached is None else cached)
+            or request.region is not None
+            or not self._local
+        ):
+            return None
+        answer = self.cache.peek(request)
+        if answer is None or not answer[0]:
+            return None
+        record_cache(True)
+        return answer[0]
+
+    async def discover_agents(
+        self, request: DiscoveryRequest, *, cached: bool | None = None
+    ) -> list[AgentInfo]:
+        """The agents :meth:`discover` finds, and only them: a cached hit builds no DiscoveryResult."""
+        answer = self.hit(request, cached)
+        return answer if answer is not None else (await self.discover(request, cached=cached)).agents
+
+    def _hit_result(
+        self, request: DiscoveryRequest, accept: Accept | None, share: bool
+    ) -> DiscoveryResult | None:
+        answer = self._hit(request, accept, share)
+        if answer is None:
+            return None
+        agents, meta = answer
+        local = self._local or ""
+        return DiscoveryResult(
+            agents,
+            local,
+            cached=True,
+            known_leader=meta.known_leader,
+            last_contact_ms=meta.last_contact_ms,
+            datacenters_tried=(local,),
+        )
+
+    def _hit(
+        self, request: DiscoveryRequest, accept: Accept | None, share: bool
+    ) -> tuple[list[AgentInfo], QueryMeta] | None:
+        """The cache's answer in the local datacenter when it needs no I/O (see DiscoveryCache.peek) and
+        ends the discovery (agents ``accept`` takes: no failover), counted as a hit; None: ask the long
+        way (which may still find the same answer)."""
+        if request.region is not None or self._local is None:
+            return None
+        answer = self.cache.peek(request, share=share)
+        if answer is None or not (accept(answer[0]) if accept is not None else answer[0]):
+            return None
+        record_cache(True)
+        return answer
 
     def _backing_off(self, datacenter: str) -> bool:
         failed = self._failed.get(datacenter)
@@ -306,13 +401,16 @@ class Discoverer:
         order = datacenter_order(local, known, configured=self.failover_datacenters, max_failover=len(known))
         return order[1:]
 
-    async def _ask(self, request: DiscoveryRequest, datacenter: str, use_cache: bool) -> DiscoveryResult:
+    async def _ask(
+        self, request: DiscoveryRequest, datacenter: str, use_cache: bool, tried: tuple[str, ...] = ()
+    ) -> DiscoveryResult:
+        """One datacenter's answer; ``tried``: the datacenters asked so far, this one included."""
         if use_cache:
             key = "" if datacenter == self._local else datacenter
             try:
                 answer = await self.cache.query(request, key)
             except NotCached:
-                return await self._ask(request, datacenter, use_cache=False)
+                return await self._ask(request, datacenter, False, tried)
             record_cache(answer.hit)
             return DiscoveryResult(
                 answer.agents,
@@ -321,6 +419,7 @@ class Discoverer:
                 cached=True,
                 known_leader=answer.meta.known_leader,
                 last_contact_ms=answer.meta.last_contact_ms,
+                datacenters_tried=tried,
             )
         record_cache(False)
         agents, meta = await self._uncached(request, datacenter)
@@ -333,36 +432,50 @@ class Discoverer:
             staleness=lag,
             known_leader=meta.known_leader,
             last_contact_ms=meta.last_contact_ms,
+            datacenters_tried=tried,
         )
 
     async def _uncached(
         self, request: DiscoveryRequest, datacenter: str
     ) -> tuple[list[AgentInfo], QueryMeta]:
-        """Filters run inside Consul (all but max_load, which wire.matches re-checks with the rest)."""
+        """Filters run inside Consul when they narrow the answer (all but max_load, which wire.matches
+        re-checks with the rest)."""
         dc = datacenter if datacenter != self._local else None
         if request.agent_type is not None:
             names = [SERVICE_PREFIX + request.agent_type]
         else:
             names = wire.service_names_for(request, await self.catalog_services(dc))
-        expression = wire.filter_expression(request)
-        responses = await asyncio.gather(
-            *(
-                self.gateway.get(
-                    f"discover agents of service {name!r}",
-                    f"/v1/health/service/{name}",
-                    params={"filter": expression},
-                    datacenter=dc,
-                    consistency=self.consistency,
-                    max_stale=self.cache.max_stale,
-                    decode=wire.health_entries,
-                )
-                for name in names
-            )
+        # A filter costs Consul a parse and an evaluation per entry: for 10 agents about a third of the
+        # answer's time, measured (benchmarks/floor.py). Asked for every live agent of a type, the answer
+        # is mostly those: no filter then (matches() below drops the rest, as it always does), unless that
+        # service's last unfiltered answer was mostly agents left out (a fleet failing: a minute of dead
+        # entries before Consul reaps them), which narrows its next reads for a while.
+        narrow = (
+            request.capabilities or request.tags or request.status is not None or request.include_draining
         )
+        expression = wire.filter_expression(request)
+
+        def read(name: str) -> Awaitable[ConsulResponse]:
+            filtered = narrow or self._narrowing(dc, name)
+            return self.gateway.get(
+                f"discover agents of service {name!r}",
+                f"/v1/health/service/{name}",
+                params={"filter": expression} if filtered else None,
+                datacenter=dc,
+                consistency=self.consistency,
+                max_stale=self.cache.max_stale,
+                decode=str,  # the answer's text: known entries are not decoded again (see _entry_memo)
+            )
+
+        # one service (the usual case) is read in this task: gather would start one more
+        responses = [await read(names[0])] if len(names) == 1 else await asyncio.gather(*map(read, names))
         found: list[AgentInfo] = []
         for name, response in zip(names, responses, strict=True):
-            infos = await self.infos(response.body or [], dc, name)
-            found.extend(info for info in infos if wire.matches(request, info))
+            infos = await self._read_answer(response.body, dc, name)
+            kept = [info for info in infos if wire.matches(request, info)]
+            if not narrow and len(infos) - len(kept) > max(NARROW_AFTER_DROPPED, len(infos) // 2):
+                self._narrow_until[(dc, name)] = self._clock() + NARROW_FOR
+            found.extend(kept)
         found.sort(key=lambda info: (info.agent_type, info.agent_id))
         known_leader = all(r.meta.known_leader for r in responses)
         last_contact = max((r.meta.last_contact_ms for r in responses), default=0)
@@ -374,4 +487,8 @@ def _accepted(result: DiscoveryResult, accept: Accept | None) -> bool:
 
 
 def _with_tried(result: DiscoveryResult, tried: list[str]) -> DiscoveryResult:
-    return dataclasses.replace(result, datacenters_tried=tuple(tried))
+    """``result`` naming the datacenters asked (itself when it already does: results are immutable)."""
+    asked = tuple(tried)
+    if result.datacenters_tried == asked:
+        return result
+    return dataclasses.replace(result, datacenters_tried=asked)

@@ -19,17 +19,19 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from consul_agents._gateway import call_deadline
+from consul_agents._gateway import CALL_DEADLINE, begin_call
 from consul_agents._metrics import OPERATION_DURATION, OPERATIONS, outcome_of
 from consul_agents._models import AgentInfo, AgentRegistration, DiscoveryRequest, SelectionCriteria
 from consul_agents._tracing import clean, collect_annotations, stop_collecting, tracer, tracing_enabled
 
 __all__ = ["instrumented", "selection_reason"]
+
+#: The clock of latencies and deadlines alike (time.perf_counter reads the same clock on Linux).
+monotonic = time.monotonic
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -88,25 +90,24 @@ def _result_attributes(result: Any, call: dict[str, Any], candidates: int | None
 
 def _call_timeout(args: tuple[Any, ...]) -> float | None:
     """The time budget of a call on a client: its ``settings.timeout`` (None for anything else)."""
-    settings = getattr(args[0], "settings", None) if args else None
-    timeout = getattr(settings, "timeout", None)
-    return float(timeout) if isinstance(timeout, int | float) else None
-
-
-#: True while a registry operation runs in this context: the calls it makes are part of it.
-_in_operation: ContextVar[bool] = ContextVar("consul_agents_in_operation", default=False)
+    try:
+        timeout = args[0].settings.timeout
+    except (IndexError, AttributeError):
+        return None
+    kind = type(timeout)
+    return float(timeout) if kind is float or kind is int else None
 
 
 class _Recorder:
-    """One operation's latency histogram and outcome counters, their label children looked up once
-    (``labels()`` validates and locks on every call: microseconds on the cached path)."""
+    """One operation's latency histogram and outcome counters, their label children looked up once."""
 
-    __slots__ = ("duration", "operation", "outcomes")
+    __slots__ = ("duration", "ok", "operation", "outcomes")
 
     def __init__(self, operation: str) -> None:
         self.operation = operation
         self.duration = OPERATION_DURATION.labels(operation)
-        self.outcomes = {"ok": OPERATIONS.labels(operation, "ok")}
+        self.ok = OPERATIONS.labels(operation, "ok")
+        self.outcomes = {"ok": self.ok}
 
     def record(self, seconds: float, outcome: str) -> None:
         self.duration.observe(seconds)
@@ -116,68 +117,88 @@ class _Recorder:
         counter.inc()
 
 
-def instrumented(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    """Wrap an async registry method in a span, a latency observation and an outcome count."""
+def _traced(
+    method: Callable[P, Awaitable[R]], name: str, recorder: _Recorder, empty_outcome: str
+) -> Callable[P, Awaitable[R]]:
+    """``method`` as one span (while a tracer provider is installed), with its metrics."""
+    # positional parameter names, to name the arguments without inspect's (slower) binding
+    names = list(inspect.signature(method).parameters)
+
+    async def traced(*args: P.args, **kwargs: P.kwargs) -> R:
+        started = monotonic()
+        with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, set_status_on_exception=False) as span:
+            recording = span.is_recording()
+            # Attributes are gathered in one dict (what deeper code annotates too) and set once at the
+            # end: each set_attributes call costs the SDK a lock and a validation pass.
+            call = _call_attributes({**dict(zip(names, args, strict=False)), **kwargs}) if recording else {}
+            pending: dict[str, Any] = {}
+            gathering = collect_annotations(pending) if recording else None
+            deadline = begin_call(_call_timeout(args), started)
+            try:
+                result = await method(*args, **kwargs)
+            except BaseException as exc:
+                outcome = outcome_of(exc)
+                recorder.record(monotonic() - started, outcome)
+                if recording:
+                    span.set_attributes(clean({**call, **pending, "outcome": outcome}))
+                if outcome not in ("not_found", "cancelled"):
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+            finally:
+                CALL_DEADLINE.reset(deadline)
+                if gathering is not None:
+                    stop_collecting(gathering)
+            outcome = empty_outcome if result is None or result is False else "ok"
+            recorder.record(monotonic() - started, outcome)
+            if recording:
+                candidates = pending.get("selection.candidates")
+                result_attributes = _result_attributes(result, call, candidates)
+                span.set_attributes(clean({**call, **pending, **result_attributes, "outcome": outcome}))
+            return result
+
+    return traced
+
+
+def instrumented(
+    operation: str, *, empty_outcome: str = "ok"
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Wrap an async registry method in a span, a latency observation and an outcome count.
+
+    ``empty_outcome``: the outcome of a call that returns None or False, having found nothing to act on
+    (a select that found nobody counts ``unmet``, a deregistration of an unknown agent ``not_found``).
+    """
 
     def decorate(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        name = f"consul_agents.{operation}"
-        # positional parameter names, to name the arguments without inspect's (slower) binding
-        names = list(inspect.signature(method).parameters)
         recorder = _Recorder(operation)
+        traced = _traced(method, f"consul_agents.{operation}", recorder, empty_outcome)
+        duration, ok = recorder.duration, recorder.ok
+        counts_empty = empty_outcome != "ok"
 
         @functools.wraps(method)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            if _in_operation.get():
+            # Every public call passes here, cached hits included: with nobody listening (no tracer
+            # provider, metrics unscraped) it costs one context variable (the call's deadline, which also
+            # marks the calls made inside it), two clock reads and two additions (benchmarks/floor.py
+            # measures it: a cached hit against a TTLCache hit).
+            if CALL_DEADLINE.get() is not None:  # inside another registry call: part of it
                 return await method(*args, **kwargs)
-            token = _in_operation.set(True)
+            if tracing_enabled():
+                return await traced(*args, **kwargs)
+            started = monotonic()
+            deadline = begin_call(_call_timeout(args), started)
             try:
-                if tracing_enabled():
-                    return await traced(*args, **kwargs)
-                started = time.perf_counter()
-                try:
-                    with call_deadline(_call_timeout(args)):
-                        result = await method(*args, **kwargs)
-                except BaseException as exc:
-                    recorder.record(time.perf_counter() - started, outcome_of(exc))
-                    raise
-                recorder.record(time.perf_counter() - started, "ok")
-                return result
+                result = await method(*args, **kwargs)
+            except BaseException as exc:
+                recorder.record(monotonic() - started, outcome_of(exc))
+                raise
             finally:
-                _in_operation.reset(token)
-
-        async def traced(*args: P.args, **kwargs: P.kwargs) -> R:
-            started = time.perf_counter()
-            with tracer.start_as_current_span(
-                name, kind=SpanKind.CLIENT, set_status_on_exception=False
-            ) as span:
-                recording = span.is_recording()
-                # Attributes are gathered in one dict (what deeper code annotates too) and set once at the
-                # end: each set_attributes call costs the SDK a lock and a validation pass.
-                call = (
-                    _call_attributes({**dict(zip(names, args, strict=False)), **kwargs}) if recording else {}
-                )
-                pending: dict[str, Any] = {}
-                gathering = collect_annotations(pending) if recording else None
-                try:
-                    with call_deadline(_call_timeout(args)):
-                        result = await method(*args, **kwargs)
-                except BaseException as exc:
-                    outcome = outcome_of(exc)
-                    recorder.record(time.perf_counter() - started, outcome)
-                    if recording:
-                        span.set_attributes(clean({**call, **pending, "outcome": outcome}))
-                    if outcome not in ("not_found", "cancelled"):
-                        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                    raise
-                finally:
-                    if gathering is not None:
-                        stop_collecting(gathering)
-                recorder.record(time.perf_counter() - started, "ok")
-                if recording:
-                    candidates = pending.get("selection.candidates")
-                    result_attributes = _result_attributes(result, call, candidates)
-                    span.set_attributes(clean({**call, **pending, **result_attributes, "outcome": "ok"}))
+                CALL_DEADLINE.reset(deadline)
+            if counts_empty and (result is None or result is False):
+                recorder.record(monotonic() - started, empty_outcome)
                 return result
+            duration.observe(monotonic() - started)
+            ok.inc()
+            return result
 
         return wrapper
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from cachetools import LRUCache
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from consul_agents._accumulate import FastCounter, FastHistogram
 from consul_agents._errors import (
     AgentNotFoundError,
     InvalidAgentError,
@@ -25,7 +26,7 @@ from consul_agents._errors import (
     RegistryUnavailableError,
 )
 from consul_agents._models import AgentInfo
-from consul_agents._tracing import annotate
+from consul_agents._tracing import annotate, tracing_enabled
 from consul_agents._wire_read import SKIP_REASONS, Skipped
 
 __all__ = [
@@ -51,18 +52,20 @@ log = logging.getLogger("consul_agents.discovery")
 # Registry operations take from well under a millisecond (cached) to seconds (a Consul outage and retries).
 _LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
-OPERATION_DURATION = Histogram(
+# The three updated on every registry call, cached hits included, are plain accumulators folded into the
+# exposition when scraped (see consul_agents._accumulate): prometheus-client's own cost as much as the hit.
+OPERATION_DURATION = FastHistogram(
     "consul_agents_operation_duration_seconds",
     "Latency of registry operations (register, heartbeat, discover, select, ...), whatever their outcome.",
     ["operation"],
     buckets=_LATENCY_BUCKETS,
 )
-OPERATIONS = Counter(
+OPERATIONS = FastCounter(
     "consul_agents_operations",
     "Registry operations by outcome: ok, invalid, not_found, denied, unavailable, timeout, error.",
     ["operation", "outcome"],
 )
-CACHE_REQUESTS = Counter(
+CACHE_REQUESTS = FastCounter(
     "consul_agents_cache_requests",
     "Discovery questions answered from the in-process cache (hit) or from Consul (miss).",
     ["result"],
@@ -100,14 +103,14 @@ ENTRIES_SKIPPED = Counter(
 for _reason in SKIP_REASONS:
     ENTRIES_SKIPPED.labels(_reason)
 
-_cache_counts = {"hit": 0, "miss": 0}
-#: The two label children, looked up once: ``labels()`` validates and locks on every call.
-_CACHE_RESULTS = {result: CACHE_REQUESTS.labels(result) for result in _cache_counts}
+#: The two label children, looked up once.
+_CACHE_HIT = CACHE_REQUESTS.labels("hit")
+_CACHE_MISS = CACHE_REQUESTS.labels("miss")
 
 
 def _hit_ratio() -> float:
-    total = _cache_counts["hit"] + _cache_counts["miss"]
-    return _cache_counts["hit"] / total if total else 0.0
+    hits, misses = _CACHE_HIT.value, _CACHE_MISS.value
+    return hits / (hits + misses) if hits + misses else 0.0
 
 
 CACHE_HIT_RATIO.set_function(_hit_ratio)
@@ -141,10 +144,9 @@ def record_operation(operation: str, seconds: float, outcome: str) -> None:
 def record_cache(hit: bool) -> None:
     """Count one discovery question answered from the cache (``hit``) or from Consul, and say so on the
     current span (``cache.hit``)."""
-    annotate({"cache.hit": hit})
-    result = "hit" if hit else "miss"
-    _cache_counts[result] += 1
-    _CACHE_RESULTS[result].inc()
+    if tracing_enabled():
+        annotate({"cache.hit": hit})
+    (_CACHE_HIT if hit else _CACHE_MISS).inc()
 
 
 def record_conflict(agent_type: str) -> None:

@@ -38,6 +38,7 @@ from cachetools import LRUCache
 
 from consul_agents import _card_ops as cards
 from consul_agents import _integrity as integrity
+from consul_agents import _pool_ops as pool_ops
 from consul_agents import _wire as wire
 from consul_agents._cache import WatchBudget
 from consul_agents._cards import CardError, CardPolicy, CardVerifier
@@ -66,6 +67,7 @@ from consul_agents._models import (
     normalise_agent_id,
     utcnow,
 )
+from consul_agents._pools import PoolSettings, PoolStatus, lease_ended, lease_started
 from consul_agents._selection import SelectionState, select, selection_key
 from consul_agents._settings import ConsulSettings
 from consul_agents._tracing import annotate
@@ -689,7 +691,7 @@ class AgentRegistry:
                 raise AgentNotFoundError(agent_id, "not registered with the local Consul agent")
             self._wrote(agent_id)
 
-    @instrumented("deregister")
+    @instrumented("deregister", empty_outcome="not_found")
     async def deregister_agent(self, agent_id: str) -> bool:
         """Remove an agent and its KV metadata. Returns False when it was not registered (anywhere in the
         catalog). Once it returns True, no heartbeat of this process brings the agent back.
@@ -838,7 +840,9 @@ class AgentRegistry:
         self, request: DiscoveryRequest | None = None, *, cached: bool | None = None
     ) -> list[AgentInfo]:
         """Every live agent matching ``request`` (see :meth:`discover`)."""
-        return (await self._discovery.discover(request or DiscoveryRequest(), cached=cached)).agents
+        request = request or DiscoveryRequest()
+        hit = self._discovery.hit(request, cached)  # a cached hit, answered in place
+        return hit if hit is not None else await self._discovery.discover_agents(request, cached=cached)
 
     async def census(self) -> list[AgentInfo]:
         """Every agent of every status, in every datacenter, as this client's token sees them: each
@@ -859,7 +863,7 @@ class AgentRegistry:
         ejected = self.outliers.excluded(a.agent_id for a in agents if a.agent_id not in excluded)
         return [*criteria.exclude, *ejected]
 
-    @instrumented("select")
+    @instrumented("select", empty_outcome="unmet")
     async def select_agent(
         self, criteria: SelectionCriteria | None = None, *, cached: bool | None = None
     ) -> AgentInfo | None:
@@ -875,9 +879,9 @@ class AgentRegistry:
             return any(a.agent_id not in skipped for a in agents)
 
         # the discovery is part of this operation: its span and metrics are the select's own
-        result = await self._discovery.discover(criteria, cached=cached, accept=available)
+        result = await self._discovery.discover(criteria, cached=cached, accept=available, shared=True)
         annotate({"selection.candidates": len(result.agents)})
-        return select(
+        chosen = select(
             result.agents,
             criteria.strategy,
             rng=self._rng,
@@ -885,6 +889,9 @@ class AgentRegistry:
             key=selection_key(criteria, result.datacenter),
             exclude=self._unavailable(criteria, result.agents),
         )
+        if chosen is None:  # the one place every selection (lease, POST /v1/select) finds nobody
+            annotate({"selection.unmet": await pool_ops.record_unmet(self, criteria, result, cached)})
+        return chosen
 
     @asynccontextmanager
     async def lease(
@@ -902,6 +909,7 @@ class AgentRegistry:
                 "no agent available for the lease: none matches, or every match is excluded or ejected"
             )
         self._selection.acquire(agent.agent_id)
+        lease_started(agent)
         try:
             yield agent
         except Exception:
@@ -912,6 +920,27 @@ class AgentRegistry:
             self.outliers.record(agent.agent_id, success=True)
         finally:
             self._selection.release(agent.agent_id)
+            lease_ended(agent)
+
+    # -- pools and demand (see consul_agents._pools) ------------------------------------------------------
+
+    @instrumented("pool")
+    async def pool(self, agent_type: str, region: str | None = None) -> PoolStatus:
+        """The pool of ``agent_type`` in ``region`` (default: the local datacenter): its agents by status,
+        capacity, load, settings and scaling signal, as this client's token sees them."""
+        return await pool_ops.pool(self, agent_type, region)
+
+    @instrumented("pools")
+    async def pools(self) -> list[PoolStatus]:
+        """Every pool this client's token sees, in every datacenter (see :meth:`census`)."""
+        return await pool_ops.pool_list(self)
+
+    @instrumented("set_pool_settings")
+    async def set_pool_settings(
+        self, agent_type: str, settings: PoolSettings | None, region: str | None = None
+    ) -> None:
+        """Store the settings of a type's pool in Consul KV (None removes them); needs a pool-admin token."""
+        await pool_ops.write_settings(self, agent_type, settings, region)
 
     # -- A2A Agent Cards and draining (see consul_agents._card_ops) ---------------------------------------
 

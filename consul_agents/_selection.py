@@ -38,6 +38,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
+from consul_agents._frozen import FrozenList
 from consul_agents._models import AgentInfo, SelectionCriteria, Strategy
 
 __all__ = [
@@ -74,12 +75,13 @@ def selection_key(criteria: SelectionCriteria, datacenter: str) -> tuple[Any, ..
     and ``exclude`` only skip agents of that pool for one pick, so they do not start a rotation of their
     own (a caller varying them must not grow the state or restart the rotation).
     """
+    capabilities, tags = criteria.capabilities, criteria.tags
     return (
         criteria.strategy,
         criteria.agent_type,
-        tuple(sorted(criteria.capabilities)),
+        tuple(sorted(capabilities)) if len(capabilities) > 1 else tuple(capabilities),
         criteria.status,
-        tuple(sorted(criteria.tags.items())),
+        tuple(sorted(tags.items())) if tags else (),
         datacenter,
     )
 
@@ -96,6 +98,7 @@ class _Pool:
         "held",
         "index",
         "lightest",
+        "loaded",
         "positive",
         "runs",
         "source",
@@ -134,6 +137,8 @@ class _Pool:
             begun = self.runs.get(run, (at, at))[0]
             self.runs[run] = (begun, at + 1)
         self.excluding: LRUCache[frozenset[str], _Pool] = LRUCache(maxsize=_MAX_EXCLUSION_SETS)
+        #: least_loaded: the requests in flight it last planned for, and the plan (None: none of them here).
+        self.loaded: tuple[dict[str, int], _LoadedPlan | None] | None = None
         #: What keeping it costs, in agents: its own and room for its exclusion sets.
         self.held = len(self.agents) * (1 + _MAX_EXCLUSION_SETS)
 
@@ -224,10 +229,13 @@ class SelectionState:
         """The prepared pool of ``candidates``: the one kept for ``key`` when they are the same list."""
         listed = candidates if isinstance(candidates, list) else list(candidates)
         pool = self.pools.get(key)
-        # list == list compares element by element, identity first: a few microseconds for 1,000
-        if pool is not None and pool.source == listed:
+        # The cache hands selection its own answer list while Consul's view is unchanged: one identity
+        # test. Else list == list compares element by element, identity first: microseconds for 1,000.
+        if pool is not None and (
+            (pool.source is listed and type(listed) is FrozenList) or pool.source == listed
+        ):
             return pool
-        pool = _Pool(list(listed))
+        pool = _Pool(listed if type(listed) is FrozenList else list(listed))
         if pool.held > self.max_agents:
             self.pools.pop(key, None)
         else:
@@ -240,48 +248,83 @@ def effective_load(info: AgentInfo, in_flight: Mapping[str, int]) -> float:
     return info.current_load + in_flight.get(info.agent_id, 0) / max(info.weight, 1)
 
 
-def _least_loaded(pool: _Pool, rng: _random.Random, in_flight: Mapping[str, int]) -> AgentInfo:
-    index = pool.index
-    affected = {index[a]: count for a, count in in_flight.items() if a in index} if in_flight else None
-    if not affected:
-        return rng.choice(pool.lightest)
-    # Requests in flight to a few agents of this pool: only their loads differ from the prepared order.
-    # The lightest of the others is the first of them in load order; the tie the old code drew from (in
-    # id order) is a run of that order less the affected agents, plus affected agents now equal to it.
-    agents, by_load = pool.agents, pool.by_load
-    first = next((p for p in by_load if p not in affected), None)
-    effective = {
-        p: agents[p].current_load + count / max(agents[p].weight, 1) for p, count in affected.items()
-    }
-    lowest = min(effective.values())
-    if first is not None:
-        lowest = min(lowest, agents[first].current_load)
-    weights = [agents[p].weight for p, load in effective.items() if load == lowest]
-    if first is not None and agents[first].current_load == lowest:
-        weights.append(agents[first].weight)
-    heaviest = max(weights)
-    extras = sorted(p for p, load in effective.items() if load == lowest and agents[p].weight == heaviest)
-    start, end = pool.runs.get((lowest, heaviest), (0, 0))
-    skipped = sorted(p for p in affected if agents[p].current_load == lowest and agents[p].weight == heaviest)
-    wanted = rng.randrange(end - start - len(skipped) + len(extras))  # what rng.choice(tied) draws
+class _LoadedPlan:
+    """least_loaded's tie for one pool under one set of requests in flight, worked out once: the agents
+    of lowest effective load and, among them, highest weight, as a run of the pool's load order less the
+    affected agents it holds (``skipped``), plus affected agents that equal it (``extras``). A pick draws
+    one index into that tie (in id order, as the reference draws from the sorted tie) and maps it in O(k)
+    for k agents in flight."""
 
-    def kept(k: int) -> int:
-        """The position of the k-th agent of the run that is not skipped."""
-        at = start + k
-        for position in skipped:
-            if bisect.bisect_left(by_load, position, start, end) <= at:
+    __slots__ = ("extras", "skip_at", "start", "thresholds", "total")
+
+    def __init__(self, pool: _Pool, affected: dict[int, int]) -> None:
+        agents, by_load = pool.agents, pool.by_load
+        first = next((p for p in by_load if p not in affected), None)
+        effective = {
+            p: agents[p].current_load + count / max(agents[p].weight, 1) for p, count in affected.items()
+        }
+        lowest = min(effective.values())
+        if first is not None:
+            lowest = min(lowest, agents[first].current_load)
+        weights = [agents[p].weight for p, load in effective.items() if load == lowest]
+        if first is not None and agents[first].current_load == lowest:
+            weights.append(agents[first].weight)
+        heaviest = max(weights)
+        extras = sorted(p for p, load in effective.items() if load == lowest and agents[p].weight == heaviest)
+        start, end = pool.runs.get((lowest, heaviest), (0, 0))
+        skipped = sorted(
+            p for p in affected if agents[p].current_load == lowest and agents[p].weight == heaviest
+        )
+        self.start = start
+        self.total = end - start - len(skipped) + len(extras)
+        #: Where each skipped agent sits in the run (ascending: the run is in position order).
+        self.skip_at = [bisect.bisect_left(by_load, p, start, end) for p in skipped]
+        self.extras = extras
+        #: For each extra, its index in the tie: the run's kept agents before it, plus the extras before it.
+        self.thresholds = [
+            bisect.bisect_left(by_load, extra, start, end) - start - bisect.bisect_left(skipped, extra) + j
+            for j, extra in enumerate(extras)
+        ]
+
+    def pick(self, pool: _Pool, rng: _random.Random) -> AgentInfo:
+        wanted = rng.randrange(self.total)  # what rng.choice(tied) draws
+        agents = pool.agents
+        skipped_before = 0
+        for j, threshold in enumerate(self.thresholds):
+            if threshold == wanted:
+                return agents[self.extras[j]]
+            if threshold > wanted:
+                break
+            skipped_before = j + 1
+        return agents[pool.by_load[self._kept(wanted - skipped_before)]]
+
+    def _kept(self, k: int) -> int:
+        """The index in the load order of the k-th agent of the run that is not skipped."""
+        at = self.start + k
+        for position in self.skip_at:
+            if position <= at:
                 at += 1
             else:
                 break
-        return by_load[at]
+        return at
 
-    for j, extra in enumerate(extras):
-        before = bisect.bisect_left(by_load, extra, start, end) - start - bisect.bisect_left(skipped, extra)
-        if before + j == wanted:
-            return agents[extra]
-        if before + j > wanted:
-            return agents[kept(wanted - j)]
-    return agents[kept(wanted - len(extras))]
+
+def _least_loaded(pool: _Pool, rng: _random.Random, in_flight: Mapping[str, int]) -> AgentInfo:
+    if not in_flight:
+        return rng.choice(pool.lightest)
+    # Requests in flight: the plan for this pool and these counts is kept until they change (a lease
+    # taken or given back), so a pick with leases held costs a comparison of the counts and a draw.
+    planned = pool.loaded
+    if planned is not None and planned[0] == in_flight:
+        plan = planned[1]
+    else:
+        index = pool.index
+        affected = {index[a]: count for a, count in in_flight.items() if a in index}
+        plan = _LoadedPlan(pool, affected) if affected else None
+        pool.loaded = (dict(in_flight), plan)
+    if plan is None:
+        return rng.choice(pool.lightest)
+    return plan.pick(pool, rng)
 
 
 def _power_of_two(pool: _Pool, rng: _random.Random, in_flight: Mapping[str, int]) -> AgentInfo:

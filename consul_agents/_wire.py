@@ -86,6 +86,7 @@ __all__ = [
     "is_agent_service",
     "kv_metadata_text",
     "kv_modify_index",
+    "kv_values_under",
     "local_agent_type",
     "local_card_digest",
     "local_datacenter",
@@ -567,7 +568,15 @@ def kv_metadata_values(body: Any, agent_type: str) -> dict[str, bytes]:
     Entries that are not under the prefix, name a nested key, hold no value or a value that is not
     base64 are left out (read as "no metadata"), as a 404 (no key under the prefix) is.
     """
-    prefix = metadata_prefix(agent_type)
+    return kv_values_under(body, metadata_prefix(agent_type))
+
+
+def kv_values_under(body: Any, prefix: str) -> dict[str, bytes]:
+    """``/v1/kv/<prefix>?recurse``: the bytes of each key directly under ``prefix``, by the rest of its name.
+
+    Entries that are not under the prefix, name a nested key, hold no value or a value that is not base64
+    are left out, as a 404 (no key under the prefix) is.
+    """
     values: dict[str, bytes] = {}
     for item in body if isinstance(body, list) else []:
         if not isinstance(item, dict):
@@ -575,11 +584,11 @@ def kv_metadata_values(body: Any, agent_type: str) -> dict[str, bytes]:
         key, value = item.get("Key"), item.get("Value")
         if not isinstance(key, str) or not key.startswith(prefix) or not isinstance(value, str):
             continue
-        agent_id = key[len(prefix) :]
-        if not agent_id or "/" in agent_id:
+        name = key[len(prefix) :]
+        if not name or "/" in name:
             continue
         try:
-            values[agent_id] = base64.b64decode(value, validate=True)
+            values[name] = base64.b64decode(value, validate=True)
         except ValueError:
             continue
     return values

@@ -23,6 +23,7 @@ from consul_agents.api._errors import BadRequest, error_response, response_for
 from consul_agents.api._http_sd import sd_routes
 from consul_agents.api._keys import OPENAPI, REGISTRY_KEY, VIEWS
 from consul_agents.api._openapi import openapi_document
+from consul_agents.api._pool_routes import pool_routes
 from consul_agents.api._routes import routes
 from consul_agents.api._tokens import TokenViews
 
@@ -109,4 +110,5 @@ def create_app(
     app.add_routes(routes)
     app.add_routes(sd_routes)
     app.add_routes(card_routes)
+    app.add_routes(pool_routes)
     return app

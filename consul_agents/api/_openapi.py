@@ -20,6 +20,7 @@ from consul_agents._models import (
     AgentStatus,
     SelectionCriteria,
 )
+from consul_agents._pools import PoolSettings, PoolStatus
 from consul_agents.api._schemas import (
     DeregisterResponse,
     DrainingRequest,
@@ -38,7 +39,9 @@ _MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (HeartbeatRequest, "validation"),
     (MaintenanceRequest, "validation"),
     (DrainingRequest, "validation"),
+    (PoolSettings, "validation"),
     (AgentInfo, "serialization"),
+    (PoolStatus, "serialization"),
     (RegisterResponse, "serialization"),
     (DeregisterResponse, "serialization"),
     (ErrorBody, "serialization"),
@@ -217,6 +220,46 @@ def _card_paths(schemas: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _pool_paths() -> dict[str, Any]:
+    """Pools and demand (see consul_agents.api._pool_routes)."""
+    agent_type = {"name": "agent_type", "in": "path", "required": True, "schema": {"type": "string"}}
+    region = _query("region", {"type": "string"}, "Consul datacenter (default: the local one)")
+    return {
+        "/v1/pools": {
+            "get": _operation(
+                "listPools",
+                "Every pool (agent type and datacenter) the caller's token sees, with its scaling signal",
+                {200: _json({"type": "array", "items": _ref("PoolStatus")}, "Pools by datacenter and type.")},
+                (400, 403, 502, 503),
+            ),
+        },
+        "/v1/pools/{agent_type}": {
+            "get": _operation(
+                "getPool",
+                "One pool: agents by status, capacity, load, settings and scaling signal",
+                {200: _json(_ref("PoolStatus"), "The pool (empty when the type has no agent).")},
+                (400, 403, 422, 502, 503),
+                parameters=[agent_type, region],
+            ),
+            "put": _operation(
+                "setPoolSettings",
+                "Store the pool's settings in Consul KV (a pool-admin token)",
+                {200: _json(_ref("PoolSettings"), "The settings stored.")},
+                (400, 403, 413, 422, 502, 503),
+                body="PoolSettings",
+                parameters=[agent_type, region],
+            ),
+            "delete": _operation(
+                "deletePoolSettings",
+                "Remove the pool's settings from Consul KV (a pool-admin token)",
+                {204: {"description": "Removed (or there were none)."}},
+                (400, 403, 422, 502, 503),
+                parameters=[agent_type, region],
+            ),
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     _, top = models_json_schema(_MODELS, ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = top.get("$defs", {})
@@ -343,6 +386,7 @@ def openapi_document() -> dict[str, Any]:
         },
     }
     paths.update(_card_paths(schemas))
+    paths.update(_pool_paths())
     return {
         "openapi": "3.1.0",
         "info": {

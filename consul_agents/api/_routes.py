@@ -23,6 +23,7 @@ from consul_agents._models import (
     SelectionCriteria,
     invalid_agent_error,
 )
+from consul_agents._pool_ops import metrics_census
 from consul_agents._registry import AgentRegistry
 from consul_agents._routing import check_region
 from consul_agents.api._body import read_json_object
@@ -231,11 +232,11 @@ async def metrics(request: web.Request) -> web.Response:
     view = _view(request)
     fleet = b""
     try:
-        seen = await view.census()
+        seen, pool_gauges = await metrics_census(view)
     except ConsulAgentsError as exc:
         log.info("agents gauge left out of this scrape: %s", exc)
     else:
-        fleet = fleet_exposition(seen)
+        fleet = fleet_exposition(seen) + pool_gauges
     body = generate_latest(REGISTRY) + fleet
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "consul_agents.cli.reap",
     "consul_agents.cli.sidecar",
     "consul_agents.cli.dns",
+    "consul_agents.cli.pools",
     "consul_agents.cli.serve",
     "consul_agents.cli.watch",
 )

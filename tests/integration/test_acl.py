@@ -123,7 +123,13 @@ def test_cli_setup_writes_tokens_to_an_owner_only_file(server: ConsulDevServer, 
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
     written = json.loads(output.read_text())
     assert stat.S_IMODE(output.stat().st_mode) == 0o600
-    assert {v["kind"] for v in written.values()} == {"registrar", "discoverer", "dns", "operator"}
+    assert {v["kind"] for v in written.values()} == {
+        "registrar",
+        "discoverer",
+        "dns",
+        "operator",
+        "pool-admin",
+    }
     for run in runs:
         for value in written.values():
             assert value["secret_id"] not in run.stdout + run.stderr

@@ -34,12 +34,14 @@ def test_registrar_rules_grant_write_on_its_types_only() -> None:
 
 
 def test_discoverer_of_all_types_reads_every_agent_and_node() -> None:
-    """A discoverer without agent_types reads every agent service, every node and every agent's metadata."""
+    """A discoverer without agent_types reads every agent service, every node, every agent's metadata and
+    every pool's settings."""
     text = rules.render_rules(spec(name="d", kind="discoverer"))
     assert text.splitlines() == [
         'service_prefix "agent-" { policy = "read" }',
         'node_prefix "" { policy = "read" }',
         'key_prefix "consul-agents/metadata/" { policy = "read" }',
+        'key_prefix "consul-agents/pools/" { policy = "read" }',
     ]
 
 
@@ -120,7 +122,7 @@ def test_token_up_to_date_rejects_extra_policies_and_roles() -> None:
 def test_load_config_reads_the_shipped_file() -> None:
     """config/acl.yaml, the example the README points to, is valid and has every kind."""
     config = load_config(Path(__file__).parents[2] / "config" / "acl.yaml")
-    assert {t.kind for t in config.tokens} == {"registrar", "discoverer", "dns", "operator"}
+    assert {t.kind for t in config.tokens} == {"registrar", "discoverer", "dns", "operator", "pool-admin"}
 
 
 def test_load_config_names_the_file_and_field(tmp_path: Path) -> None:
