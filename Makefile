@@ -44,11 +44,11 @@ consul: venv
 	@echo "consul: $$($(BIN)/python -m consul_agents.dev find)"
 
 # Debian's chromium (the web page test), dig (the README test) and its prometheus package: promtool (the metrics test) and the
-# prometheus server (the http_sd test). Their tests skip with a reason when these are missing; CI (CI=true)
+# prometheus server (the http_sd test); prometheus-alertmanager's amtool checks deploy/prometheus/alertmanager.yml. Their tests skip with a reason when these are missing; CI (CI=true)
 # installs them, as root, through apt-get.
-TOOLS_PACKAGES := chromium prometheus bind9-dnsutils
+TOOLS_PACKAGES := chromium prometheus prometheus-alertmanager bind9-dnsutils
 tools:
-	@if command -v chromium >/dev/null && command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v dig >/dev/null; then exit 0; fi; \
+	@if command -v chromium >/dev/null && command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v amtool >/dev/null && command -v dig >/dev/null; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 	  echo "note: chromium/prometheus missing and not root with apt-get: their tests will be skipped" >&2; exit 0; fi; \
 	export DEBIAN_FRONTEND=noninteractive; \

@@ -1,5 +1,6 @@
 """consul-agents: a registry and discovery layer for AI agents, built on HashiCorp Consul."""
 
+from consul_agents._batch import BatchItemResult, BatchResult, InvalidBatchError
 from consul_agents._card_ops import RegisteredCard
 from consul_agents._errors import (
     AgentNotFoundError,
@@ -22,6 +23,7 @@ from consul_agents._models import (
 )
 from consul_agents._pools import PoolSettings, PoolStatus
 from consul_agents._registry import AgentRegistry, AgentSession
+from consul_agents._replace import Replacement, ReplacementError
 from consul_agents._settings import ConsulSettings
 
 __version__ = "0.1.0"
@@ -33,12 +35,15 @@ __all__ = [
     "AgentRegistry",
     "AgentSession",
     "AgentStatus",
+    "BatchItemResult",
+    "BatchResult",
     "ConsulAgentsError",
     "ConsulRequestError",
     "ConsulSettings",
     "DiscoveryRequest",
     "DiscoveryResult",
     "InvalidAgentError",
+    "InvalidBatchError",
     "NoAgentAvailableError",
     "PermissionDeniedError",
     "PoolSettings",
@@ -46,6 +51,8 @@ __all__ = [
     "RegisteredCard",
     "RegistryTimeoutError",
     "RegistryUnavailableError",
+    "Replacement",
+    "ReplacementError",
     "SelectionCriteria",
     "Strategy",
     "__version__",

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from consul_agents._models import SERVICE_PREFIX, AgentType, _Model
 from consul_agents._pools import POOL_PREFIX
-from consul_agents._wire import KV_PREFIX, metadata_prefix
+from consul_agents._wire import ANCHOR_PREFIX, KV_PREFIX, anchor_service_name, metadata_prefix
 
 __all__ = [
     "NAME_PREFIX",
@@ -135,7 +135,9 @@ def render_rules(spec: TokenSpec) -> str:
     types = spec.agent_types
     node_read = _rule("node_prefix", "", "read")
     if spec.kind == "registrar":
-        lines = _services(types, "write") + _metadata(types, "write")
+        # Its types' liveness anchors too (see _liveness): exact names, so no other type's can match.
+        anchors = [_rule("service", anchor_service_name(agent_type), "write") for agent_type in types or []]
+        lines = _services(types, "write") + anchors + _metadata(types, "write")
     elif spec.kind == "discoverer":
         lines = [*_services(types, "read"), node_read, *_metadata(types, "read"), *_pools(types, "read")]
     elif spec.kind == "pool-admin":
@@ -146,6 +148,7 @@ def render_rules(spec: TokenSpec) -> str:
     else:
         lines = [
             *_services(None, "write"),
+            _rule("service_prefix", ANCHOR_PREFIX, "write"),
             node_read,
             _rule("key_prefix", "consul-agents/", "write"),
             _rule("agent_prefix", "", "read"),

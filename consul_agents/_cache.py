@@ -33,6 +33,8 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
+import operator
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -44,6 +46,7 @@ from consul_agents import _wire_read as wire_read
 from consul_agents._errors import ConsulAgentsError, RegistryUnavailableError
 from consul_agents._frozen import FrozenList
 from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
+from consul_agents._health_score import HealthHistory
 from consul_agents._metrics import observe_watch_lag, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
 from consul_agents._watch import Watch, WatchPolicy
@@ -306,6 +309,11 @@ class _MetadataWatch(_Watched):
         self._owner.metadata_changed()
 
 
+def _same(agents: list[AgentInfo], before: list[AgentInfo]) -> bool:
+    """The very same AgentInfos in the same order (compared in C)."""
+    return len(agents) == len(before) and all(map(operator.is_, agents, before))
+
+
 class _ServiceWatch(_Watched):
     """A watch on ``/v1/health/service/<name>`` in one datacenter and the view it keeps current, with a
     watch on the agents' KV metadata while any of them keeps its metadata there."""
@@ -316,6 +324,11 @@ class _ServiceWatch(_Watched):
         super().__init__(cache, datacenter, service, operation, f"/v1/health/service/{service}", decode=str)
         self.service = service
         self.view = ServiceView(())
+        #: The agents of the last version as read, before their health scores (see _health_score).
+        self._sources: list[AgentInfo] = []
+        self._scored: list[AgentInfo] = []
+        self.scored_at = 0.0
+        self.rescore_at = math.inf
         #: The AgentInfo built from each entry of the last answer, keyed by the entry's text (None for an
         #: entry that is not an agent, so it is not judged again while its text stays the same).
         self._converted: dict[str, AgentInfo | None] = {}
@@ -379,9 +392,32 @@ class _ServiceWatch(_Watched):
         if self._kv_entries:
             values = self.metadata.values if self.metadata is not None else {}
             infos += [info for info in self._read(list(self._kv_entries.values()), values) if info]
-        self.view = ServiceView(infos)
+        previous, self._sources = self._sources, infos
+        self._score(self.cache.clock(), previous)
         self.dirty = False
         self.cache.changed()
+
+    def _score(self, now: float, previous: list[AgentInfo] | None = None) -> None:
+        # the same list when only time moved (nothing changed): nothing to record, only to score
+        stamped = self.cache.health.stamp(self._sources, now, self._sources if previous is None else previous)
+        if previous is not None or not _same(stamped.agents, self._scored):
+            self.view = ServiceView(stamped.agents)  # else no score moved: the view and its memo stay
+        self._scored = stamped.agents
+        self.scored_at, self.rescore_at = now, stamped.rescore_at
+
+    def score_due(self, now: float) -> bool:
+        """Whether the health scores should be computed again (time moved the pass ratio of an agent with
+        history, or a lease failed since they were computed)."""
+        return now >= self.rescore_at or (
+            self.cache.health.failed_at > self.scored_at
+            and now >= self.scored_at + self.cache.health.policy.resolution
+        )
+
+    def scored_view(self, now: float) -> ServiceView:
+        """The view, its health scores brought up to date when they are due."""
+        if self.score_due(now):
+            self._score(now)
+        return self.view
 
     def _reuse(self, text: str) -> tuple[dict[str, AgentInfo | None], dict[str, Any], list[tuple[str, Any]]]:
         """What the last answer's unchanged entries gave, keyed by their text (the AgentInfos, None for
@@ -479,6 +515,8 @@ class DiscoveryCache:
         self._starting: dict[WatchKey, asyncio.Task[Any]] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        #: Status changes and lease outcomes of the agents watched: their health scores.
+        self.health = HealthHistory()
         #: By id(request): (request, datacenter, its service's entry, that entry's view, the answer).
         self._recent: dict[
             int, tuple[DiscoveryRequest, str, _ServiceWatch, ServiceView, list[AgentInfo]]
@@ -519,6 +557,10 @@ class DiscoveryCache:
         except TimeoutError:
             return False
         return True
+
+    def record_lease(self, agent: AgentInfo, success: bool) -> None:
+        """A lease of ``agent`` ended: its outcome counts in the agent's health score."""
+        self.health.record_lease(agent, success, self.clock())
 
     def invalidate(self, service: str | None = None, *, catalog: bool = False) -> None:
         """This client just wrote to ``service`` (None: unknown): the next read of it asks Consul directly.
@@ -584,8 +626,8 @@ class DiscoveryCache:
         if watch.error is not None or not watch.running:
             return None
         now = self.clock()
-        if watch.staleness(now) != 0.0:
-            return None
+        if watch.staleness(now) != 0.0 or entry.score_due(now):
+            return None  # (scores due: query() brings them up to date)
         entry.last_used = now
         return (found if share else list(found)), watch.meta
 
@@ -611,8 +653,8 @@ class DiscoveryCache:
                     raise TooManyServices(len(names))
             entries = [self._services.get((datacenter, name)) for name in names]
             ready = [entry for entry in entries if entry is not None and not entry.dirty and entry.usable()]
+            now = self.clock()
             if len(ready) == len(entries):
-                now = self.clock()
                 for entry in ready:
                     entry.last_used = now
             else:
@@ -628,7 +670,7 @@ class DiscoveryCache:
                 staleness = max(staleness, self._check_fresh(entry.watch))
                 if entry.metadata is not None:
                     staleness = max(staleness, self._check_fresh(entry.metadata.watch))
-                found.extend(entry.view.query(request, key))
+                found.extend(entry.scored_view(now).query(request, key))
                 known_leader = known_leader and entry.watch.meta.known_leader
                 last_contact = max(last_contact, entry.watch.meta.last_contact_ms)
             if staleness > 0:

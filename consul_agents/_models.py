@@ -401,7 +401,10 @@ class AgentInfo(BaseModel):
     capabilities: Annotated[list[str], AfterValidator(freeze_flat)]
     status: AgentStatus
     endpoint: str
-    #: 1.0 when passing, 0.5 when warning, 0.0 when critical or in maintenance.
+    #: Health from recent history (consul_agents._health_score): pass ratio over the last five minutes,
+    #: lowered by status flapping and failed leases, at most 1.0 passing, 0.5 warning, 0.0 critical or in
+    #: maintenance. Cached answers carry it; answers read without history (``cached=False``) carry that
+    #: cap, the score of an agent steady for the whole window.
     health_score: float = Field(ge=0.0, le=1.0)
     #: The last load the agent reported that differed from the one before by the reporting threshold.
     current_load: float = Field(ge=0.0, le=1.0)

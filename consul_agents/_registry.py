@@ -5,10 +5,11 @@ Reads (``discover_agents``, ``get_agent``, ``get_agent_status``) all come from C
 Writes that concern one agent (register, heartbeat, deregister) go to the local Consul agent, which owns
 the agent's TTL check and keeps the catalog in sync (anti-entropy).
 
-Heartbeat cost: a heartbeat is a TTL update on the local agent, which Consul does not write to Raft while
-the status is unchanged. The load is re-published (one catalog write) only when it has moved by at least
-``load_threshold`` since the last report, or reached 0 or 1; so a steady fleet costs Consul nothing but
-the local TTL resets.
+Heartbeat cost: a TTL update costs a Consul agent with a data dir a state-file write (about a millisecond
+of its CPU) even when nothing changed. Agents registered with ``liveness="process"`` share one TTL check
+per process and type (see :mod:`consul_agents._liveness`); their heartbeats write only what changed.
+The load is re-published (one catalog write) only when it has moved by at least ``load_threshold`` since
+the last report, or reached 0 or 1.
 
 Identity and integrity (see :mod:`consul_agents._integrity`): ids are lowercase; a new registration is
 refused when another service holds its id; a process's writes to one agent hold that agent's lock, so a
@@ -27,15 +28,16 @@ import math
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from cachetools import LRUCache
 
+from consul_agents import _batch as batch
 from consul_agents import _card_ops as cards
 from consul_agents import _integrity as integrity
 from consul_agents import _pool_ops as pool_ops
@@ -55,6 +57,8 @@ from consul_agents._errors import (
 from consul_agents._gateway import ConsulGateway, detach_deadline
 from consul_agents._instrument import instrumented
 from consul_agents._lease import OutlierDetector, OutlierPolicy
+from consul_agents._lease_retry import ANY_EXCEPTION, Lease
+from consul_agents._liveness import ProcessLiveness
 from consul_agents._metrics import record_conflict
 from consul_agents._models import (
     AGENT_ID_PATTERN,
@@ -68,6 +72,7 @@ from consul_agents._models import (
     utcnow,
 )
 from consul_agents._pools import PoolSettings, PoolStatus, lease_ended, lease_started
+from consul_agents._replace import Replacement, replace_agent
 from consul_agents._selection import SelectionState, select, selection_key
 from consul_agents._settings import ConsulSettings
 from consul_agents._tracing import annotate
@@ -96,6 +101,12 @@ class _Registered:
     holder: str | None = None
     #: Whether this client marked it draining (restored with the registration after a loss).
     draining: bool = False
+    #: The anchor the agent's alias check follows (process liveness, see _liveness); None: its own TTL.
+    anchor: str | None = None
+    #: The output this client last sent (an anchored agent's check is updated only when it changes).
+    sent_output: str | None = None
+    #: The local Consul agent lost the agent's anchor: the next heartbeat re-registers the agent.
+    lost: bool = False
 
 
 def _check_load(load: float) -> float:
@@ -238,6 +249,35 @@ class AgentRegistry:
         )
         #: A2A Agent Cards read by this client, by digest (per client: per token).
         self._cards = cards.CardCache(self._card_policy)
+        #: The anchors of the agents this client keeps alive as long as its process (see _liveness).
+        self._liveness = ProcessLiveness(self._gateway, self._anchor_lost)
+        self._recovering: set[asyncio.Task[None]] = set()
+
+    def _anchor_lost(self, agent_ids: set[str]) -> None:
+        """The local Consul agent had lost an anchor (a restart): re-register its agents now, each in a task
+        of its own, rather than at their next heartbeat."""
+        for agent_id in agent_ids:
+            known = self._registered.get(agent_id)
+            if known is not None:
+                known.lost = True
+                task = asyncio.create_task(self._recover(agent_id), name=f"recover:{agent_id}")
+                self._recovering.add(task)
+                task.add_done_callback(self._recovering.discard)
+
+    async def _recover(self, agent_id: str) -> None:
+        known = self._registered.get(agent_id)
+        if known is None or not known.lost:
+            return
+        try:
+            await self.heartbeat(
+                agent_id, status=known.sent_status or AgentStatus.PASSING, output=known.sent_output
+            )
+        except ConsulAgentsError as exc:
+            log.warning(
+                "agent %s not re-registered after its anchor was lost (next heartbeat retries): %s",
+                agent_id,
+                exc,
+            )
 
     def __repr__(self) -> str:
         return f"AgentRegistry(address={self.settings.address!r}, datacenter={self.settings.datacenter!r})"
@@ -251,6 +291,9 @@ class AgentRegistry:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._reconcile_on_close()
+        for task in list(self._recovering):
+            task.cancel()
+        await self._liveness.close()
         if self._parent is not None:
             closing = self._discovery.release()
             if closing is not None:
@@ -326,11 +369,19 @@ class AgentRegistry:
 
     @instrumented("register")
     async def register_agent(
-        self, registration: AgentRegistration, *, status: AgentStatus = AgentStatus.PASSING
+        self,
+        registration: AgentRegistration,
+        *,
+        status: AgentStatus = AgentStatus.PASSING,
+        liveness: Literal["agent", "process"] = "agent",
     ) -> str:
         """Register (or, for a known id, update) an agent; returns its id, the Consul service ID.
 
         ``status`` is the health a new agent starts with (an already registered one keeps its own).
+        ``liveness="agent"``: each :meth:`heartbeat` resets the agent's own TTL check (whoever sends it, from
+        wherever). ``"process"``: the agent lives as long as this process heartbeats its anchor (one TTL
+        check per process and type, see :mod:`consul_agents._liveness`); a heartbeat then writes to
+        Consul only when the agent's status, output or load changes. Sessions and the sidecar use it.
         An id already held by a service of another type (or, in another case, by any service) is refused
         with InvalidAgentError naming the holder, as far as the token can see it; beyond that, the local
         Consul agent's ACLs refuse a registrar an id held there by a type it cannot write.
@@ -344,9 +395,14 @@ class AgentRegistry:
             previous = self._registered.get(agent_id)
             if previous is None or previous.registration.service_name != registration.service_name:
                 await self._refuse_held_id(agent_id, registration.service_name)
+            anchor = await self._liveness.attach(registration, agent_id) if liveness == "process" else None
             try:
-                await self._write_registration(agent_id, registration, registration.load, status)
-            except RegistryUnavailableError as exc:
+                await self._write_registration(agent_id, registration, registration.load, status, anchor)
+            except ConsulAgentsError as exc:
+                if anchor is not None and previous is None and not isinstance(exc, RegistryUnavailableError):
+                    await self._liveness.detach(agent_id, clean=True)  # nothing registered aliases it
+                if not isinstance(exc, RegistryUnavailableError):
+                    raise
                 # No answer: Consul may have applied the write all the same. Remember it, so that a later
                 # call of this client converges (see _settle) instead of leaving an agent nobody tracks.
                 self._uncertain[agent_id] = registration
@@ -359,7 +415,9 @@ class AgentRegistry:
                 # Learnt once from this agent's check, so later id checks cost one transaction.
                 with suppress(ConsulAgentsError):
                     await self._local_node(agent_id)
-            self._registered[agent_id] = _Registered(registration, registration.load)
+            if anchor is None and self._liveness.anchor_of(agent_id) is not None:
+                await self._liveness.detach(agent_id, clean=True)  # its alias went with the rewrite
+            self._registered[agent_id] = _Registered(registration, registration.load, anchor=anchor)
             self._service_names[agent_id] = registration.service_name
             self._wrote(agent_id, registered=True)
         return agent_id
@@ -398,7 +456,8 @@ class AgentRegistry:
         registration = self._uncertain.pop(agent_id, None) if agent_id is not None else None
         if registration is not None and agent_id not in self._registered:
             assert agent_id is not None
-            self._registered[agent_id] = _Registered(registration, registration.load)
+            anchor = self._liveness.anchor_of(agent_id)
+            self._registered[agent_id] = _Registered(registration, registration.load, anchor=anchor)
             self._service_names[agent_id] = registration.service_name
         if self._uncertain:
             try:
@@ -426,6 +485,7 @@ class AgentRegistry:
             if registration.card is not None:
                 await cards.delete_cards(self._gateway, operation, registration.agent_type, agent_id)
             self._uncertain.pop(agent_id, None)
+            await self._liveness.detach(agent_id, clean=True)
             self._wrote(agent_id)
         return removed
 
@@ -435,6 +495,7 @@ class AgentRegistry:
         registration: AgentRegistration,
         load: float,
         status: AgentStatus = AgentStatus.PASSING,
+        anchor: str | None = None,
     ) -> None:
         """KV first, then the service, so a reader never finds Meta pointing at KV with nothing there; then
         the KV entry once more, in case another client's deregistration, re-registration or reap removed it
@@ -460,7 +521,9 @@ class AgentRegistry:
             index = await integrity.metadata_index(self._gateway, operation, agent_type, agent_id)
             if index is not None:
                 stale.append((agent_type, index))
-        body = wire.service_definition(registration, agent_id, load=load, heartbeat=utcnow(), status=status)
+        body = wire.service_definition(
+            registration, agent_id, load=load, heartbeat=utcnow(), status=status, anchor=anchor
+        )
         replacing = previous.registration if previous is not None else None
         try:
             await cards.write_card(self._gateway, operation, registration, agent_id, replacing=replacing)
@@ -520,7 +583,8 @@ class AgentRegistry:
         path = f"/v1/agent/check/update/{wire.check_id(agent_id)}"
         body = wire.ttl_update(status, output)
         try:
-            await self._gateway.put(operation, path, body)
+            if known is None or not self._unchanged(known, status, output):
+                await self._gateway.put(operation, path, body)
         except ConsulRequestError as exc:
             if not _is_unknown_check(exc):
                 raise
@@ -535,7 +599,7 @@ class AgentRegistry:
                 raise
             log.warning("agent %s was missing from Consul; re-registering it", agent_id)
             reported = known.reported_load if load is None else load
-            await self._write_registration(agent_id, known.registration, reported, status)
+            await self._write_registration(agent_id, known.registration, reported, status, known.anchor)
             known.reported_load = reported
             known.node = None
             if known.draining:
@@ -554,12 +618,25 @@ class AgentRegistry:
         else:
             wrote = wrote or known.sent_status is not status
             known.sent_status = status
+            known.sent_output = output
+            known.lost = False
             known.beats += 1
             if self.verify_every and known.beats >= self.verify_every:
                 known.beats = 0
                 await self._verify(agent_id)
         if wrote:
             self._wrote(agent_id)
+
+    @staticmethod
+    def _unchanged(known: _Registered, status: AgentStatus, output: str | None) -> bool:
+        """Whether an anchored agent's own check already holds this status and output: its anchor, not
+        this heartbeat, proves it alive (see _liveness), so there is nothing to send."""
+        return (
+            known.anchor is not None
+            and not known.lost
+            and known.sent_status is status
+            and known.sent_output == output
+        )
 
     def _load_changed(self, previous: float, load: float) -> bool:
         if load == previous:
@@ -587,7 +664,9 @@ class AgentRegistry:
                     "not re-publishing its load over it",
                     field="agent_id",
                 )
-            body = wire.service_definition(known.registration, agent_id, load=load, heartbeat=utcnow())
+            body = wire.service_definition(
+                known.registration, agent_id, load=load, heartbeat=utcnow(), anchor=known.anchor
+            )
             await self._gateway.put(operation, "/v1/agent/service/register", body)
             known.reported_load = load
             return True
@@ -724,6 +803,7 @@ class AgentRegistry:
             else:
                 removed = True
             self._forget(agent_id)
+            await self._liveness.detach(agent_id, clean=True)
             registration = known.registration
             kv_value = wire.encode_metadata(registration.metadata, private=registration.private_metadata)[1]
             await integrity.delete_metadata(
@@ -893,16 +973,34 @@ class AgentRegistry:
             annotate({"selection.unmet": await pool_ops.record_unmet(self, criteria, result, cached)})
         return chosen
 
-    @asynccontextmanager
-    async def lease(
-        self, criteria: SelectionCriteria | None = None, *, cached: bool | None = None
-    ) -> AsyncIterator[AgentInfo]:
+    def lease(
+        self,
+        criteria: SelectionCriteria | None = None,
+        *,
+        cached: bool | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] = ANY_EXCEPTION,
+        timeout: float | None = None,
+    ) -> Lease:
         """``async with registry.lease(criteria) as agent``: select an agent and count it in flight.
 
         An exception escaping the block counts as a failure of the agent (cancellation counts as
         nothing); a clean exit as a success. Failures feed outlier ejection. Raises
-        NoAgentAvailableError when no agent can be selected.
+        NoAgentAvailableError when no agent can be selected. With ``retries=n``, ``async for attempt in
+        registry.lease(...)`` runs the body again on another agent after a failure of a ``retry_on`` class,
+        all within ``timeout`` (see :mod:`consul_agents._lease_retry`).
         """
+        return Lease(self, criteria, cached=cached, retries=retries, retry_on=retry_on, timeout=timeout)
+
+    def leases_in_flight(self, agent_id: str) -> int:
+        """How many of this client's leases hold the agent now."""
+        return self._selection.in_flight.get(normalise_agent_id(agent_id), 0)
+
+    @asynccontextmanager
+    async def _lease_one(
+        self, criteria: SelectionCriteria | None = None, *, cached: bool | None = None
+    ) -> AsyncIterator[AgentInfo]:
+        """One lease on one agent (what :class:`Lease` runs per attempt)."""
         agent = await self.select_agent(criteria, cached=cached)
         if agent is None:
             raise NoAgentAvailableError(
@@ -913,10 +1011,12 @@ class AgentRegistry:
         try:
             yield agent
         except Exception:
+            self._discovery.cache.record_lease(agent, success=False)
             if self.outliers.record(agent.agent_id, success=False):
                 log.warning("agent %s ejected after repeated lease failures", agent.agent_id)
             raise
         else:
+            self._discovery.cache.record_lease(agent, success=True)
             self.outliers.record(agent.agent_id, success=True)
         finally:
             self._selection.release(agent.agent_id)
@@ -941,6 +1041,44 @@ class AgentRegistry:
     ) -> None:
         """Store the settings of a type's pool in Consul KV (None removes them); needs a pool-admin token."""
         await pool_ops.write_settings(self, agent_type, settings, region)
+
+    # -- batches and replacement (see consul_agents._batch and consul_agents._replace) -------------------
+
+    async def register_many(
+        self,
+        registrations: Sequence[AgentRegistration | Mapping[str, Any]],
+        *,
+        concurrency: int = batch.DEFAULT_CONCURRENCY,
+        timeout: float | None = None,
+    ) -> batch.BatchResult:
+        """Register many agents, validated all first (an invalid batch writes nothing), at most
+        ``concurrency`` at once, each item reported ok or with its error (:mod:`consul_agents._batch`)."""
+        return await batch.register_many(self, registrations, concurrency=concurrency, timeout=timeout)
+
+    async def deregister_many(
+        self,
+        agent_ids: Sequence[str],
+        *,
+        concurrency: int = batch.DEFAULT_CONCURRENCY,
+        timeout: float | None = None,
+    ) -> batch.BatchResult:
+        """Deregister many agents, with the rules of :meth:`register_many`."""
+        return await batch.deregister_many(self, agent_ids, concurrency=concurrency, timeout=timeout)
+
+    async def replace_agent(
+        self,
+        old_id: str,
+        new: AgentRegistration | str,
+        *,
+        timeout: float = 60.0,
+        drain_timeout: float = 30.0,
+        new_status: AgentStatus = AgentStatus.CRITICAL,
+    ) -> Replacement:
+        """Register ``new`` (or take the registered agent of that id), wait until it passes, drain
+        ``old_id``, wait for this client's leases on it, deregister it (:mod:`consul_agents._replace`)."""
+        return await replace_agent(
+            self, old_id, new, timeout=timeout, drain_timeout=drain_timeout, new_status=new_status
+        )
 
     # -- A2A Agent Cards and draining (see consul_agents._card_ops) ---------------------------------------
 
@@ -985,16 +1123,25 @@ class AgentRegistry:
 
     @asynccontextmanager
     async def session(
-        self, registration: AgentRegistration, *, interval: float | timedelta | None = None
+        self,
+        registration: AgentRegistration,
+        *,
+        interval: float | timedelta | None = None,
+        liveness: Literal["agent", "process"] = "agent",
     ) -> AsyncIterator[AgentSession]:
         """Register on enter, heartbeat in the background, deregister on exit (also on cancellation).
+
+        ``liveness="process"`` keeps the agent alive through this process's anchor (see
+        :meth:`register_agent` and :mod:`consul_agents._liveness`): far fewer TTL updates, but Consul 1.8.7
+        refreshes every alias check once a minute by copying all of its agent's checks, a cost that grows
+        with the square of the agents on one Consul agent (see the README's "What a heartbeat costs").
 
         The default interval is a third of the TTL, so two heartbeats can be lost before the agent turns
         critical. When the block ends by an exception or a cancellation, that exception is what propagates:
         a failed deregistration is only logged (the agent's check turns critical after its TTL and Consul
         reaps it), and while Consul does not answer, sessions ending together wait one timeout in all.
         """
-        agent_id = await self.register_agent(registration)
+        agent_id = await self.register_agent(registration, liveness=liveness)
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
         handle = AgentSession(self, agent_id, registration.load)
         task = asyncio.create_task(
@@ -1025,15 +1172,18 @@ class AgentRegistry:
                 agent_id,
                 now - failed_at,
             )
+            await self._liveness.detach(agent_id, clean=False)
             return
         try:
             await asyncio.shield(self.deregister_agent(agent_id))
         except RegistryUnavailableError as exc:
             self._cleanup_failed_at = time.monotonic()
+            await self._liveness.detach(agent_id, clean=False)
             if not failing:
                 raise
             log.warning("agent %s not deregistered: %s", agent_id, exc)
         except ConsulAgentsError as exc:
+            await self._liveness.detach(agent_id, clean=False)
             if not failing:
                 raise
             log.warning("agent %s not deregistered: %s", agent_id, exc)

@@ -13,8 +13,12 @@ The encoding, chosen so that plain Consul tools, Consul ACLs and Consul DNS all 
   ``agent-heartbeat`` (ISO 8601, UTC), ``agent-ttl`` and ``agent-metadata`` (the metadata as JSON when it fits
   in a 512-character Meta value; otherwise the value is ``kv`` and the JSON lives in the KV store under
   :func:`metadata_key`, ``consul-agents/metadata/<type>/<agent id>``, so that ACL rules can scope it by type).
-* Liveness is one TTL check per agent, ``service:<agent id>`` (Consul's own naming for a service's check),
-  registered passing, with DeregisterCriticalServiceAfter so that crashed agents are reaped.
+* Liveness is one check per agent, ``service:<agent id>`` (Consul's own naming for a service's check),
+  registered passing, with DeregisterCriticalServiceAfter so that crashed agents are reaped. An agent kept
+  alive by its process (``liveness="process"``, see :mod:`consul_agents._liveness`) has a second one,
+  ``alive:<agent id>``, an alias of its process's *anchor*: the service ``consul-agents-liveness-<type>``,
+  whose one TTL check the process heartbeats; its own check then has a TTL of a year and changes only when
+  the agent's status does.
 * Load travels in Meta, not in the check output: Consul defers syncing an output-only change for
   check_update_interval (5 minutes by default), while a Meta change reaches the catalog at once. A re-
   registration with unchanged content costs Consul nothing (its index does not move), so only real load
@@ -52,6 +56,7 @@ from consul_agents._models import (
 )
 
 __all__ = [
+    "ANCHOR_PREFIX",
     "HEALTH_SCORES",
     "KV_PREFIX",
     "METADATA_IN_KV",
@@ -65,6 +70,10 @@ __all__ = [
     "agent_node_name",
     "agent_type_of",
     "aggregate_status",
+    "alias_check_id",
+    "anchor_check_id",
+    "anchor_definition",
+    "anchor_service_name",
     "card_digests",
     "card_key",
     "card_keys",
@@ -132,6 +141,52 @@ _SEVERITY = {"passing": 0, "warning": 1, "critical": 2}
 def check_id(agent_id: str) -> str:
     """The ID of an agent's TTL check."""
     return f"service:{agent_id}"
+
+
+#: Anchors (one TTL check per process and agent type) are the services ``consul-agents-liveness-<type>``:
+#: outside ``agent-``, so no discovery, DNS name of a type, census or http_sd ever lists one as an agent.
+ANCHOR_PREFIX = "consul-agents-liveness-"
+#: The own check of an agent kept alive by its anchor: set only when the agent's status changes.
+_STATE_TTL = "8760h"
+_ALIAS_CHECK = "alive:"
+
+
+def anchor_service_name(agent_type: str) -> str:
+    """The Consul service of the anchors of ``agent_type`` (an ACL rule can scope it to the type)."""
+    return ANCHOR_PREFIX + agent_type
+
+
+def anchor_check_id(anchor_id: str) -> str:
+    """The ID of an anchor's TTL check."""
+    return f"service:{anchor_id}"
+
+
+def alias_check_id(agent_id: str) -> str:
+    """The ID of an agent's alias of its process's anchor."""
+    return _ALIAS_CHECK + agent_id
+
+
+def anchor_definition(
+    agent_type: str, anchor_id: str, *, ttl: timedelta, deregister_after: timedelta
+) -> dict[str, Any]:
+    """The body of ``PUT /v1/agent/service/register`` for an anchor: no address, no port, one TTL check.
+
+    Consul reaps it ``deregister_after`` after its TTL expires: callers give more than their agents', since
+    an alias of a service that is gone turns passing ("No checks found", measured on Consul 1.8.7), so the
+    agents must be reaped first."""
+    return {
+        "ID": anchor_id,
+        "Name": anchor_service_name(agent_type),
+        "Meta": {"anchor": "consul-agents liveness: not an agent; the agents of its process alias it"},
+        "Check": {
+            "CheckID": anchor_check_id(anchor_id),
+            "Name": "process heartbeat",
+            "Notes": f"consul-agents process heartbeat; critical after {format_duration(ttl)}",
+            "TTL": format_duration(ttl),
+            "Status": "passing",
+            "DeregisterCriticalServiceAfter": format_duration(deregister_after),
+        },
+    }
 
 
 def draining_check_id(agent_id: str) -> str:
@@ -206,11 +261,14 @@ def service_definition(
     load: float,
     heartbeat: datetime,
     status: AgentStatus = AgentStatus.PASSING,
+    anchor: str | None = None,
 ) -> dict[str, Any]:
     """The body of ``PUT /v1/agent/service/register`` for a registration.
 
     ``status`` is the TTL check's status when Consul creates it (an existing check keeps its own): a
-    sidecar that has not yet seen its agent answer registers it critical rather than passing.
+    sidecar that has not yet seen its agent answer registers it critical rather than passing. With an
+    ``anchor`` (its service ID) the agent's own check only holds the status the client sets, and an alias
+    check of the anchor turns critical when the process stops heartbeating it.
     """
     endpoint = urlsplit(registration.endpoint)
     meta: dict[str, str] = dict(registration.tags)
@@ -234,15 +292,39 @@ def service_definition(
         "Meta": meta,
         "Weights": {"Passing": registration.weight, "Warning": 1},
         "EnableTagOverride": False,
-        "Check": {
-            "CheckID": check_id(agent_id),
-            "Name": "heartbeat",
-            "Notes": f"TTL heartbeat from consul-agents; critical after {format_duration(registration.ttl)}",
-            "TTL": format_duration(registration.ttl),
-            "Status": status.value,
-            "DeregisterCriticalServiceAfter": format_duration(registration.deregister_after),
-        },
+        **_checks(registration, agent_id, status, anchor),
     }
+
+
+def _checks(
+    registration: AgentRegistration, agent_id: str, status: AgentStatus, anchor: str | None
+) -> dict[str, Any]:
+    reap_after = format_duration(registration.deregister_after)
+    if anchor is None:
+        ttl = format_duration(registration.ttl)
+        notes = f"TTL heartbeat from consul-agents; critical after {ttl}"
+    else:
+        ttl, notes = _STATE_TTL, "consul-agents: the agent's own status, set when it changes"
+    own = {
+        "CheckID": check_id(agent_id),
+        "Name": "heartbeat",
+        "Notes": notes,
+        "TTL": ttl,
+        "Status": status.value,
+        "DeregisterCriticalServiceAfter": reap_after,
+    }
+    if anchor is None:
+        return {"Check": own}
+    alias = {
+        "CheckID": alias_check_id(agent_id),
+        "Name": "process alive",
+        "Notes": f"consul-agents: alias of the anchor {anchor} its process heartbeats",
+        "AliasService": anchor,
+        # Created passing like its anchor: a new check is critical until Consul first syncs the alias.
+        "Status": "passing",
+        "DeregisterCriticalServiceAfter": reap_after,
+    }
+    return {"Checks": [own, alias]}
 
 
 def with_load(agent_service: Mapping[str, Any], *, load: float, heartbeat: datetime) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from consul_agents._cards import CardVerifier
 from consul_agents._errors import ConsulAgentsError
 from consul_agents._metrics import HTTP_DURATION
 from consul_agents._registry import AgentRegistry
+from consul_agents.api._batch_routes import batch_routes
 from consul_agents.api._body import MAX_BODY_BYTES
 from consul_agents.api._card_routes import card_routes
 from consul_agents.api._errors import BadRequest, error_response, response_for
@@ -110,5 +111,6 @@ def create_app(
     app.add_routes(routes)
     app.add_routes(sd_routes)
     app.add_routes(card_routes)
+    app.add_routes(batch_routes)
     app.add_routes(pool_routes)
     return app

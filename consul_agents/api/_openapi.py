@@ -21,6 +21,7 @@ from consul_agents._models import (
     SelectionCriteria,
 )
 from consul_agents._pools import PoolSettings, PoolStatus
+from consul_agents.api._batch_routes import batch_paths
 from consul_agents.api._schemas import (
     DeregisterResponse,
     DrainingRequest,
@@ -386,6 +387,7 @@ def openapi_document() -> dict[str, Any]:
         },
     }
     paths.update(_card_paths(schemas))
+    paths.update(batch_paths(schemas, _operation, _json, _ref, _AGENT_ID))
     paths.update(_pool_paths())
     return {
         "openapi": "3.1.0",

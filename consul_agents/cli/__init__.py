@@ -23,6 +23,7 @@ __all__ = ["build_parser", "main"]
 COMMAND_MODULES = (
     "consul_agents.cli.acl",
     "consul_agents.cli.agents",
+    "consul_agents.cli.batch",
     "consul_agents.cli.cards",
     "consul_agents.cli.bench",
     "consul_agents.cli.dev",
@@ -32,6 +33,7 @@ COMMAND_MODULES = (
     "consul_agents.cli.pools",
     "consul_agents.cli.serve",
     "consul_agents.cli.watch",
+    "consul_agents.cli.alert_handler",
 )
 
 

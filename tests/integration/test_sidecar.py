@@ -59,8 +59,15 @@ def health(addr: str, agent_type: str) -> dict[str, dict[str, Any]]:
     body, _ = consul_get(addr, f"/v1/health/service/agent-{agent_type}")
     result = {}
     for item in body or []:
-        checks = [c for c in item["Checks"] if c["CheckID"] == f"service:{item['Service']['ID']}"]
-        result[item["Service"]["ID"]] = {
+        agent_id = item["Service"]["ID"]
+        # The agent's own check and the alias of its sidecar's liveness anchor; the worst one tells.
+        own = {f"service:{agent_id}", f"alive:{agent_id}"}
+        checks = sorted(
+            (c for c in item["Checks"] if c["CheckID"] in own),
+            key=lambda c: ("passing", "warning", "critical").index(c["Status"]),
+            reverse=True,
+        )
+        result[agent_id] = {
             "status": checks[0]["Status"] if checks else "none",
             "output": checks[0]["Output"] if checks else "",
             "meta": item["Service"]["Meta"],

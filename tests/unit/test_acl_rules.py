@@ -23,11 +23,14 @@ def spec(**fields: object) -> rules.TokenSpec:
 
 
 def test_registrar_rules_grant_write_on_its_types_only() -> None:
-    """A registrar may write the service and KV metadata prefix of each listed type, and nothing more."""
+    """A registrar may write the service, the liveness anchors (exact names) and the KV metadata prefix of
+    each listed type, and nothing more."""
     text = rules.render_rules(spec(name="r", kind="registrar", agent_types=["planner", "coder"]))
     assert text.splitlines() == [
         'service "agent-planner" { policy = "write" }',
         'service "agent-coder" { policy = "write" }',
+        'service "consul-agents-liveness-planner" { policy = "write" }',
+        'service "consul-agents-liveness-coder" { policy = "write" }',
         'key_prefix "consul-agents/metadata/planner/" { policy = "write" }',
         'key_prefix "consul-agents/metadata/coder/" { policy = "write" }',
     ]
@@ -64,6 +67,7 @@ def test_operator_rules_cover_every_agent_but_not_acls() -> None:
     """The operator token writes every agent and the project's KV but has no ACL or operator rights."""
     text = rules.render_rules(spec(name="ops", kind="operator"))
     assert 'service_prefix "agent-" { policy = "write" }' in text
+    assert 'service_prefix "consul-agents-liveness-" { policy = "write" }' in text
     assert 'key_prefix "consul-agents/" { policy = "write" }' in text
     assert 'query_prefix "agent-" { policy = "write" }' in text
     assert "acl" not in text and "operator" not in text

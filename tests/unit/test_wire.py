@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from consul_agents import InvalidAgentError
 from consul_agents import _wire as wire
 from consul_agents import _wire_read as wire_read
-from consul_agents._models import AgentInfo, AgentRegistration, AgentStatus, DiscoveryRequest
+from consul_agents._models import AgentInfo, AgentRegistration, AgentStatus, DiscoveryRequest, utcnow
 
 HEARTBEAT = datetime(2026, 11, 23, 12, 30, 45, 123000, tzinfo=UTC)
 
@@ -626,3 +626,32 @@ def test_a_forged_boundary_leaves_a_piece_that_does_not_decode() -> None:
         "bearer",
         "z9",
     ]
+
+
+def test_anchored_agent_has_a_state_check_and_an_alias_of_its_anchor() -> None:
+    """With an anchor, the agent's own check only holds its status (a year's TTL) and an alias check of the
+    anchor carries its process's liveness; both reap the agent after deregister_after."""
+    registration = AgentRegistration(
+        agent_type="planner", agent_id="p-1", capabilities=["plan"], endpoint="http://h:1", ttl=15
+    )
+    body = wire.service_definition(registration, "p-1", load=0.0, heartbeat=utcnow(), anchor="anc-1")
+    own, alias = body["Checks"]
+    assert "Check" not in body
+    assert (own["CheckID"], own["TTL"]) == ("service:p-1", "8760h")
+    assert (alias["CheckID"], alias["AliasService"]) == ("alive:p-1", "anc-1")
+    assert own["DeregisterCriticalServiceAfter"] == alias["DeregisterCriticalServiceAfter"] == "60s"
+
+
+def test_anchor_is_a_service_outside_the_agent_prefix_with_one_ttl_check() -> None:
+    """An anchor is ``consul-agents-liveness-<type>``: never an agent service, its TTL check reaped later."""
+    body = wire.anchor_definition(
+        "planner",
+        "consul-agents-liveness-planner-x",
+        ttl=timedelta(seconds=15),
+        deregister_after=timedelta(minutes=3),
+    )
+    assert body["Name"] == "consul-agents-liveness-planner"
+    assert not wire.is_agent_service(body["Name"])
+    assert body["Check"]["TTL"] == "15s"
+    assert body["Check"]["DeregisterCriticalServiceAfter"] == "180s"
+    assert all(not key.startswith(("agent-", "consul-")) for key in body["Meta"])
