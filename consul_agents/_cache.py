@@ -432,7 +432,7 @@ class _ServiceWatch(_Watched):
     def _read(self, entries: list[Any], kv: Mapping[str, bytes] | None = None) -> list[AgentInfo | None]:
         """Entries as AgentInfos, position for position (None: not an agent, or skipped as untrusted input,
         counted and logged once)."""
-        results = wire_read.read_entries(entries, kv_metadata=kv)
+        results = wire_read.read_entries(entries, kv_metadata=kv, queried=self.service)
         for result in results:
             if isinstance(result, wire_read.Skipped):
                 record_skipped(result, self.datacenter)
