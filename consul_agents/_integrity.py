@@ -15,8 +15,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from consul_agents import _wire as wire
-from consul_agents._errors import ConsulAgentsError, ConsulRequestError, PermissionDeniedError
-from consul_agents._gateway import ConsulGateway
+from consul_agents._errors import (
+    ConsulAgentsError,
+    ConsulRequestError,
+    PermissionDeniedError,
+    RegistryTimeoutError,
+)
+from consul_agents._gateway import ConsulGateway, time_left
 from consul_agents._models import SERVICE_PREFIX, AgentRegistration
 
 __all__ = [
@@ -48,11 +53,26 @@ class AgentLocks:
 
     @asynccontextmanager
     async def hold(self, agent_id: str) -> AsyncIterator[None]:
+        """Hold the agent's lock; a caller waits for it at most what is left of its own deadline (not the
+        holder's): RegistryTimeoutError then, the holder going on."""
         lock, users = self._locks.setdefault(agent_id, (asyncio.Lock(), [0]))
         users[0] += 1
         try:
-            async with lock:
+            left = time_left()
+            try:
+                async with asyncio.timeout(None if left is None else max(left, 0.0)) as scope:
+                    await lock.acquire()
+            except TimeoutError:
+                if not scope.expired():
+                    raise
+                raise RegistryTimeoutError(
+                    f"another write of agent {agent_id!r} by this client did not end within the call's "
+                    "deadline (writes of one agent run one at a time)"
+                ) from None
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             users[0] -= 1
             if users[0] == 0:
