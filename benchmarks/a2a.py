@@ -1,11 +1,16 @@
 """A2A benchmark: registering from a card, calling through the registry's a2a-sdk client, the card listing.
 
 Run with ``python -m benchmarks.a2a [--consul-addr URL] [--iterations N] [--cards N]``. Without an address
-it starts its own dev Consul. It starts the example agent (examples/a2a/echo_agent.py, a real a2a-sdk
-server under uvicorn) and times, alternately in the same run so that machine noise hits both sides alike:
+it starts its own single Consul server with its state on disk (``dev_mode=False``: registrations are Raft
+writes as in production, which a ``-dev`` agent keeps in memory). It starts the example agent
+(examples/a2a/echo_agent.py, a real a2a-sdk server under uvicorn) and times, alternately in the same run so
+that machine noise hits both sides alike, recording the load average around each section:
 
 * ``register_card``: ``AgentRegistration.from_agent_card`` of the agent's card plus ``register_agent``
-  (validation, the card in KV, the service) against a plain registration of the same agent;
+  (validation, the card in KV, the service) against a plain registration of the same agent, both
+  re-registering one id (what a sidecar does when it starts again, or re-registers a changed agent);
+* ``register_card_new``: the same for a new id each round (deregistered after, untimed): the first
+  registration, which stores the card;
 * ``select_send``: ``a2a_client(registry, criteria).send_message`` (select by skill from the cache, the
   registered card's client, the lease's bookkeeping) against ``send_message`` of an a2a-sdk client built once
   for the agent's known card, same agent, one message each;
@@ -17,7 +22,9 @@ and writes reports/bench-a2a.json.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -31,7 +38,14 @@ from a2a.client.card_resolver import parse_agent_card
 from a2a.helpers import new_text_message
 from a2a.types import Role, SendMessageRequest
 
-from benchmarks._stats import benchmark_parser, compare, print_comparison, run_on_consul, write_report
+from benchmarks._stats import (
+    benchmark_parser,
+    compare,
+    consul_address,
+    print_comparison,
+    summary,
+    write_report,
+)
 from consul_agents import AgentRegistration, AgentRegistry, DiscoveryRequest, SelectionCriteria
 from consul_agents.a2a import a2a_client
 
@@ -68,6 +82,59 @@ def _card(url: str) -> dict[str, Any]:
     return card
 
 
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+async def _section(results: dict[str, Any], name: str, timed: Any) -> None:
+    """``results[name]``: the comparison ``timed`` gives, with the 1-minute load average before and after."""
+    before = _load()
+    row = await timed
+    row["load_average_1m"] = [before, _load()]
+    results[name] = row
+    print(f"{name}: ratio {row['ratio_median']} at the median (load {before} -> {_load()})", flush=True)
+
+
+async def _compare_first_registrations(
+    registry: AgentRegistry, card: dict[str, Any], url: str, iterations: int
+) -> dict[str, Any]:
+    """A new id each round for both sides, alternately; each agent deregistered after, outside the timing."""
+    ours_s: list[float] = []
+    bare_s: list[float] = []
+
+    async def card_agent(i: int) -> str:
+        return await registry.register_agent(
+            AgentRegistration.from_agent_card(card, agent_type="bench-new-card", agent_id=f"nc-{i}", ttl=3600)
+        )
+
+    async def plain_agent(i: int) -> str:
+        return await registry.register_agent(
+            AgentRegistration(
+                agent_type="bench-new-plain",
+                agent_id=f"np-{i}",
+                capabilities=["echo"],
+                endpoint=url,
+                ttl=3600,
+            )
+        )
+
+    for i in range(-20, iterations):
+        pairs = ((card_agent, ours_s), (plain_agent, bare_s))
+        for register, sink in pairs if i % 2 == 0 else pairs[::-1]:
+            started = time.perf_counter()
+            agent_id = await register(i)
+            if i >= 0:
+                sink.append(time.perf_counter() - started)
+            await registry.deregister_agent(agent_id)
+    ours, bare = summary(ours_s), summary(bare_s)
+    return {
+        "ours": ours,
+        "bare": bare,
+        "ratio_median": round(ours["median_ms"] / bare["median_ms"], 3),
+        "ratio_p99": round(ours["p99_ms"] / bare["p99_ms"], 3),
+    }
+
+
 def _message() -> SendMessageRequest:
     return SendMessageRequest(message=new_text_message("ping", role=Role.ROLE_USER))
 
@@ -95,7 +162,10 @@ async def run(addr: str, iterations: int, cards: int = CARDS) -> dict[str, Any]:
                 )
                 await registry.register_agent(registration)
 
-            results["register_card"] = await compare(from_card, plain, iterations)
+            await _section(results, "register_card", compare(from_card, plain, iterations))
+            await _section(
+                results, "register_card_new", _compare_first_registrations(registry, card, url, iterations)
+            )
             await registry.deregister_agent("plain-1")
             await registry.heartbeat("card-1")  # passing, however long the timing above took
 
@@ -112,7 +182,7 @@ async def run(addr: str, iterations: int, cards: int = CARDS) -> dict[str, Any]:
                     async for _ in direct.send_message(_message()):
                         pass
 
-                results["select_send"] = await compare(via_registry, known_url, iterations)
+                await _section(results, "select_send", compare(via_registry, known_url, iterations))
             await direct.close()
             await registry.deregister_agent("card-1")
 
@@ -134,7 +204,9 @@ async def run(addr: str, iterations: int, cards: int = CARDS) -> dict[str, Any]:
             async def discovery(i: int) -> None:
                 await registry.discover_agents(request)
 
-            results[f"card_listing_{cards}"] = await compare(listing, discovery, max(50, iterations // 3))
+            await _section(
+                results, f"card_listing_{cards}", compare(listing, discovery, max(50, iterations // 3))
+            )
             for i in range(cards):
                 await registry.deregister_agent(f"cards-{i}")
     finally:
@@ -147,13 +219,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, REPORT)
     parser.add_argument("--cards", type=int, default=CARDS)
     args = parser.parse_args(argv)
-    results, context = run_on_consul(args, lambda addr, n: run(addr, n, args.cards))
+    with consul_address(args.consul_addr, dev_mode=False) as addr:
+        results = asyncio.run(run(addr, args.iterations, args.cards))
     write_report(
         args.output,
         results,
-        **context,
-        note="register_card: from a card vs plain; select_send: registry's a2a client vs a2a-sdk to a known "
-        "URL; card_listing: cached agent_cards vs cached discover_agents",
+        consul=args.consul_addr or "single server (dev_mode=False, state on disk) started by the benchmark",
+        iterations=args.iterations,
+        command=f"python -m benchmarks.a2a --iterations {args.iterations} --cards {args.cards}",
+        note="register_card: from a card vs plain, re-registering one id; register_card_new: a new id each "
+        "round; select_send: registry's a2a client vs a2a-sdk to a known URL; card_listing: cached "
+        "agent_cards vs cached discover_agents; load_average_1m: before and after each section",
     )
     print_comparison(results, "ours", "base")
     print(f"-> {args.output}")

@@ -7,7 +7,9 @@ a dictionary hit; a new one costs an intersection of index sets, never a scan of
 
 On each change Consul re-sends every instance of the service (Consul 1.8 has no streaming). The answer is
 split into its entries without parsing it, and an entry whose text is unchanged keeps the AgentInfo built
-from it, so only the changed entries are parsed (see :func:`_wire.split_health_entries`).
+from it, so only the changed entries are parsed (see :func:`_wire.split_health_entries`). A question that
+narrows a large type by capability or tag may also get a watch that Consul filters (see
+:mod:`consul_agents._selective`): Consul then serialises a tenth of the answer on each change.
 
 Questions that name no agent type need the list of services: one more watch, on ``/v1/catalog/services``,
 per datacenter. Metadata too large for Meta lives in KV, which the service's answer does not reflect: while
@@ -41,14 +43,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import LRUCache
+
 from consul_agents import _wire as wire
 from consul_agents import _wire_read as wire_read
-from consul_agents._errors import ConsulAgentsError, RegistryUnavailableError
+from consul_agents._errors import ConsulAgentsError, RegistryTimeoutError, RegistryUnavailableError
 from consul_agents._frozen import FrozenList
-from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta
+from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta, detach_deadline, time_left
 from consul_agents._health_score import HealthHistory
 from consul_agents._metrics import observe_watch_lag, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
+from consul_agents._selective import MIN_AGENTS, PER_SERVICE, SHADOWED_IDLE, selector
 from consul_agents._watch import Watch, WatchPolicy
 
 __all__ = [
@@ -309,6 +314,22 @@ class _MetadataWatch(_Watched):
         self._owner.metadata_changed()
 
 
+class _InKV:
+    """An entry whose metadata lives in KV, with its last conversion and the KV value it was made with:
+    converted again only when that value changes."""
+
+    __slots__ = ("agent_id", "entry", "read")
+
+    def __init__(self, entry: Any, agent_id: str) -> None:
+        self.entry = entry
+        self.agent_id = agent_id
+        self.read: tuple[bytes | None, AgentInfo | None] | None = None
+
+
+#: What an entry of the last answer gave: its AgentInfo, None (not an agent, or skipped), or _InKV.
+_Value = AgentInfo | _InKV | None
+
+
 def _same(agents: list[AgentInfo], before: list[AgentInfo]) -> bool:
     """The very same AgentInfos in the same order (compared in C)."""
     return len(agents) == len(before) and all(map(operator.is_, agents, before))
@@ -316,25 +337,48 @@ def _same(agents: list[AgentInfo], before: list[AgentInfo]) -> bool:
 
 class _ServiceWatch(_Watched):
     """A watch on ``/v1/health/service/<name>`` in one datacenter and the view it keeps current, with a
-    watch on the agents' KV metadata while any of them keeps its metadata there."""
+    watch on the agents' KV metadata while any of them keeps its metadata there.
 
-    def __init__(self, cache: DiscoveryCache, datacenter: str, service: str) -> None:
+    A wake re-reads every instance (Consul 1.8 has no streaming); what each entry gave is kept beside its
+    text, and the next answer is compared with the last one from both ends, piece against piece in place
+    (a memcmp each): only the stretch between the common head and tail is looked up by text (hashing each
+    piece) or decoded. A change of one agent among 1,000 decodes one entry and hashes two.
+    """
+
+    def __init__(
+        self, cache: DiscoveryCache, datacenter: str, service: str, selector: str | None = None
+    ) -> None:
         operation = f"watch agents of service {service!r}"
+        name, params = service, None
+        if selector is not None:  # a selective watch (see _selective): Consul filters the answer
+            operation += f" matching {selector}"
+            name, params = f"{service}?filter={selector}", {"filter": selector}
         # The answer's text: _reuse splits it and decodes only the entries that changed.
-        super().__init__(cache, datacenter, service, operation, f"/v1/health/service/{service}", decode=str)
+        super().__init__(
+            cache, datacenter, name, operation, f"/v1/health/service/{service}", decode=str, params=params
+        )
         self.service = service
+        self.selector = selector
         self.view = ServiceView(())
+        #: The entries of the last answer as pieces of its text (empty when it could not be split), and
+        #: what each gave, position for position.
+        self._pieces: list[str] = []
+        self._values: list[_Value] = []
         #: The agents of the last version as read, before their health scores (see _health_score).
         self._sources: list[AgentInfo] = []
         self._scored: list[AgentInfo] = []
         self.scored_at = 0.0
         self.rescore_at = math.inf
-        #: The AgentInfo built from each entry of the last answer, keyed by the entry's text (None for an
-        #: entry that is not an agent, so it is not judged again while its text stays the same).
-        self._converted: dict[str, AgentInfo | None] = {}
-        #: The entries whose metadata is in KV, keyed by their text: converted again when the KV changes.
-        self._kv_entries: dict[str, Any] = {}
         self.metadata: _MetadataWatch | None = None
+
+    @property
+    def _converted(self) -> dict[str, AgentInfo | None]:
+        """What each entry of the last answer whose metadata is not in KV gave, by its text (diagnostics)."""
+        return {
+            piece: value
+            for piece, value in zip(self._pieces, self._values, strict=False)
+            if not isinstance(value, _InKV)
+        }
 
     def watches(self) -> list[Watch]:
         return [self.watch] if self.metadata is None else [self.watch, self.metadata.watch]
@@ -345,53 +389,66 @@ class _ServiceWatch(_Watched):
         return _healthy(self.watch) and _healthy(self.metadata.watch)
 
     async def refresh(self) -> None:
-        if self.metadata is not None:
-            await self.metadata.refresh()
-        await self.watch.refresh()
+        if self.metadata is None:
+            await self.watch.refresh()
+            return
+        # Both at once: the KV re-read is not a round trip in front of the service's.
+        results = await asyncio.gather(self.metadata.refresh(), self.watch.refresh(), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _deliver(self, response: ConsulResponse) -> None:
         started = time.monotonic()
         text = response.body if isinstance(response.body, str) else ""
-        converted, kv_entries, fresh = self._reuse(text)
-        plain = []
-        for key, entry in fresh:
-            if wire_read.kv_metadata_wanted(entry) is not None:
-                kv_entries[key] = entry
+        pieces, values, fresh = self._reuse(text)
+        plain: list[tuple[int, Any]] = []
+        for position, entry in fresh:
+            wanted = wire_read.kv_metadata_wanted(entry)
+            if wanted is not None:
+                values[position] = _InKV(entry, wanted[1])
             else:
-                plain.append((key, entry))
+                plain.append((position, entry))
         if plain:
-            results = self._read([e for _, e in plain])
-            converted.update(zip((key for key, _ in plain), results, strict=True))
-        self._converted = converted
-        self._kv_entries = kv_entries
-        if kv_entries and self.metadata is None:
+            results = self._read([entry for _, entry in plain])
+            for (position, _), result in zip(plain, results, strict=True):
+                values[position] = result
+        self._pieces, self._values = pieces, values
+        in_kv = any(isinstance(value, _InKV) for value in values)
+        if in_kv and self.metadata is None:
             metadata = _MetadataWatch(self, wire.agent_type_of(self.service))
             await metadata.start()
             self.metadata = metadata
-        elif not kv_entries and self.metadata is not None:
+        elif not in_kv and self.metadata is not None:
             metadata, self.metadata = self.metadata, None
             await metadata.stop()
         self._rebuild()
         observe_watch_lag(response.meta.last_contact_ms / 1000 + time.monotonic() - started)
 
     def metadata_changed(self) -> None:
-        if self._kv_entries:
+        if any(isinstance(value, _InKV) for value in self._values):
             self._rebuild()
 
     def _read(self, entries: list[Any], kv: Mapping[str, bytes] | None = None) -> list[AgentInfo | None]:
         """Entries as AgentInfos, position for position (None: not an agent, or skipped as untrusted input,
         counted and logged once)."""
-        results = wire_read.read_entries(entries, kv_metadata=kv)
+        results = wire_read.read_entries(entries, kv_metadata=kv, queried=self.service)
         for result in results:
             if isinstance(result, wire_read.Skipped):
                 record_skipped(result, self.datacenter)
         return [result if isinstance(result, AgentInfo) else None for result in results]
 
     def _rebuild(self) -> None:
-        infos = [info for info in self._converted.values() if info is not None]
-        if self._kv_entries:
-            values = self.metadata.values if self.metadata is not None else {}
-            infos += [info for info in self._read(list(self._kv_entries.values()), values) if info]
+        infos = [value for value in self._values if isinstance(value, AgentInfo)]
+        in_kv = [value for value in self._values if isinstance(value, _InKV)]
+        if in_kv:
+            kv = self.metadata.values if self.metadata is not None else {}
+            changed = [item for item in in_kv if item.read is None or item.read[0] != kv.get(item.agent_id)]
+            if changed:
+                results = self._read([item.entry for item in changed], kv)
+                for item, info in zip(changed, results, strict=True):
+                    item.read = (kv.get(item.agent_id), info)
+            infos += [item.read[1] for item in in_kv if item.read is not None and item.read[1] is not None]
         previous, self._sources = self._sources, infos
         self._score(self.cache.clock(), previous)
         self.dirty = False
@@ -419,11 +476,10 @@ class _ServiceWatch(_Watched):
             self._score(now)
         return self.view
 
-    def _reuse(self, text: str) -> tuple[dict[str, AgentInfo | None], dict[str, Any], list[tuple[str, Any]]]:
-        """What the last answer's unchanged entries gave, keyed by their text (the AgentInfos, None for
-        those that are not agents, and the entries whose metadata is in KV), and the changed entries
-        decoded, with their keys; all decoded afresh when the answer cannot be split (each then keyed by
-        its position, a key no piece of text can equal)."""
+    def _reuse(self, text: str) -> tuple[list[str], list[_Value], list[tuple[int, Any]]]:
+        """The answer's entries as pieces of its text, what the last answer's equal pieces gave (None where
+        an entry is new), and the new entries decoded, by position; when the answer cannot be split, no
+        pieces, and every entry decoded afresh."""
         if not text.strip():
             # Consul writes "[]" for a service with no instances: an empty answer is not one, and taking it
             # for one would empty the view.
@@ -433,23 +489,30 @@ class _ServiceWatch(_Watched):
             )
         pieces = wire.split_health_entries(text)
         if pieces is not None:
-            reused: dict[str, AgentInfo | None] = {}
-            kept: dict[str, Any] = {}
-            fresh: list[tuple[str, Any]] = []
-            for piece in pieces:
-                if piece in self._converted:
-                    reused[piece] = self._converted[piece]
-                    continue
-                entry = self._kv_entries.get(piece)
-                if entry is not None:
-                    kept[piece] = entry
+            old, given = self._pieces, self._values
+            n, m = len(pieces), len(old)
+            limit = min(n, m)
+            head = 0
+            while head < limit and pieces[head] == old[head]:
+                head += 1
+            tail = 0
+            while tail < limit - head and pieces[n - 1 - tail] == old[m - 1 - tail]:
+                tail += 1
+            values: list[_Value] = [*given[:head], *([None] * (n - head - tail)), *given[m - tail : m]]
+            # Between the common head and tail: an entry that moved, or a new one.
+            moved = dict(zip(old[head : m - tail], given[head : m - tail], strict=True))
+            fresh: list[tuple[int, Any]] = []
+            for position in range(head, n - tail):
+                piece = pieces[position]
+                if piece in moved:
+                    values[position] = moved[piece]
                     continue
                 entry = wire.health_entry(piece)
                 if entry is None:
                     break
-                fresh.append((piece, entry))
+                fresh.append((position, entry))
             else:
-                return reused, kept, fresh
+                return pieces, values, fresh
         entries = wire.health_entries(text)
         if not isinstance(entries, list):
             raise RegistryUnavailableError(
@@ -457,7 +520,7 @@ class _ServiceWatch(_Watched):
                 "other than a list of entries",
                 address=self.cache.gateway.address,
             )
-        return {}, {}, [(f"#{position}", entry) for position, entry in enumerate(entries)]
+        return [], [None] * len(entries), list(enumerate(entries))
 
 
 class _CatalogWatch(_Watched):
@@ -474,6 +537,8 @@ class _CatalogWatch(_Watched):
 
 
 WatchKey = tuple[str, str]
+#: (datacenter, service, Consul filter) of a selective watch.
+SelectiveKey = tuple[str, str, str]
 
 
 class DiscoveryCache:
@@ -513,7 +578,14 @@ class DiscoveryCache:
         self._services: dict[WatchKey, _ServiceWatch] = {}
         self._catalogs: dict[str, _CatalogWatch] = {}
         self._starting: dict[WatchKey, asyncio.Task[Any]] = {}
+        #: Selective watches (see _selective), running and starting in the background.
+        self._selective: dict[SelectiveKey, _ServiceWatch] = {}
+        self._accelerating: dict[SelectiveKey, asyncio.Task[None]] = {}
+        self._selectors: LRUCache[RequestKey, str | None] = LRUCache(maxsize=_MEMO_SIZE)
+        #: The types whose own watch was stopped once as shadowed by selective watches.
+        self._shadowed: LRUCache[WatchKey, bool] = LRUCache(maxsize=_MEMO_SIZE)
         self._reaper: asyncio.Task[None] | None = None
+        self._reap_soon = asyncio.Event()
         self._changed = asyncio.Event()
         #: Status changes and lease outcomes of the agents watched: their health scores.
         self.health = HealthHistory()
@@ -530,12 +602,13 @@ class DiscoveryCache:
         return f"DiscoveryCache(watches={self.watch_count})"
 
     def _entries(self) -> list[_Watched]:
-        return [*self._services.values(), *self._catalogs.values()]
+        return [*self._services.values(), *self._selective.values(), *self._catalogs.values()]
 
     @property
     def watch_slots(self) -> int:
         """Watches this cache holds or is starting (each one a pooled connection)."""
-        return sum(len(entry.watches()) for entry in self._entries()) + len(self._starting)
+        starting = len(self._starting) + len(self._accelerating)
+        return sum(len(entry.watches()) for entry in self._entries()) + starting
 
     @property
     def watch_count(self) -> int:
@@ -569,6 +642,9 @@ class DiscoveryCache:
         name no agent type re-read the list of services too.
         """
         for (_, name), watched in self._services.items():
+            if service is None or name == service:
+                watched.dirty = True
+        for (_, name, _), watched in self._selective.items():
             if service is None or name == service:
                 watched.dirty = True
         if catalog or service is None:
@@ -612,9 +688,16 @@ class DiscoveryCache:
             agent_type = request.agent_type
             if agent_type is None:
                 return None
-            service = self._services.get((datacenter, SERVICE_PREFIX + agent_type))
+            name = SERVICE_PREFIX + agent_type
+            service = None
+            if self._selective:  # a selective watch answers its question (see _selective)
+                narrowed = self._selector(request, request_key(request))
+                service = self._selective.get((datacenter, name, narrowed)) if narrowed else None
             if service is None:
-                return None
+                service = self._services.get((datacenter, name))
+                if service is None:
+                    return None
+                self._accelerate(request, None, datacenter, [service])
             entry, found = service, service.view.query(request)
             if len(self._recent) >= _RECENT_SIZE:
                 del self._recent[next(iter(self._recent))]
@@ -651,8 +734,11 @@ class DiscoveryCache:
                 names = wire.service_names_for(request, catalog.services)
                 if len(names) + 1 > self.max_watches:
                     raise TooManyServices(len(names))
+            selective = await self._selective_watch(request, key, datacenter)
             entries = [self._services.get((datacenter, name)) for name in names]
-            ready = [entry for entry in entries if entry is not None and not entry.dirty and entry.usable()]
+            # A selective watch serves its question alone (see _selective).
+            usable = [e for e in entries if e is not None and not e.dirty and e.usable()]
+            ready = usable if selective is None else [selective]
             now = self.clock()
             if len(ready) == len(entries):
                 for entry in ready:
@@ -663,6 +749,7 @@ class DiscoveryCache:
                     # first use of several services: their first reads go out together, not one after another
                     await asyncio.gather(*(self._service(datacenter, name) for name in pending))
                 ready = [await self._service(datacenter, name) for name in names]
+            self._accelerate(request, key, datacenter, ready)
             found: list[AgentInfo] = []
             known_leader = True
             last_contact = 0
@@ -687,6 +774,11 @@ class DiscoveryCache:
         """Take a service's entry out of the cache (to stop it), and whatever peek remembers of any."""
         self._recent.clear()
         return self._services.pop(key)
+
+    def _forget_selective(self, key: SelectiveKey) -> _ServiceWatch:
+        """Take a selective watch out of the cache (to stop it), and whatever peek remembers of any."""
+        self._recent.clear()
+        return self._selective.pop(key)
 
     def _check_fresh(self, watch: Watch) -> float:
         staleness = watch.staleness()
@@ -717,6 +809,79 @@ class DiscoveryCache:
         await self._use(entry)
         return entry
 
+    def _selector(self, request: DiscoveryRequest, key: RequestKey) -> str | None:
+        """:func:`_selective.selector` of ``request``, remembered by its key (it runs on cached reads)."""
+        if key in self._selectors:
+            return self._selectors[key]
+        found = self._selectors[key] = selector(request)
+        return found
+
+    async def _selective_watch(
+        self, request: DiscoveryRequest, key: RequestKey, datacenter: str
+    ) -> _ServiceWatch | None:
+        """The running selective watch that answers ``request``, if any, re-read first when this client
+        just wrote (read-your-writes); one no longer usable is stopped (the type's watch answers, and the
+        next question starts it again).
+
+        The type's own watch, unused for SHADOWED_IDLE seconds while selective watches answer, is stopped by
+        :meth:`reap_idle` (its 1.4 MB answers would only slow theirs), once per type: a question that
+        starts it again shows that the type's questions are mixed, and it then stays until idle."""
+        narrowed = self._selector(request, key) if self._selective else None
+        if narrowed is None:
+            return None
+        service = SERVICE_PREFIX + str(request.agent_type)
+        entry = self._selective.get((datacenter, service, narrowed))
+        if entry is None:
+            return None
+        if not entry.usable():
+            await self._forget_selective((datacenter, service, narrowed)).stop()
+            return None
+        await self._use(entry)
+        return entry
+
+    def _accelerate(
+        self, request: DiscoveryRequest, key: RequestKey | None, datacenter: str, ready: list[_ServiceWatch]
+    ) -> None:
+        """Start, in the background, the selective watch for ``request`` when it qualifies and fits (see
+        _selective): never by stopping another watch."""
+        if len(ready) != 1 or ready[0].selector is not None or len(ready[0].view) < MIN_AGENTS:
+            return
+        narrowed = self._selector(request, request_key(request) if key is None else key)
+        if narrowed is None:
+            return
+        typed = ready[0]
+        watch_key = (datacenter, typed.service, narrowed)
+        if watch_key in self._selective or watch_key in self._accelerating:
+            return
+        same_type = [k for k in (*self._selective, *self._accelerating) if k[:2] == watch_key[:2]]
+        if len(same_type) >= PER_SERVICE or self.closed:
+            return
+        if self.watch_slots + 1 > self.max_watches or self.budget.in_use() + 1 > self.budget.limit:
+            return
+        task = asyncio.create_task(self._open_selective(watch_key), name=f"selective-watch:{narrowed}")
+        self._accelerating[watch_key] = task
+        task.add_done_callback(lambda _: self._accelerating.pop(watch_key, None))
+
+    async def _open_selective(self, key: SelectiveKey) -> None:
+        detach_deadline()  # nobody waits for it: the watch's own reads are bounded by the client's timeout
+        entry = _ServiceWatch(self, key[0], key[1], key[2])
+        try:
+            await entry.start()
+        except ConsulAgentsError as exc:
+            log.debug("selective watch %s did not start: %s", entry.watch.name, exc)
+            await entry.stop()
+            return
+        except BaseException:
+            await asyncio.shield(entry.stop())
+            raise
+        if self.closed:
+            await entry.stop()
+            return
+        self._selective[key] = entry
+        self._recent.clear()  # peek's remembered answers of its question came from the type's watch
+        self._ensure_reaper()
+        self._reap_soon.set()  # the reaper's pace follows: it may be sleeping idle_timeout / 4
+
     async def _use(self, entry: _Watched) -> None:
         entry.last_used = self.clock()
         if entry.dirty:
@@ -734,16 +899,33 @@ class DiscoveryCache:
         """Start the watch for ``key`` ((datacenter, "") is the catalog's), shared by concurrent first
         users; raises its first read's error, or TooManyServices when no watch may start.
 
-        The start runs in a task of the cache's own: cancelling one waiting caller never cancels the start
-        the others wait for (nor makes them see CancelledError)."""
+        The start runs in a task of the cache's own, bounded by the deadline of the caller that began it:
+        cancelling one waiting caller never cancels the start the others wait for (nor makes them see
+        CancelledError), and each caller waits at most what is left of its own deadline (a caller that
+        joined a start begun with a longer one raises RegistryTimeoutError at its own, the start going on
+        for the others)."""
         self._misses += 1
         task = self._starting.get(key)
+        where = f"{key[0] or 'local'}/{key[1] or 'catalog'}"
         if task is None:
-            where = f"{key[0] or 'local'}/{key[1] or 'catalog'}"
             task = asyncio.create_task(self._open(key, make), name=f"watch-start:{where}")
             self._starting[key] = task
             task.add_done_callback(functools.partial(self._started, key))
-        return await asyncio.shield(task)
+        left = time_left()
+        if left is None:
+            return await asyncio.shield(task)
+        try:
+            async with asyncio.timeout(max(left, 0.0)) as scope:
+                return await asyncio.shield(task)
+        except TimeoutError:
+            if not scope.expired():
+                raise  # the start's own error (a RegistryTimeoutError of the caller that began it)
+        raise RegistryTimeoutError(
+            f"Consul at {self.gateway.address} did not answer the first read of watch {where} within the "
+            "call's deadline (the watch goes on starting for the calls that have time left)",
+            address=self.gateway.address,
+            datacenter=key[0],
+        )
 
     def _started(self, key: WatchKey, task: asyncio.Task[Any]) -> None:
         if self._starting.get(key) is task:
@@ -775,15 +957,18 @@ class DiscoveryCache:
     async def _make_room(self) -> None:
         """Stop this cache's least recently used watches so that the one starting fits within
         ``max_watches`` and the shared budget; TooManyServices when it still does not fit."""
-        entries: list[tuple[float, WatchKey]] = [(w.last_used, k) for k, w in self._services.items()]
+        entries: list[tuple[float, tuple[str, ...]]] = [(w.last_used, k) for k, w in self._services.items()]
+        entries += [(w.last_used, k) for k, w in self._selective.items()]
         entries += [(c.last_used, (dc, "")) for dc, c in self._catalogs.items()]
         entries.sort()
         while entries and (self.watch_slots > self.max_watches or self.budget.in_use() > self.budget.limit):
-            _, (datacenter, service) = entries.pop(0)
-            if service:
-                await self._forget((datacenter, service)).stop()
+            _, key = entries.pop(0)
+            if len(key) == 3:
+                await self._forget_selective((key[0], key[1], key[2])).stop()
+            elif key[1]:
+                await self._forget((key[0], key[1])).stop()
             else:
-                await self._catalogs.pop(datacenter).stop()
+                await self._catalogs.pop(key[0]).stop()
         if self.budget.in_use() > self.budget.limit:
             raise TooManyServices(self.budget.limit)
 
@@ -792,8 +977,13 @@ class DiscoveryCache:
             self._reaper = asyncio.create_task(self._reap(), name="discovery-cache-reaper")
 
     async def _reap(self) -> None:
-        while self._services or self._catalogs:
-            await asyncio.sleep(max(self.idle_timeout / 4, 0.01))
+        while self._services or self._selective or self._catalogs:
+            period = self.idle_timeout / 4
+            if self._selective:  # a type's own watch shadowed by selective ones stops within SHADOWED_IDLE
+                period = min(period, SHADOWED_IDLE / 2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reap_soon.wait(), max(period, 0.01))
+            self._reap_soon.clear()
             await self.reap_idle()
 
     async def reap_idle(self) -> int:
@@ -801,16 +991,27 @@ class DiscoveryCache:
         limit = self.clock() - self.idle_timeout
         idle_services = [k for k, w in self._services.items() if w.last_used < limit]
         idle_catalogs = [k for k, c in self._catalogs.items() if c.last_used < limit]
+        idle_selective = [k for k, w in self._selective.items() if w.last_used < limit]
+        shadowed = self.clock() - SHADOWED_IDLE
+        for datacenter, service, _ in list(self._selective):
+            typed = self._services.get((datacenter, service))
+            once = (datacenter, service) not in self._shadowed  # once per type (see _selective_watch)
+            if typed is not None and once and typed.last_used < shadowed:
+                self._shadowed[(datacenter, service)] = True
+                if (datacenter, service) not in idle_services:
+                    idle_services.append((datacenter, service))
         for key in idle_services:
             await self._forget(key).stop()
+        for selective in idle_selective:
+            await self._forget_selective(selective).stop()
         for dc in idle_catalogs:
             await self._catalogs.pop(dc).stop()
-        return len(idle_services) + len(idle_catalogs)
+        return len(idle_services) + len(idle_selective) + len(idle_catalogs)
 
     async def close(self) -> None:
         """Stop every watch, those still starting included."""
         self.closed = True
-        starting = list(self._starting.values())
+        starting = [*self._starting.values(), *self._accelerating.values()]
         for task in starting:
             task.cancel()
         await asyncio.gather(*starting, return_exceptions=True)
@@ -820,6 +1021,7 @@ class DiscoveryCache:
                 await self._reaper
         entries = self._entries()
         self._services.clear()
+        self._selective.clear()
         self._recent.clear()
         self._catalogs.clear()
         for entry in entries:

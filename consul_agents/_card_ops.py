@@ -92,15 +92,28 @@ def check_signatures(policy: CardPolicy, registration: AgentRegistration) -> Non
 
 
 async def write_card(
-    gateway: ConsulGateway, operation: str, registration: AgentRegistration, agent_id: str
+    gateway: ConsulGateway,
+    operation: str,
+    registration: AgentRegistration,
+    agent_id: str,
+    *,
+    replacing: AgentRegistration | None = None,
 ) -> None:
-    """Store the registration's card in KV under its digest, before the service, so a reader never sees a
-    digest in Meta without its card (a card key is never overwritten: see wire.card_key)."""
+    """Store the registration's card in KV under its digest (a card key is never overwritten with another
+    card: see wire.card_key). Called before the service write, so that a reader never sees a digest in
+    Meta without its card, and again after it, in case another client's deregistration or a reap removed
+    it between the two (the write moves the key's index, so a check-and-set deletion read before it fails).
+
+    Before the service write, ``replacing`` is this client's registration of the id that the new one
+    replaces: when it names the same card, Meta names that card already and the write after the service
+    is enough, so re-registering an unchanged card costs one KV write (a Raft write, on disk), not two.
+    """
     card = registration.card_fields
-    if card is not None:
-        await gateway.put(
-            operation, f"/v1/kv/{wire.card_key(registration.agent_type, agent_id, card.digest)}", card.text
-        )
+    if card is None or _key(replacing, agent_id) == _key(registration, agent_id):
+        return
+    await gateway.put(
+        operation, f"/v1/kv/{wire.card_key(registration.agent_type, agent_id, card.digest)}", card.text
+    )
 
 
 def _key(registration: AgentRegistration | None, agent_id: str) -> str | None:

@@ -113,7 +113,7 @@ class Discoverer:
         task when it closes now."""
         return self.cache.retire()
 
-    async def infos(self, entries: Any, datacenter: str | None) -> list[AgentInfo]:
+    async def infos(self, entries: Any, datacenter: str | None, service: str = "") -> list[AgentInfo]:
         """Health entries read directly as AgentInfos: the agents among them, with the metadata kept in KV
         read, in ``datacenter`` (None: the local one), for those whose metadata is too large for Meta.
         Entries skipped as untrusted input are counted and logged once (see ``_wire_read``)."""
@@ -125,7 +125,7 @@ class Discoverer:
             pairs = sorted(wanted)
             values = await asyncio.gather(*(self._kv_metadata(t, a, datacenter) for t, a in pairs))
             kv = {a: value for (_, a), value in zip(pairs, values, strict=True) if value is not None}
-        results = wire_read.read_entries(entries, kv_metadata=kv)
+        results = wire_read.read_entries(entries, kv_metadata=kv, queried=service)
         for result in results:
             if isinstance(result, wire_read.Skipped):
                 record_skipped(result, datacenter or "")
@@ -141,16 +141,16 @@ class Discoverer:
         del self._narrow_until[(datacenter, name)]
         return False
 
-    async def _read_answer(self, body: Any, datacenter: str | None) -> list[AgentInfo]:
-        """A ``/v1/health/service`` answer's text as AgentInfos: entries judged before in the same text
-        remembered (see _entry_memo), the rest judged now; decoded whole when it cannot be split."""
+    async def _read_answer(self, body: Any, datacenter: str | None, service: str = "") -> list[AgentInfo]:
+        """A ``/v1/health/service/<service>`` answer's text as AgentInfos: entries judged before in the same
+        text remembered (see _entry_memo), the rest judged now; decoded whole when it cannot be split."""
         if isinstance(body, str):
-            read = self._entries.read(body, datacenter or "")
+            read = self._entries.read(body, datacenter or "", service)
             if read is not None:
                 agents, in_kv = read
-                return [*agents, *(await self.infos(in_kv, datacenter))] if in_kv else agents
+                return [*agents, *(await self.infos(in_kv, datacenter, service))] if in_kv else agents
             body = wire.health_entries(body)
-        return await self.infos(body or [], datacenter)
+        return await self.infos(body or [], datacenter, service)
 
     async def _kv_metadata(self, agent_type: str, agent_id: str, datacenter: str | None) -> bytes | None:
         """The KV value as bytes: KV holds any bytes, and its metadata is checked when it is read."""
@@ -471,7 +471,7 @@ class Discoverer:
         responses = [await read(names[0])] if len(names) == 1 else await asyncio.gather(*map(read, names))
         found: list[AgentInfo] = []
         for name, response in zip(names, responses, strict=True):
-            infos = await self._read_answer(response.body, dc)
+            infos = await self._read_answer(response.body, dc, name)
             kept = [info for info in infos if wire.matches(request, info)]
             if not narrow and len(infos) - len(kept) > max(NARROW_AFTER_DROPPED, len(infos) // 2):
                 self._narrow_until[(dc, name)] = self._clock() + NARROW_FOR

@@ -41,11 +41,11 @@ class EntryMemo:
     def __len__(self) -> int:
         return len(self._judged)
 
-    def read(self, text: str, datacenter: str) -> tuple[list[AgentInfo], list[Any]] | None:
-        """The agents of an answer's text, and its entries whose metadata lives in KV (decoded, for the
-        caller to read with their KV values); None when the text cannot be split into whole entries
-        (decode it whole). Entries skipped as untrusted input are counted and logged once, in
-        ``datacenter`` ("" for the local one)."""
+    def read(self, text: str, datacenter: str, queried: str = "") -> tuple[list[AgentInfo], list[Any]] | None:
+        """The agents of an answer's text about the service ``queried``, and its entries whose metadata
+        lives in KV (decoded, for the caller to read with their KV values); None when the text cannot be
+        split into whole entries (decode it whole). Entries skipped as untrusted input are counted and
+        logged once, in ``datacenter`` ("" for the local one)."""
         pieces = wire.split_health_entries(text)
         if pieces is None:
             return None
@@ -65,7 +65,7 @@ class EntryMemo:
             if wire_read.kv_metadata_wanted(entry) is not None:
                 in_kv.append(entry)
                 continue
-            result = wire_read.read_entry(entry)
+            result = wire_read.read_entry(entry, queried=queried)
             if isinstance(result, wire_read.Skipped):
                 record_skipped(result, datacenter)
             info = result if isinstance(result, AgentInfo) else None

@@ -1,5 +1,6 @@
 """What keeps this library's writes whole: per-agent write locks, who holds an id, whether an agent's catalog
-entry is still the one its client registered, and KV metadata no agent uses any more.
+entry is still the one its client registered, the KV entries of a registration Consul refused, and KV
+metadata and cards no agent uses any more.
 
 Each is a few reads through the gateway, kept off the hot path: the holder check runs once per new
 registration, the entry check every ``verify_every`` heartbeats, the reaper when called.
@@ -14,9 +15,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from consul_agents import _wire as wire
-from consul_agents._errors import ConsulRequestError, PermissionDeniedError
-from consul_agents._gateway import ConsulGateway
-from consul_agents._models import SERVICE_PREFIX
+from consul_agents._errors import (
+    ConsulAgentsError,
+    ConsulRequestError,
+    PermissionDeniedError,
+    RegistryTimeoutError,
+)
+from consul_agents._gateway import ConsulGateway, time_left
+from consul_agents._models import SERVICE_PREFIX, AgentRegistration
 
 __all__ = [
     "AgentLocks",
@@ -28,6 +34,7 @@ __all__ = [
     "node_name",
     "reap_metadata",
     "registration_conflict",
+    "undo_refused_registration",
 ]
 
 log = logging.getLogger("consul_agents.registry")
@@ -46,11 +53,26 @@ class AgentLocks:
 
     @asynccontextmanager
     async def hold(self, agent_id: str) -> AsyncIterator[None]:
+        """Hold the agent's lock; a caller waits for it at most what is left of its own deadline (not the
+        holder's): RegistryTimeoutError then, the holder going on."""
         lock, users = self._locks.setdefault(agent_id, (asyncio.Lock(), [0]))
         users[0] += 1
         try:
-            async with lock:
+            left = time_left()
+            try:
+                async with asyncio.timeout(None if left is None else max(left, 0.0)) as scope:
+                    await lock.acquire()
+            except TimeoutError:
+                if not scope.expired():
+                    raise
+                raise RegistryTimeoutError(
+                    f"another write of agent {agent_id!r} by this client did not end within the call's "
+                    "deadline (writes of one agent run one at a time)"
+                ) from None
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             users[0] -= 1
             if users[0] == 0:
@@ -88,6 +110,55 @@ async def drop_unused_metadata(
     await gateway.delete(
         operation, f"/v1/kv/{wire.metadata_key(agent_type, agent_id)}", params={"cas": index}
     )
+
+
+async def undo_refused_registration(
+    gateway: ConsulGateway, operation: str, registration: AgentRegistration, agent_id: str
+) -> None:
+    """After Consul refused a registration's card or service write: delete the KV metadata entry and the
+    A2A card it wrote before, so the refusal leaves nothing half-written, unless the local Consul agent's
+    registration of the id (this client's earlier one, or another client's) uses them.
+
+    Like :func:`drop_unused_metadata`, each index is read before the local registration and the deletion
+    is a check-and-set on it: a registration of the same id in flight (entry, service, entry again) keeps
+    its entry. Best effort: what cannot be read or deleted here (a token that may not read the local
+    registration, Consul gone) stays for :func:`reap_metadata`.
+    """
+    agent_type = registration.agent_type
+    in_kv = wire.encode_metadata(registration.metadata, private=registration.private_metadata)[1] is not None
+    card_digest = None if registration.card_fields is None else registration.card_fields.digest
+    keys = [wire.metadata_key(agent_type, agent_id)] if in_kv else []
+    if card_digest is not None:
+        keys.append(wire.card_key(agent_type, agent_id, card_digest))
+    try:
+        indexes = {}
+        for key in keys:
+            try:
+                current = await gateway.get(operation, f"/v1/kv/{key}", allow_404=True)
+            except PermissionDeniedError:
+                continue  # the key whose write was refused: nothing was written there
+            index = wire.kv_modify_index(current.body)
+            if index is not None:
+                indexes[key] = index
+        if not indexes:
+            return
+        local = await gateway.get(operation, f"/v1/agent/service/{agent_id}", allow_404=True)
+        if local.status != 404:
+            local_type, in_kv = wire.local_agent_type(local.body)
+            if local_type == agent_type:
+                if in_kv:
+                    indexes.pop(wire.metadata_key(agent_type, agent_id), None)
+                digest = wire.local_card_digest(local.body)
+                if digest == card_digest and card_digest is not None:
+                    indexes.pop(wire.card_key(agent_type, agent_id, card_digest), None)
+        for key, index in indexes.items():
+            await gateway.delete(operation, f"/v1/kv/{key}", params={"cas": index})
+    except ConsulAgentsError as exc:
+        log.warning(
+            "agent %s: could not remove the KV entries of a refused registration (reap-metadata will): %s",
+            agent_id,
+            exc,
+        )
 
 
 async def delete_metadata(
@@ -178,15 +249,16 @@ async def registration_conflict(
 async def reap_metadata(
     gateway: ConsulGateway, *, dry_run: bool = False, agent_id: str | None = None
 ) -> list[str]:
-    """Delete the KV metadata entries no agent uses any more; returns their keys.
+    """Delete the KV metadata entries and A2A Agent Cards no agent uses any more; returns their keys.
 
-    An entry is in use when the catalog holds an agent with that id and type whose Meta says its metadata
-    is in KV. Others are left by agents Consul reaped, deregistered by hand, or re-registered with small
-    metadata. Each deletion is a check-and-set on the entry's index, so an entry rewritten meanwhile (a
-    registration in flight) stays. Needs a token that reads nodes, agents and KV of the types reaped and
-    writes their KV (an operator token): Consul hides health entries from a token without ``node:read``,
-    which would make every entry look unused, so that is refused. ``agent_id`` limits it to that id's
-    entries (of any type).
+    A metadata entry is in use when the catalog holds an agent with that id and type whose Meta says its
+    metadata is in KV; a card, when such an agent's Meta names that card's digest. Others are left by
+    agents Consul reaped, deregistered by hand, re-registered with small metadata or another card, or by a
+    process that died between two writes. Each deletion is a check-and-set on the entry's index, so an
+    entry rewritten meanwhile (a registration in flight) stays. Needs a token that reads nodes, agents and
+    KV of the types reaped and writes their KV (an operator token): Consul hides health entries from a
+    token without ``node:read``, which would make every entry look unused, so that is refused.
+    ``agent_id`` limits it to that id's entries (of any type).
     """
     operation = "reap agent metadata"
     nodes = await gateway.get(operation, "/v1/catalog/nodes")
@@ -196,12 +268,17 @@ async def reap_metadata(
             "the token cannot read nodes, so it cannot tell which agents exist: use an operator token",
         )
     listing = await gateway.get(operation, f"/v1/kv/{wire.KV_PREFIX}", params={"keys": ""}, allow_404=True)
-    entries = [e for e in wire.metadata_keys(listing.body) if agent_id is None or e[2] == agent_id]
-    in_use: dict[str, set[str]] = {}
+    # (key, type, id, None for metadata or the card's digest)
+    entries: list[tuple[str, str, str, str | None]] = [
+        (key, agent_type, entry_id, None) for key, agent_type, entry_id in wire.metadata_keys(listing.body)
+    ]
+    entries += wire.card_keys(listing.body)
+    in_use: dict[str, set[tuple[str, str | None]]] = {}
     reaped: list[str] = []
 
-    async def users(agent_type: str, agent_id: str | None = None) -> set[str]:
-        """The ids of the type's agents whose metadata is in KV (only ``agent_id``, when given)."""
+    async def users(agent_type: str, agent_id: str | None = None) -> set[tuple[str, str | None]]:
+        """What the type's agents use: (id, None) for metadata in KV, (id, digest) for a card (only
+        ``agent_id``'s, when given)."""
         only = {} if agent_id is None else {"filter": f"Service.ID == {wire.quote(agent_id)}"}
         health = await gateway.get(
             operation,
@@ -209,12 +286,15 @@ async def reap_metadata(
             params=only,
             decode=wire.health_entries,
         )
-        return wire.ids_using_kv(health.body)
+        used: set[tuple[str, str | None]] = {(used_id, None) for used_id in wire.ids_using_kv(health.body)}
+        return used | set(wire.card_digests(health.body))
 
-    for key, agent_type, entry_id in entries:
+    for key, agent_type, entry_id, digest in entries:
+        if agent_id is not None and entry_id != agent_id:
+            continue
         if agent_type not in in_use:
             in_use[agent_type] = await users(agent_type)
-        if entry_id in in_use[agent_type]:
+        if (entry_id, digest) in in_use[agent_type]:
             continue
         current = await gateway.get(operation, f"/v1/kv/{key}", allow_404=True)
         index = wire.kv_modify_index(current.body)
@@ -222,12 +302,13 @@ async def reap_metadata(
         # answer may have registered its agent since (the check-and-set then covers anything later).
         if index is None:
             continue
-        if await users(agent_type, entry_id):
+        if (entry_id, digest) in await users(agent_type, entry_id):
             continue
         if not dry_run:
             deleted = await gateway.delete(operation, f"/v1/kv/{key}", params={"cas": index})
             if deleted.body is not True:
                 continue
-        log.info("reaped metadata of agent %s (type %s): no agent uses it", entry_id, agent_type)
+        what = "metadata" if digest is None else "card"
+        log.info("reaped %s of agent %s (type %s): no agent uses it", what, entry_id, agent_type)
         reaped.append(key)
     return reaped

@@ -513,9 +513,10 @@ class AgentRegistry:
         between the two writes (see integrity.drop_unused_metadata for why this closes the race).
 
         Registered with metadata that fits in Meta, the agent's former KV entry (this client's, or
-        another's) is removed. A failed service write leaves the KV entry: it may already serve another
-        client's registration of the same id, and the reaper removes it if no agent uses it. An A2A card
-        follows the same order under its digest's key (see _card_ops); the one it replaces is removed.
+        another's) is removed. An A2A card follows the same order under its digest's key (see _card_ops);
+        the one it replaces is removed. A service write Consul refuses removes the entry and the card it
+        wrote unless the local registration of the id uses them (see integrity.undo_refused_registration);
+        what a crash leaves, the reaper removes.
         """
         _, kv_value = wire.encode_metadata(registration.metadata, private=registration.private_metadata)
         operation = f"register agent {agent_id!r}"
@@ -534,18 +535,21 @@ class AgentRegistry:
         body = wire.service_definition(
             registration, agent_id, load=load, heartbeat=utcnow(), status=status, anchor=anchor
         )
-        await cards.write_card(self._gateway, operation, registration, agent_id)  # before the service
-        await self._gateway.put(operation, "/v1/agent/service/register", body)
+        replacing = previous.registration if previous is not None else None
+        try:
+            await cards.write_card(self._gateway, operation, registration, agent_id, replacing=replacing)
+            await self._gateway.put(operation, "/v1/agent/service/register", body)
+        except (PermissionDeniedError, ConsulRequestError):
+            # Refused (no answer is an unknown outcome, which reconcile() settles): undo the KV writes.
+            await integrity.undo_refused_registration(self._gateway, operation, registration, agent_id)
+            raise
         if kv_value is not None:
             await self._gateway.put(operation, kv_path, kv_value)
         # Once more, like the metadata: another client's deregistration of the id may have removed it.
         await cards.write_card(self._gateway, operation, registration, agent_id)
         for agent_type, index in stale:
             await integrity.drop_unused_metadata(self._gateway, operation, agent_id, agent_type, index)
-        previous_registration = previous.registration if previous is not None else None
-        await cards.drop_replaced_card(
-            self._gateway, operation, registration, previous_registration, agent_id
-        )
+        await cards.drop_replaced_card(self._gateway, operation, registration, replacing, agent_id)
 
     @instrumented("heartbeat")
     async def heartbeat(
@@ -889,7 +893,7 @@ class AgentRegistry:
             decode=wire.health_entries,
         )
         entries = response.body or []
-        infos = await self._discovery.infos(entries, None)
+        infos = await self._discovery.infos(entries, None, service)
         if not infos:
             self._service_names.pop(agent_id, None)
             # An entry Consul holds but that is skipped as untrusted input is not an agent either.

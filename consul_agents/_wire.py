@@ -77,7 +77,9 @@ __all__ = [
     "anchor_check_id",
     "anchor_definition",
     "anchor_service_name",
+    "card_digests",
     "card_key",
+    "card_keys",
     "card_prefix",
     "check_id",
     "check_node",
@@ -98,6 +100,7 @@ __all__ = [
     "kv_modify_index",
     "kv_values_under",
     "local_agent_type",
+    "local_card_digest",
     "local_datacenter",
     "local_service_name",
     "matches",
@@ -704,8 +707,14 @@ def kv_values_under(body: Any, prefix: str) -> dict[str, bytes]:
 
 def local_has_card(agent_service: Any) -> bool:
     """``/v1/agent/service/<id>``: whether the agent's Meta names an A2A Agent Card."""
+    return local_card_digest(agent_service) is not None
+
+
+def local_card_digest(agent_service: Any) -> str | None:
+    """``/v1/agent/service/<id>``: the digest of the A2A Agent Card the agent's Meta names, if any."""
     meta = agent_service.get("Meta") if isinstance(agent_service, dict) else None
-    return isinstance(meta, dict) and bool(meta.get(META_CARD_DIGEST))
+    digest = meta.get(META_CARD_DIGEST) if isinstance(meta, dict) else None
+    return digest if isinstance(digest, str) and digest else None
 
 
 def local_metadata_key(agent_service: Any) -> str | None:
@@ -878,6 +887,35 @@ def metadata_keys(keys: Any) -> list[tuple[str, str, str]]:
         if _AGENT_TYPE.fullmatch(agent_type) and AGENT_ID_PATTERN.fullmatch(agent_id):
             found.append((key, agent_type, agent_id))
     return found
+
+
+_CARD_KEY = re.compile(r"card/([0-9a-f]{64})")
+
+
+def card_keys(keys: Any) -> list[tuple[str, str, str, str]]:
+    """(key, agent type, agent id, card digest) of each card in a ``?keys`` listing under :data:`KV_PREFIX`
+    (keys :func:`card_key` writes); anything else is left out, as in :func:`metadata_keys`."""
+    found = []
+    for key in keys if isinstance(keys, list) else []:
+        if not isinstance(key, str) or not key.startswith(KV_PREFIX):
+            continue
+        agent_type, _, rest = key.removeprefix(KV_PREFIX).partition("/")
+        agent_id, _, card = rest.partition("/")
+        matched = _CARD_KEY.fullmatch(card)
+        if matched and _AGENT_TYPE.fullmatch(agent_type) and AGENT_ID_PATTERN.fullmatch(agent_id):
+            found.append((key, agent_type, agent_id, f"sha256:{matched.group(1)}"))
+    return found
+
+
+def card_digests(entries: Any) -> set[tuple[str, str]]:
+    """(service ID, card digest) of each ``/v1/health/service`` entry whose Meta names an A2A Agent Card."""
+    used: set[tuple[str, str]] = set()
+    for entry in entries if isinstance(entries, list) else []:
+        service = entry.get("Service") if isinstance(entry, Mapping) else None
+        digest = local_card_digest(service)
+        if digest is not None and isinstance(service, dict) and isinstance(service.get("ID"), str):
+            used.add((service["ID"], digest))
+    return used
 
 
 def ids_using_kv(entries: Any) -> set[str]:

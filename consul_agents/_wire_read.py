@@ -281,6 +281,13 @@ def _service_of(entry: Any) -> tuple[dict[str, Any], str, str] | None:
     return service, name, agent_id
 
 
+def _raw_id(entry: Any) -> str:
+    """The Service ID of an entry too malformed to read, when it has one as a string (else "")."""
+    service = entry.get("Service") if isinstance(entry, dict) else None
+    agent_id = service.get("ID") if isinstance(service, dict) else None
+    return agent_id[:200] if isinstance(agent_id, str) else ""
+
+
 def kv_metadata_wanted(entry: Any) -> tuple[str, str] | None:
     """(agent type, agent id) of an agent entry whose metadata lives in KV, when its id is one this library
     registers (so its KV key is safe to read); None otherwise."""
@@ -302,13 +309,19 @@ def _has_own_check(checks: list[Any], agent_id: str) -> bool:
 
 
 def read_entry(
-    entry: Any, *, kv_metadata: str | bytes | None = None, staleness: float = 0.0
+    entry: Any, *, kv_metadata: str | bytes | None = None, staleness: float = 0.0, queried: str = ""
 ) -> AgentInfo | Skipped | None:
     """One ``/v1/health/service`` entry as an AgentInfo; Skipped when it is an agent service's entry this
-    library could not have written; None when it is not an agent service at all. Never raises."""
+    library could not have written; None when it is not an agent service at all. Never raises.
+
+    ``queried`` is the service queried: an entry too malformed to name its own service is reported under
+    it (with its ID, when it has one), so that such entries of different services are told apart.
+    """
     found = _service_of(entry)
     if found is None:
-        return Skipped("malformed", "", "", "the entry has no Service with a Service name and an ID")
+        return Skipped(
+            "malformed", queried, _raw_id(entry), "the entry has no Service with a Service name and an ID"
+        )
     service, name, agent_id = found
     if not is_agent_service(name):
         return None
@@ -355,15 +368,17 @@ def read_entries(
     *,
     kv_metadata: Mapping[str, str | bytes] | None = None,
     staleness: float = 0.0,
+    queried: str = "",
 ) -> list[AgentInfo | Skipped | None]:
-    """:func:`read_entry` of each entry, in order, with the KV metadata of each agent id given."""
+    """:func:`read_entry` of each entry of an answer about the service ``queried``, in order, with the KV
+    metadata of each agent id given."""
     if not kv_metadata:
-        return [read_entry(entry, staleness=staleness) for entry in entries]
+        return [read_entry(entry, staleness=staleness, queried=queried) for entry in entries]
     results: list[AgentInfo | Skipped | None] = []
     for entry in entries:
         found = _service_of(entry)
         value = kv_metadata.get(found[2]) if found is not None else None
-        results.append(read_entry(entry, kv_metadata=value, staleness=staleness))
+        results.append(read_entry(entry, kv_metadata=value, staleness=staleness, queried=queried))
     return results
 
 

@@ -9,6 +9,14 @@ The core never imports this package; it needs ``a2a-sdk`` (``pip install 'consul
 """
 
 from consul_agents.a2a._client import RegistryA2AClient, a2a_client, is_unreachable
-from consul_agents.a2a._signing import card_verifier, sign_card
+from consul_agents.a2a._signing import card_verifier, jwks_keys, jwks_verifier, sign_card
 
-__all__ = ["RegistryA2AClient", "a2a_client", "card_verifier", "is_unreachable", "sign_card"]
+__all__ = [
+    "RegistryA2AClient",
+    "a2a_client",
+    "card_verifier",
+    "is_unreachable",
+    "jwks_keys",
+    "jwks_verifier",
+    "sign_card",
+]

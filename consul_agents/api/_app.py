@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from consul_agents._cards import CardVerifier
 from consul_agents._errors import ConsulAgentsError
 from consul_agents._metrics import HTTP_DURATION
 from consul_agents._registry import AgentRegistry
@@ -73,13 +74,27 @@ def create_app(
     verify: bool | None = None,
     timeout: float = 10.0,
     max_token_views: int = 64,
+    card_verifier: CardVerifier | None = None,
+    require_signed_cards: bool = False,
 ) -> web.Application:
     """The API for the Consul at ``consul_url`` (default: CONSUL_HTTP_ADDR, then http://127.0.0.1:8500).
 
     It never uses a token of its own (CONSUL_HTTP_TOKEN is ignored): every request acts with the token its
-    caller sent, so the API can do nothing its caller could not do directly.
+    caller sent, so the API can do nothing its caller could not do directly. ``card_verifier`` and
+    ``require_signed_cards`` are AgentRegistry's: with a verifier, card reads say whether each card
+    verified; requiring signed cards makes ``POST /v1/cards`` refuse unsigned or badly signed ones (422,
+    field ``card.signatures``, like any invalid card).
     """
-    registry = AgentRegistry(consul_url, "", datacenter, ca_cert=ca_cert, verify=verify, timeout=timeout)
+    registry = AgentRegistry(
+        consul_url,
+        "",
+        datacenter,
+        ca_cert=ca_cert,
+        verify=verify,
+        timeout=timeout,
+        card_verifier=card_verifier,
+        require_signed_cards=require_signed_cards,
+    )
     app = web.Application(middlewares=[_timing, _errors], client_max_size=MAX_BODY_BYTES)
     app[OPENAPI] = openapi_document()
 

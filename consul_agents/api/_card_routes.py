@@ -5,6 +5,11 @@ token may see, filtered like discovery. The A2A specification leaves registries 
 Catalog (``/.well-known/ai-catalog.json``, A2A pull request 2240) is not merged and its shape still moves,
 so it is not served; each entry of the listing carries the card itself plus what the catalog proposal
 adds around it (where the agent runs, its health), so mapping it onto the catalog later is mechanical.
+
+Whether a card's signatures verified is in each listing entry (``verified``) and, for one card, in the
+``Card-Verified`` header (``true`` or ``false``): both only when the API was given keys (``create_app(
+card_verifier=...)``, ``consul-agents serve --card-keys``); without keys ``verified`` is null and the header
+is absent.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ from consul_agents._models import AgentRegistration
 from consul_agents.api._routes import _agent_id, _body, _parse, _view, discovery_request
 from consul_agents.api._schemas import DrainingRequest
 
-__all__ = ["card_routes"]
+__all__ = ["VERIFIED_HEADER", "card_routes"]
 
 card_routes = web.RouteTableDef()
+
+#: Whether the card's signatures verified against the API's keys (absent when it has none).
+VERIFIED_HEADER = "Card-Verified"
 
 
 def _quoted(digest: str) -> str:
@@ -79,6 +87,8 @@ async def get_card(request: web.Request) -> web.StreamResponse:
     found = await _view(request).get_registered_card(_agent_id(request))
     etag = _quoted(found.digest)
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if found.verified is not None:
+        headers[VERIFIED_HEADER] = "true" if found.verified else "false"
     if _not_modified(request, etag):
         return web.Response(status=304, headers=headers)
     return web.json_response(found.card, headers=headers)

@@ -158,7 +158,13 @@ _HTTP_SD = {
 def _card_paths(schemas: dict[str, Any]) -> dict[str, Any]:
     """A2A: an agent's card, the card listing, draining (see consul_agents.api._card_routes)."""
     card = {"type": "object", "description": "An A2A Agent Card, as registered."}
-    etag = {"ETag": {"description": "Strong: the card's digest.", "schema": {"type": "string"}}}
+    etag = {
+        "ETag": {"description": "Strong: the card's digest.", "schema": {"type": "string"}},
+        "Card-Verified": {
+            "description": "Whether the card's signatures verified with the API's keys (absent: no keys).",
+            "schema": {"type": "string", "enum": ["true", "false"]},
+        },
+    }
     listing = {"type": "object", "properties": {"cards": {"type": "array", "items": {"type": "object"}}}}
     schemas["CardRegistration"] = {
         "type": "object",

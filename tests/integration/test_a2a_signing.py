@@ -4,18 +4,25 @@ signed by an unknown key, with nothing written."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import test_utils
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from processes import A2AAgent
+from jwt.algorithms import ECAlgorithm
+from processes import CLI, A2AAgent, cli_env
 from support import consul_get
 
 from consul_agents import AgentRegistration, AgentRegistry, InvalidAgentError
 from consul_agents.a2a import card_verifier, sign_card
+from consul_agents.api import create_app
 
 
 def key_pair(tmp: Path, name: str) -> tuple[Path, bytes]:
@@ -122,3 +129,126 @@ def test_signing_helpers_round_trip_and_policy_needs_keys(keys: dict[str, tuple[
         card_verifier({"trusted": keys["stranger"][1]})(signed)
     with pytest.raises(InvalidAgentError, match="card_verifier"):
         AgentRegistry("http://127.0.0.1:1", require_signed_cards=True)
+
+
+def jwks_file(tmp: Path, public_pem: bytes, kid: str) -> Path:
+    """A JWK Set file holding one public key, as an operator would give ``serve --card-keys``."""
+    public = serialization.load_pem_public_key(public_pem)
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    jwk = json.loads(ECAlgorithm.to_jwk(public))
+    path = tmp / "card-keys.json"
+    path.write_text(json.dumps({"keys": [{**jwk, "kid": kid, "use": "sig"}]}))
+    return path
+
+
+async def test_rest_readers_see_whether_a_card_verified(
+    consul_addr: str,
+    registry: AgentRegistry,
+    unique: str,
+    keys: dict[str, tuple[Path, bytes]],
+    agents: dict[str, A2AAgent],
+) -> None:
+    """An API given keys (create_app(card_verifier=...)) answers GET /v1/agents/{id}/card with Card-Verified
+    true for the card signed with a configured key and false for the tampered, unknown-key and unsigned ones,
+    and GET /v1/cards says the same per entry; an API without keys omits the header and lists null."""
+    cards = {name: agent.card() for name, agent in agents.items()}
+    cards["tampered"] = {**cards["signed"], "description": "now does something else"}
+    ids = {
+        name: await registry.register_agent(AgentRegistration.from_agent_card(card, agent_type=unique))
+        for name, card in cards.items()
+    }
+    verifier = card_verifier({"trusted": keys["trusted"][1]})
+    expected = {"signed": "true", "stranger": "false", "plain": "false", "tampered": "false"}
+    try:
+        async with test_utils.TestClient(
+            test_utils.TestServer(create_app(consul_addr, card_verifier=verifier))
+        ) as api:
+            for name, agent_id in ids.items():
+                response = await api.get(f"/v1/agents/{agent_id}/card")
+                assert response.status == 200 and await response.json() == cards[name]
+                assert response.headers.get("Card-Verified") == expected[name], name
+            listing = await (await api.get("/v1/cards", params={"type": unique})).json()
+            seen = {entry["agent_id"]: entry["verified"] for entry in listing["cards"]}
+            assert seen == {ids[name]: value == "true" for name, value in expected.items()}
+        async with test_utils.TestClient(test_utils.TestServer(create_app(consul_addr))) as plain:
+            response = await plain.get(f"/v1/agents/{ids['signed']}/card")
+            assert response.status == 200 and "Card-Verified" not in response.headers
+            listing = await (await plain.get("/v1/cards", params={"type": unique})).json()
+            assert [entry["verified"] for entry in listing["cards"]] == [None] * len(ids)
+    finally:
+        for agent_id in ids.values():
+            await registry.deregister_agent(agent_id)
+
+
+async def test_rest_require_signed_refuses_with_422_naming_the_signatures(
+    consul_addr: str, unique: str, keys: dict[str, tuple[Path, bytes]], agents: dict[str, A2AAgent]
+) -> None:
+    """An API requiring signed cards registers the signed card (201) and answers POST /v1/cards of an
+    unsigned, tampered or unknown-key card with 422 (invalid, as every bad card) naming card.signatures,
+    writing nothing."""
+    verifier = card_verifier({"trusted": keys["trusted"][1]})
+    app = create_app(consul_addr, card_verifier=verifier, require_signed_cards=True)
+    signed = agents["signed"].card()
+    refused = {
+        "tampered": {**signed, "description": "now does something else"},
+        "unsigned": agents["plain"].card(),
+        "unknown key": agents["stranger"].card(),
+    }
+    async with test_utils.TestClient(test_utils.TestServer(app)) as api:
+        for name, card in refused.items():
+            body = {"agent_type": unique, "agent_id": f"{unique}-x", "card": card}
+            response = await api.post("/v1/cards", data=json.dumps(body))
+            assert response.status == 422, name
+            answer = await response.json()
+            assert answer["field"] == "card.signatures" and "signatures" in answer["message"], name
+        assert consul_get(consul_addr, f"/v1/catalog/service/agent-{unique}")[0] == []
+        response = await api.post("/v1/cards", data=json.dumps({"agent_type": unique, "card": signed}))
+        assert response.status == 201, await response.text()
+        agent_id = (await response.json())["agent_id"]
+        verified = await api.get(f"/v1/agents/{agent_id}/card")
+        assert verified.headers.get("Card-Verified") == "true"
+        assert (await api.delete(f"/v1/agents/{agent_id}")).status == 200
+
+
+def test_serve_verifies_with_a_jwks_file(
+    consul_addr: str,
+    unique: str,
+    tmp_path: Path,
+    keys: dict[str, tuple[Path, bytes]],
+    agents: dict[str, A2AAgent],
+) -> None:
+    """`consul-agents serve --card-keys <JWK Set file>` with CONSUL_AGENTS_REQUIRE_SIGNED_CARDS=true refuses
+    an unsigned card with 422 and serves the signed one with Card-Verified: true."""
+    env = cli_env(CONSUL_AGENTS_REQUIRE_SIGNED_CARDS="true")
+    keys_file = str(jwks_file(tmp_path, keys["trusted"][1], "trusted"))
+    command = [*CLI, "serve", "--listen", "127.0.0.1:0", "-http-addr", consul_addr, "--card-keys", keys_file]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith("serving on "), (line, proc.stderr.read() if proc.stderr else "")
+            base = line.split()[-1]
+
+            def post(card: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+                data = json.dumps({"agent_type": unique, "card": card}).encode()
+                request = urllib.request.Request(f"{base}/v1/cards", data=data, method="POST")
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        return response.status, json.loads(response.read())
+                except urllib.error.HTTPError as exc:
+                    with exc:
+                        return exc.code, json.loads(exc.read())
+
+            status, answer = post(agents["plain"].card())
+            assert (status, answer["field"]) == (422, "card.signatures")
+            status, answer = post(agents["signed"].card())
+            assert status == 201, answer
+            with urllib.request.urlopen(f"{base}/v1/agents/{answer['agent_id']}/card", timeout=10) as found:
+                assert found.headers["Card-Verified"] == "true"
+            request = urllib.request.Request(f"{base}/v1/agents/{answer['agent_id']}", method="DELETE")
+            urllib.request.urlopen(request, timeout=10).close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)

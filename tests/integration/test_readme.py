@@ -84,6 +84,8 @@ EXEMPT = {
     "test_a2a_example.py checks the block is that file and runs agent, sidecar and caller together",
     '"""Select an agent with the skill': "the A2A example's caller, examples/a2a/caller.py: see the agent",
     "python examples/a2a/": "the A2A example's processes: see the agent",
+    "consul-agents serve --card-keys": "needs a JWK Set of the keys that signed cards: "
+    "test_a2a_signing.py::test_serve_verifies_with_a_jwks_file serves with one and both settings",
 }
 
 #: Lines that run until Ctrl-C: what they print (stdout or stderr) once they are up.
