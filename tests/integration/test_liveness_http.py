@@ -90,10 +90,11 @@ async def test_steady_agents_send_nothing_and_move_no_index(consul_addr: str, un
             return all("200 OK" in output for output in outputs)
 
         await eventually(ran_twice, timeout=TTL + 2, what="every HTTP check run")
+        await eventually(lambda: _all_beat(sessions, 1), timeout=2 * TTL, what="a first heartbeat of each")
         path = f"/v1/health/service/agent-{unique}"
         before = (await registry.gateway.get("read", path)).meta.index
         sent.clear()
-        await eventually(lambda: _all_beat(sessions, 3), timeout=4 * TTL, what="three more heartbeats")
+        await eventually(lambda: _all_beat(sessions, 4), timeout=4 * TTL, what="three more heartbeats")
         assert sent["update"] == 0, sent
         assert (await registry.gateway.get("read", path)).meta.index == before
         assert set((await _statuses(registry, unique)).values()) == {"passing"}
