@@ -57,7 +57,7 @@ tools:
 	  echo "warning: could not install $(TOOLS_PACKAGES); their tests will be skipped" >&2
 
 test: venv consul $(if $(CI),tools)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" --durations=25
 
 test-slow: venv consul
 	$(BIN)/pytest -q -m slow

@@ -17,19 +17,22 @@ recording the load average before and after each section, and writes reports/ben
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._stats import benchmark_parser, compare, consul_address, print_results, summary, write_report
+from benchmarks._stats import (
+    benchmark_parser,
+    compare,
+    consul_address,
+    load_average,
+    print_results,
+    summary,
+    write_report,
+)
 from consul_agents import AgentRegistration, AgentRegistry, SelectionCriteria
 
 REPORT = Path("reports/bench-batch.json")
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _registration(agent_type: str, agent_id: str) -> AgentRegistration:
@@ -43,7 +46,7 @@ def _registration(agent_type: str, agent_id: str) -> AgentRegistration:
 
 
 async def _register_section(registry: AgentRegistry, agents: int, rounds: int) -> dict[str, Any]:
-    before = _load()
+    before = load_average()
     timings: dict[str, list[float]] = {
         "batch": [],
         "one_by_one": [],
@@ -92,12 +95,12 @@ async def _register_section(registry: AgentRegistry, agents: int, rounds: int) -
         "deregister_many": rate("batch_dereg"),
         "deregister_one_by_one": rate("one_by_one_dereg"),
         "load_average_before": before,
-        "load_average_after": _load(),
+        "load_average_after": load_average(),
     }
 
 
 async def _replace_section(registry: AgentRegistry, iterations: int) -> dict[str, Any]:
-    before = _load()
+    before = load_average()
 
     async def pair(tag: str, i: int) -> tuple[str, str]:
         old = await registry.register_agent(_registration("repl", f"{tag}-old-{i}"))
@@ -120,11 +123,11 @@ async def _replace_section(registry: AgentRegistry, iterations: int) -> dict[str
 
     result = await compare(ours, bare, iterations)
     await registry.deregister_many([new for (_, new) in pairs.values()])
-    return {**result, "load_average_before": before, "load_average_after": _load()}
+    return {**result, "load_average_before": before, "load_average_after": load_average()}
 
 
 async def _lease_section(registry: AgentRegistry, iterations: int) -> dict[str, Any]:
-    before = _load()
+    before = load_average()
     ids = [await registry.register_agent(_registration("lease", f"lease-{i}")) for i in range(5)]
     criteria = SelectionCriteria(agent_type="lease")
     await registry.select_agent(criteria)  # the cache watches the type from here on
@@ -147,7 +150,7 @@ async def _lease_section(registry: AgentRegistry, iterations: int) -> dict[str, 
         "retrying_vs_lease_one": await compare(retrying, one, iterations),
     }
     await registry.deregister_many(ids)
-    return {**results, "load_average_before": before, "load_average_after": _load()}
+    return {**results, "load_average_before": before, "load_average_after": load_average()}
 
 
 async def run(addr: str, agents: int, rounds: int, iterations: int) -> dict[str, Any]:

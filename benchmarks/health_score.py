@@ -22,7 +22,6 @@ average recorded before and after each section:
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -32,7 +31,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks._stats import benchmark_parser, consul_address, write_report
+from benchmarks._stats import benchmark_parser, consul_address, load_average, write_report
 from benchmarks.client import _timed, _us
 from benchmarks.core import _fill
 from consul_agents import AgentInfo, AgentRegistry, AgentStatus, DiscoveryRequest, SelectionCriteria
@@ -44,10 +43,6 @@ FLEET = 1000
 FLAPPING = 100
 BLOCKS = 10
 FLEET_TTL = timedelta(days=1)
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _sync_timed(fn: Callable[[], Any], rounds: int) -> list[float]:
@@ -116,9 +111,9 @@ def _version_rows(infos: list[AgentInfo]) -> dict[str, Any]:
 
 
 async def _section(run: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-    before = _load()
+    before = load_average()
     rows = await run()
-    return {"load_average_before": before, "load_average_after": _load(), "rows": rows}
+    return {"load_average_before": before, "load_average_after": load_average(), "rows": rows}
 
 
 async def _read_rows(registry: AgentRegistry, agent_type: str, infos: list[AgentInfo]) -> dict[str, Any]:

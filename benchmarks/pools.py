@@ -15,7 +15,6 @@ Reported: scrape time (median, p90, p99), body size and series count of each, an
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from datetime import timedelta
@@ -26,7 +25,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from benchmarks._stats import benchmark_parser, consul_address, percentile, write_report
+from benchmarks._stats import benchmark_parser, consul_address, load_average, percentile, write_report
 from benchmarks.core import _fill
 from consul_agents import AgentRegistry, PoolSettings
 from consul_agents._metrics import fleet_exposition
@@ -39,10 +38,6 @@ TYPES = 10
 PER_TYPE = 100
 BLOCKS = 10
 FLEET_TTL = timedelta(days=1)
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 async def _baseline(request: web.Request) -> web.Response:
@@ -112,7 +107,7 @@ async def run(addr: str, iterations: int) -> dict[str, Any]:
                 await asyncio.sleep(0.2)
             timings: dict[str, list[float]] = {name: [] for name in urls}
             bodies: dict[str, bytes] = {}
-            before = _load()
+            before = load_average()
             per_block = max(iterations // BLOCKS, 1)
             for _ in range(BLOCKS):
                 for name, url in urls.items():
@@ -120,7 +115,7 @@ async def run(addr: str, iterations: int) -> dict[str, Any]:
                         seconds, body = await _scrape(http, url)
                         timings[name].append(seconds)
                         bodies[name] = body
-            after = _load()
+            after = load_average()
     finally:
         await runner.cleanup()
     rows = {

@@ -49,7 +49,14 @@ from consul_agents import _wire as wire
 from consul_agents import _wire_read as wire_read
 from consul_agents._errors import ConsulAgentsError, RegistryTimeoutError, RegistryUnavailableError
 from consul_agents._frozen import FrozenList
-from consul_agents._gateway import ConsulGateway, ConsulResponse, QueryMeta, detach_deadline, time_left
+from consul_agents._gateway import (
+    ConsulGateway,
+    ConsulResponse,
+    QueryMeta,
+    describe_where,
+    detach_deadline,
+    time_left,
+)
 from consul_agents._health_score import HealthHistory
 from consul_agents._metrics import observe_watch_lag, record_skipped
 from consul_agents._models import SERVICE_PREFIX, AgentInfo, AgentStatus, DiscoveryRequest
@@ -921,8 +928,9 @@ class DiscoveryCache:
             if not scope.expired():
                 raise  # the start's own error (a RegistryTimeoutError of the caller that began it)
         raise RegistryTimeoutError(
-            f"Consul at {self.gateway.address} did not answer the first read of watch {where} within the "
-            "call's deadline (the watch goes on starting for the calls that have time left)",
+            f"{describe_where(self.gateway.address, key[0] or None)} did not answer the first read of watch "
+            f"{where} within the call's deadline (the watch goes on starting for the calls that have time "
+            "left)",
             address=self.gateway.address,
             datacenter=key[0],
         )

@@ -51,6 +51,7 @@ __all__ = [
     "QueryMeta",
     "begin_call",
     "call_deadline",
+    "describe_where",
     "detach_deadline",
     "time_left",
 ]
@@ -235,7 +236,7 @@ def _is_retryable(exc: RegistryUnavailableError) -> bool:
     return not isinstance(exc, RegistryTimeoutError) and not any(r in lowered for r in _FINAL_OUTAGES)
 
 
-def _where(address: str, datacenter: str | None) -> str:
+def describe_where(address: str, datacenter: str | None) -> str:
     """Who failed: the Consul agent, or a remote datacenter reached through it."""
     if datacenter:
         return f"Consul datacenter {datacenter!r} (asked through {address})"
@@ -254,7 +255,7 @@ def _raise_for(
         raise PermissionDeniedError(operation, detail)
     if _is_outage(status, detail):
         raise RegistryUnavailableError(
-            f"{_where(address, datacenter)} cannot serve {operation} now: {status} {detail}",
+            f"{describe_where(address, datacenter)} cannot serve {operation} now: {status} {detail}",
             address=address,
             datacenter=datacenter or "",
         )
@@ -350,7 +351,7 @@ class ConsulGateway:
             options["data"] = data
         elif raw:
             options["raw"] = True  # the body as bytes: py-consul would decode it as strict UTF-8
-        where = _where(self.address, datacenter)
+        where = describe_where(self.address, datacenter)
         try:
             response: consul.base.Response = await getattr(http, method.lower())(lambda r: r, path, **options)
         except (TimeoutError, consul.Timeout) as exc:
@@ -374,7 +375,7 @@ class ConsulGateway:
 
     def _out_of_time(self, operation: str, datacenter: str | None) -> RegistryTimeoutError:
         return RegistryTimeoutError(
-            f"{_where(self.address, datacenter)}: no time left for {operation} "
+            f"{describe_where(self.address, datacenter)}: no time left for {operation} "
             f"(the call's deadline passed; timeout {self.settings.timeout:g}s)",
             address=self.address,
             datacenter=datacenter or "",
@@ -495,8 +496,9 @@ class ConsulGateway:
             await owner._admit(started + timeout)
         except TimeoutError as exc:
             raise RegistryTimeoutError(
-                f"{_where(self.address, datacenter)}: no connection became free for {operation} within "
-                f"{timeout:.3g}s ({LINGERING.count(self.address)} closed ones still counted by Consul)",
+                f"{describe_where(self.address, datacenter)}: no connection became free for {operation} "
+                f"within {timeout:.3g}s ({LINGERING.count(self.address)} closed ones still counted by "
+                "Consul)",
                 address=self.address,
                 datacenter=datacenter or "",
             ) from exc

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from consul_agents import _pools as pools
 from consul_agents import _wire as wire
@@ -42,20 +42,22 @@ MAX_POOLS = 1024
 Found = PoolSettings | PoolSettingsError
 
 
-async def settings_by_type(registry: AgentRegistry, datacenter: str) -> dict[str, Found]:
-    """Every pool's settings in a datacenter's KV that the client's token may read, by agent type."""
+async def _read_kv(registry: AgentRegistry, datacenter: str, key: str, **options: Any) -> Any:
+    """The body of a read of pool settings at ``key``: None when absent or the token may not read it."""
     try:
         response = await registry.gateway.get(
-            "read pool settings",
-            f"/v1/kv/{pools.POOL_PREFIX}",
-            params={"recurse": ""},
-            allow_404=True,
-            datacenter=datacenter or None,
+            "read pool settings", f"/v1/kv/{key}", allow_404=True, datacenter=datacenter or None, **options
         )
     except PermissionDeniedError:
-        return {}
+        return None
+    return response.body
+
+
+async def settings_by_type(registry: AgentRegistry, datacenter: str) -> dict[str, Found]:
+    """Every pool's settings in a datacenter's KV that the client's token may read, by agent type."""
+    body = await _read_kv(registry, datacenter, pools.POOL_PREFIX, params={"recurse": ""})
     found: dict[str, Found] = {}
-    values = wire.kv_values_under(response.body, pools.POOL_PREFIX)
+    values = wire.kv_values_under(body, pools.POOL_PREFIX)
     for name in sorted(values):
         agent_type = pools.pool_type_of(name)
         if agent_type is None:
@@ -78,21 +80,12 @@ def _parsed(datacenter: str, agent_type: str, raw: bytes) -> Found:
 
 async def read_settings(registry: AgentRegistry, agent_type: str, datacenter: str) -> Found | None:
     """One pool's settings (None when it has none, or the token may not read them)."""
-    try:
-        response = await registry.gateway.get(
-            "read pool settings",
-            f"/v1/kv/{pools.pool_key(agent_type)}",
-            params={"raw": ""},
-            allow_404=True,
-            datacenter=datacenter or None,
-            raw=True,
-            decode=bytes,
-        )
-    except PermissionDeniedError:
+    body = await _read_kv(
+        registry, datacenter, pools.pool_key(agent_type), params={"raw": ""}, raw=True, decode=bytes
+    )
+    if not isinstance(body, bytes):
         return None
-    if not isinstance(response.body, bytes):
-        return None
-    return _parsed(datacenter, agent_type, response.body)
+    return _parsed(datacenter, agent_type, body)
 
 
 def _checked(agent_type: str, region: str | None) -> str:

@@ -79,6 +79,7 @@ __all__ = [
     "MAX_READ_DEPTH",
     "SKIP_REASONS",
     "Skipped",
+    "clipped",
     "decode_metadata",
     "entry_to_info",
     "infos_only",
@@ -113,10 +114,15 @@ _RESERVED = (RESERVED_META_PREFIX, "consul-")
 _SHOWN = 80
 
 
+def clipped(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in "..." when cut (a string read from Consul may
+    be of any length)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _shown(value: object) -> str:
     """A value from Consul as it may appear in a message: repr (so control characters are escaped), cut."""
-    text = repr(value)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+    return clipped(repr(value), _SHOWN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,8 +35,7 @@ _ALERTS = {
 
 
 def _cut(value: object) -> str:
-    text = value if isinstance(value, str) else ""
-    return text if len(text) <= MAX_FIELD else text[: MAX_FIELD - 3] + "..."
+    return wire_read.clipped(value if isinstance(value, str) else "", MAX_FIELD)
 
 
 @dataclass(frozen=True, slots=True)

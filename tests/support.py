@@ -4,11 +4,15 @@ builders of registrations and selection candidates."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,3 +126,20 @@ def raw_agent(
     if check:
         body["Check"] = {"CheckID": f"service:{agent_id}", "TTL": "3600s", "Status": "passing"}
     consul_put(addr, "/v1/agent/service/register", body, token=token)
+
+
+def stop_process(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP ``pid`` and return once every one of its threads is stopped: ``kill`` returns before a
+    multi-threaded process (Consul) has stopped, and a request sent in that gap may still be answered."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                states.append(task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0])
+        if states and all(state in ("T", "t") for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not stop within {timeout}s: thread states {states}")
+        time.sleep(0.005)

@@ -14,6 +14,7 @@ consul_agents._replace for the rules).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
@@ -139,26 +140,27 @@ def _refused(exc: InvalidBatchError) -> web.Response:
     return web.json_response(body.model_dump(mode="json", exclude_none=True), status=422)
 
 
+async def _batch_answer_of(call: Awaitable[BatchResult]) -> web.Response:
+    """200 with every item's result, or 422 naming every invalid item (nothing written)."""
+    try:
+        result = await call
+    except InvalidBatchError as exc:
+        return _refused(exc)
+    return _batch_answer(result)
+
+
 @batch_routes.post("/v1/agents/batch")
 async def register_many(request: web.Request) -> web.Response:
     batch = _parse(BatchRegisterRequest, await read_json_object(request))
     view = request.app[VIEWS].for_token(token_of(request))
-    try:
-        result = await view.register_many(batch.agents, concurrency=batch.concurrency)
-    except InvalidBatchError as exc:
-        return _refused(exc)
-    return _batch_answer(result)
+    return await _batch_answer_of(view.register_many(batch.agents, concurrency=batch.concurrency))
 
 
 @batch_routes.post("/v1/agents/batch/deregister")
 async def deregister_many(request: web.Request) -> web.Response:
     batch = _parse(BatchDeregisterRequest, await read_json_object(request))
     view = request.app[VIEWS].for_token(token_of(request))
-    try:
-        result = await view.deregister_many(batch.agent_ids, concurrency=batch.concurrency)
-    except InvalidBatchError as exc:
-        return _refused(exc)
-    return _batch_answer(result)
+    return await _batch_answer_of(view.deregister_many(batch.agent_ids, concurrency=batch.concurrency))
 
 
 @batch_routes.post("/v1/agents/{agent_id}/replace")
@@ -183,14 +185,7 @@ async def replace_agent(request: web.Request) -> web.Response:
             new_id=exc.new_id,
         )
         return web.json_response(body.model_dump(mode="json"), status=409)
-    answer = ReplaceResponse(
-        old_id=done.old_id,
-        new_id=done.new_id,
-        passing_after=done.passing_after,
-        drained_for=done.drained_for,
-        leases_left=done.leases_left,
-        old_load=done.old_load,
-    )
+    answer = ReplaceResponse.model_validate(done, from_attributes=True)
     return web.json_response(answer.model_dump(mode="json"))
 
 
@@ -218,25 +213,23 @@ def batch_paths(
     failed = json_body(
         ref("ReplaceFailedBody"), "A step failed; the body says which and what the fleet holds."
     )
+
+    def batch_operation(operation_id: str, verb: str, body: str) -> dict[str, Any]:
+        return {
+            "post": operation(
+                operation_id,
+                f"{verb} many agents: all validated first, every item reported",
+                {200: json_body(ref("BatchResponse"), "Every item's result."), 422: refused},
+                (400, 403, 413, 503),
+                body=body,
+            ),
+        }
+
     return {
-        "/v1/agents/batch": {
-            "post": operation(
-                "registerMany",
-                "Register many agents: all validated first, every item reported",
-                {200: json_body(ref("BatchResponse"), "Every item's result."), 422: refused},
-                (400, 403, 413, 503),
-                body="BatchRegisterRequest",
-            ),
-        },
-        "/v1/agents/batch/deregister": {
-            "post": operation(
-                "deregisterMany",
-                "Deregister many agents: all validated first, every item reported",
-                {200: json_body(ref("BatchResponse"), "Every item's result."), 422: refused},
-                (400, 403, 413, 503),
-                body="BatchDeregisterRequest",
-            ),
-        },
+        "/v1/agents/batch": batch_operation("registerMany", "Register", "BatchRegisterRequest"),
+        "/v1/agents/batch/deregister": batch_operation(
+            "deregisterMany", "Deregister", "BatchDeregisterRequest"
+        ),
         "/v1/agents/{agent_id}/replace": {
             "post": operation(
                 "replaceAgent",

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consul_agents._batch import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, BatchResult, InvalidBatchError
 from consul_agents._errors import InvalidAgentError
@@ -31,6 +32,9 @@ from consul_agents.cli._common import (
     printable,
     with_registry,
 )
+
+if TYPE_CHECKING:
+    from consul_agents._registry import AgentRegistry
 
 __all__ = ["register"]
 
@@ -82,21 +86,31 @@ def _print_results(result: BatchResult, as_json: bool) -> int:
     return EXIT_OK if result.ok else EXIT_ERROR
 
 
+def _run_batch(
+    args: argparse.Namespace,
+    document: YamlDocument,
+    prefix: str,
+    call: Callable[[AgentRegistry], Awaitable[BatchResult]],
+) -> int:
+    """Run one batch call on the file's items: its refusal printed item by item, or every item's result."""
+    try:
+        result = with_registry(args, call)
+    except InvalidBatchError as exc:
+        return _print_refused(document, prefix, exc)
+    return _print_results(result, args.json)
+
+
 def _register_many(args: argparse.Namespace) -> int:
     document = load_yaml(args.file)
     items, prefix = _items(document, "agents")
     # A sidecar file works as it is: its `health` blocks are the sidecar's probes, not registration fields.
     items = [{k: v for k, v in i.items() if k != "health"} if isinstance(i, dict) else i for i in items]
-    try:
-        result = with_registry(
-            args,
-            lambda registry: registry.register_many(
-                items, concurrency=args.concurrency, timeout=args.timeout
-            ),
-        )
-    except InvalidBatchError as exc:
-        return _print_refused(document, prefix, exc)
-    return _print_results(result, args.json)
+    return _run_batch(
+        args,
+        document,
+        prefix,
+        lambda registry: registry.register_many(items, concurrency=args.concurrency, timeout=args.timeout),
+    )
 
 
 def _deregister_many(args: argparse.Namespace) -> int:
@@ -105,16 +119,12 @@ def _deregister_many(args: argparse.Namespace) -> int:
     key = "agents" if isinstance(data, dict) and "agents" in data else "agent_ids"
     items, prefix = _items(document, key)
     ids: list[Any] = [item.get("agent_id") if isinstance(item, dict) else item for item in items]
-    try:
-        result = with_registry(
-            args,
-            lambda registry: registry.deregister_many(
-                ids, concurrency=args.concurrency, timeout=args.timeout
-            ),
-        )
-    except InvalidBatchError as exc:
-        return _print_refused(document, prefix, exc)
-    return _print_results(result, args.json)
+    return _run_batch(
+        args,
+        document,
+        prefix,
+        lambda registry: registry.deregister_many(ids, concurrency=args.concurrency, timeout=args.timeout),
+    )
 
 
 def _replace(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import timedelta
@@ -57,6 +58,16 @@ async def provision_tokens(addr: str, master: str, *specs: dict[str, Any]) -> di
     async with gateway(addr, master) as gw:
         tokens = await provision(gw, AclConfig(tokens=list(specs)))  # type: ignore[arg-type]
     return {t.name: t for t in tokens}
+
+
+def provisioned(server: ConsulDevServer, *specs: dict[str, Any]) -> dict[str, ProvisionedToken]:
+    """The tokens of ``specs`` made on ``server`` with its master token, by name (for sync fixtures)."""
+    return asyncio.run(provision_tokens(server.http_addr, master_token(server), *specs))
+
+
+def token_secrets(server: ConsulDevServer, *specs: dict[str, Any]) -> dict[str, str]:
+    """The secret of each token of ``specs`` made on ``server``, by name."""
+    return {name: token.secret_id for name, token in provisioned(server, *specs).items()}
 
 
 def registration(agent_type: str, agent_id: str, **fields: Any) -> AgentRegistration:

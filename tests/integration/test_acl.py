@@ -24,6 +24,7 @@ from acl_support import (
     gateway,
     master_token,
     provision_tokens,
+    provisioned,
     registration,
 )
 from processes import CLI, cli_env
@@ -60,7 +61,7 @@ def server() -> Iterator[ConsulDevServer]:
 
 @pytest.fixture(scope="module")
 def tokens(server: ConsulDevServer) -> dict[str, ProvisionedToken]:
-    return asyncio.run(provision_tokens(server.http_addr, master_token(server), *SPECS))
+    return provisioned(server, *SPECS)
 
 
 def registry(server: ConsulDevServer, token: str) -> AgentRegistry:

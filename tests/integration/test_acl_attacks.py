@@ -6,13 +6,19 @@ project's KV, modify indexes included, before and after each attack.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from acl_support import acl_consul, consul_state, gateway, master_token, provision_tokens, registration
+from acl_support import (
+    acl_consul,
+    consul_state,
+    gateway,
+    master_token,
+    registration,
+    token_secrets,
+)
 
 from consul_agents import (
     AgentRegistration,
@@ -40,8 +46,7 @@ def server() -> Iterator[ConsulDevServer]:
 
 @pytest.fixture(scope="module")
 def tokens(server: ConsulDevServer) -> dict[str, str]:
-    made = asyncio.run(provision_tokens(server.http_addr, master_token(server), *SPECS))
-    return {name: token.secret_id for name, token in made.items()}
+    return token_secrets(server, *SPECS)
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@ explicitly or through CONSUL_CACERT, refused clearly without it."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from acl_support import acl_consul, master_token, provision_tokens, registration
+from acl_support import acl_consul, provisioned, registration
 
 from consul_agents import AgentRegistry, DiscoveryRequest, RegistryUnavailableError
 from consul_agents.dev import ConsulDevServer
@@ -68,9 +67,7 @@ def server(pki: dict[str, Path]) -> Iterator[ConsulDevServer]:
 @pytest.fixture(scope="module")
 def token(server: ConsulDevServer) -> str:
     spec = {"name": "alpha-registrar", "kind": "registrar", "agent_types": ["alpha"]}
-    return asyncio.run(provision_tokens(server.http_addr, master_token(server), spec))[
-        "alpha-registrar"
-    ].secret_id
+    return provisioned(server, spec)["alpha-registrar"].secret_id
 
 
 def https(server: ConsulDevServer) -> str:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
-from acl_support import acl_consul, master_token, provision_tokens
+from acl_support import acl_consul, master_token, provisioned
 from conftest import skip_if_external
 
 from consul_agents import AgentRegistry
@@ -24,7 +23,7 @@ def server() -> Iterator[ConsulDevServer]:
 @pytest.fixture(scope="module")
 def registrar(server: ConsulDevServer) -> ProvisionedToken:
     spec = {"name": "batch-registrar", "kind": "registrar", "agent_types": ["alpha"]}
-    return asyncio.run(provision_tokens(server.http_addr, master_token(server), spec))["batch-registrar"]
+    return provisioned(server, spec)["batch-registrar"]
 
 
 def _item(agent_type: str, i: int) -> dict[str, object]:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from conftest import MakeConsul, skip_if_external
-from support import consul_get, eventually, registration
+from support import consul_get, eventually, registration, stop_process
 
 from consul_agents import (
     AgentRegistry,
@@ -89,7 +89,7 @@ async def test_frozen_datacenter_costs_one_share_then_is_skipped(
     async with AgentRegistry(dc1.http_addr, timeout=timeout, failover_datacenters=["dc2", "dc3"]) as registry:
         request = DiscoveryRequest(agent_type=unique)
         await registry.discovery.datacenters()  # known before the freeze, as in a running client
-        os.kill(frozen_dc2.pid or 0, signal.SIGSTOP)
+        stop_process(frozen_dc2.pid or 0)
         started = time.monotonic()
         first = await registry.discover(request, cached=cached)
         first_took = time.monotonic() - started
@@ -120,7 +120,7 @@ async def test_warm_cache_fails_over_from_a_frozen_datacenter(
         request = DiscoveryRequest(agent_type=unique)
         warm = await registry.discover(request)
         assert warm.datacenter == "dc2" and warm.staleness == 0
-        os.kill(frozen_dc2.pid or 0, signal.SIGSTOP)
+        stop_process(frozen_dc2.pid or 0)
         frozen_at = time.monotonic()
 
         async def moved() -> bool:

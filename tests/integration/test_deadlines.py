@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 
 import pytest
 from conftest import MakeConsul, skip_if_external
-from support import eventually, registration
+from support import eventually, registration, stop_process
 
 from consul_agents import (
     AgentRegistry,
@@ -57,7 +57,7 @@ def freeze() -> Iterator[Callable[[ConsulDevServer], None]]:
 
     def stop(server: ConsulDevServer) -> None:
         assert server.pid is not None
-        os.kill(server.pid, signal.SIGSTOP)
+        stop_process(server.pid)
         frozen.append(server.pid)
 
     yield stop

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from acl_support import acl_consul, master_token, provision_tokens
+from acl_support import acl_consul, master_token, provisioned
 from aiohttp import test_utils
 from processes import CLI, cli_env
 from support import consul_put
@@ -36,7 +36,7 @@ def tokens(server: ConsulDevServer) -> dict[str, ProvisionedToken]:
         {"name": "seer", "kind": "discoverer"},
         {"name": "reg", "kind": "registrar", "agent_types": ["tf"]},
     ]
-    return asyncio.run(provision_tokens(server.http_addr, master_token(server), *specs))
+    return provisioned(server, *specs)
 
 
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:

@@ -3,12 +3,11 @@ entries and KV breaks no reader of other types, whatever the reader's token."""
 
 from __future__ import annotations
 
-import asyncio
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from acl_support import acl_consul, master_token, provision_tokens, registration
+from acl_support import acl_consul, provisioned, registration
 from aiohttp import test_utils
 from conftest import skip_if_external
 from support import raw_agent
@@ -34,7 +33,7 @@ def server() -> Iterator[ConsulDevServer]:
 
 @pytest.fixture(scope="module")
 def tokens(server: ConsulDevServer) -> dict[str, ProvisionedToken]:
-    return asyncio.run(provision_tokens(server.http_addr, master_token(server), *SPECS))
+    return provisioned(server, *SPECS)
 
 
 def kv_put(addr: str, key: str, value: bytes, token: str) -> None:

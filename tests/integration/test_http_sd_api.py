@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from acl_support import acl_consul, master_token, provision_tokens, registration
+from acl_support import acl_consul, master_token, provisioned, registration
 from aiohttp import test_utils
 from support import consul_get
 
@@ -84,7 +83,7 @@ def server() -> Iterator[ConsulDevServer]:
 
 @pytest.fixture(scope="module")
 def tokens(server: ConsulDevServer) -> dict[str, ProvisionedToken]:
-    return asyncio.run(provision_tokens(server.http_addr, master_token(server), *SPECS))
+    return provisioned(server, *SPECS)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from acl_support import acl_consul, master_token, provision_tokens, registration
+from acl_support import acl_consul, master_token, registration, token_secrets
 from aiohttp import test_utils
 from processes import CLI, cli_env
 from prometheus_client import REGISTRY
@@ -42,8 +42,7 @@ def acl_server() -> Iterator[ConsulDevServer]:
 
 @pytest.fixture(scope="module")
 def tokens(acl_server: ConsulDevServer) -> dict[str, str]:
-    made = asyncio.run(provision_tokens(acl_server.http_addr, master_token(acl_server), *SPECS))
-    return {name: token.secret_id for name, token in made.items()}
+    return token_secrets(acl_server, *SPECS)
 
 
 def catalog_ids(addr: str, service: str, token: str | None = None) -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from conftest import skip_if_external
-from support import eventually, registration
+from support import eventually, registration, stop_process
 
 from consul_agents import AgentRegistry, DiscoveryRequest, RegistryTimeoutError
 from consul_agents._gateway import call_deadline
@@ -62,7 +62,7 @@ async def test_a_joiner_of_a_watch_start_is_bounded_by_its_own_deadline(
         question = DiscoveryRequest(agent_type=unique) if typed else DiscoveryRequest(capabilities=["plan"])
         cache = registry.discovery.cache
         assert server.pid is not None
-        os.kill(server.pid, signal.SIGSTOP)
+        stop_process(server.pid)
         starter = asyncio.create_task(registry.discover(question))
 
         async def starting() -> bool:
@@ -92,7 +92,7 @@ async def test_a_write_waiting_for_another_write_of_the_agent_is_bounded_by_its_
         agent = registration(unique)
         agent_id = await registry.register_agent(agent)
         assert server.pid is not None
-        os.kill(server.pid, signal.SIGSTOP)
+        stop_process(server.pid)
         again = agent.model_copy(update={"agent_id": agent_id})
         first = asyncio.create_task(registry.register_agent(again))
         locks = registry._write_locks._locks

@@ -3,13 +3,12 @@ register, take over, heartbeat or remove it (each attack against a real ACL-enab
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from acl_support import acl_consul, gateway, master_token, provision_tokens
+from acl_support import acl_consul, gateway, master_token, token_secrets
 from support import eventually, registration
 
 from consul_agents import AgentRegistry, AgentStatus, PermissionDeniedError
@@ -30,8 +29,7 @@ def server() -> Iterator[ConsulDevServer]:
 
 @pytest.fixture(scope="module")
 def tokens(server: ConsulDevServer) -> dict[str, str]:
-    made = asyncio.run(provision_tokens(server.http_addr, master_token(server), *SPECS))
-    return {name: token.secret_id for name, token in made.items()}
+    return token_secrets(server, *SPECS)
 
 
 async def _anchor_ids(server: ConsulDevServer, agent_type: str) -> list[str]:

@@ -7,7 +7,6 @@ OpenTelemetry allows once per process, and the other tracing tests set theirs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from acl_support import acl_consul, master_token, provision_tokens
+from acl_support import acl_consul, master_token, provisioned
 from processes import TESTS, cli_env
 
 from consul_agents.dev import ConsulDevServer
@@ -44,7 +43,7 @@ def captured() -> Iterator[tuple[dict[str, Any], list[str], str]]:
 def _run_child(server: ConsulDevServer) -> tuple[dict[str, Any], list[str], str]:
     agent_type = "lf" + uuid.uuid4().hex[:8]
     spec = {"name": "operator", "kind": "operator"}
-    good = asyncio.run(provision_tokens(server.http_addr, master_token(server), spec))["operator"].secret_id
+    good = provisioned(server, spec)["operator"].secret_id
     bad = str(uuid.uuid4())
     env = cli_env(CONSUL_ADDR=server.http_addr, GOOD_TOKEN=good, BAD_TOKEN=bad, AGENT_TYPE=agent_type)
     env = {k: v for k, v in env.items() if not k.startswith(("LOGFIRE_", "OTEL_"))}

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from acl_support import acl_consul, master_token, provision_tokens
+from acl_support import acl_consul, master_token, token_secrets
 from aiohttp import test_utils
 from processes import CLI, cli_env
 from support import consul_get, consul_put, registration
@@ -227,8 +227,7 @@ def acl_server() -> Iterator[ConsulDevServer]:
 
 @pytest.fixture(scope="module")
 def tokens(acl_server: ConsulDevServer) -> dict[str, str]:
-    made = asyncio.run(provision_tokens(acl_server.http_addr, master_token(acl_server), *SPECS))
-    return {name: token.secret_id for name, token in made.items()}
+    return token_secrets(acl_server, *SPECS)
 
 
 async def test_reaper_removes_metadata_of_agents_consul_reaped(
