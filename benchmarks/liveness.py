@@ -7,7 +7,10 @@ no check state file) and, for each fleet size, interleaved in the same run on th
 * ``per_agent_ttl``: today's design before issue 15, one TTL check per agent, each heartbeat one
   ``PUT /v1/agent/check/update`` (``register_agent(liveness="agent")`` + ``heartbeat`` every TTL/3);
 * ``process_anchor``: ``registry.session(..., liveness="process")`` agents: one anchor TTL check per
-  process and type, an alias check per agent, heartbeats that write only on change.
+  process and type, an alias check per agent, heartbeats that write only on change;
+* ``process_http``: ``registry.session(..., liveness="http")`` agents: Consul runs an HTTP check per agent
+  (every TTL/3) against this process's one health server; heartbeats write only on change. This process's
+  CPU includes the health server answering Consul's checks.
 
 The catalog verification of every ``verify_every`` heartbeats (one read-only transaction per agent and
 minute, the same in both designs, measured by ``benchmarks.writes``) is off in both: it is not liveness, and
@@ -28,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from unittest import mock
 
 from benchmarks._proc import cpu_seconds
@@ -101,15 +104,17 @@ async def _per_agent(addr: str, pid: int, n: int, window: float) -> dict[str, An
     return result
 
 
-async def _process_anchor(addr: str, pid: int, n: int, window: float) -> dict[str, Any]:
+async def _process_anchor(
+    addr: str, pid: int, n: int, window: float, liveness: Literal["process", "http"] = "process"
+) -> dict[str, Any]:
     async with AgentRegistry(addr, cache=False, timeout=120) as registry, AsyncExitStack() as stack:
         registry.verify_every = 0
-        regs = [_registration("anc", i) for i in range(n)]
+        regs = [_registration("anc" if liveness == "process" else "htp", i) for i in range(n)]
         with _no_id_scan():
             for start in range(0, n, 16):
                 batch = regs[start : start + 16]
                 await asyncio.gather(
-                    *(stack.enter_async_context(registry.session(r, liveness="process")) for r in batch)
+                    *(stack.enter_async_context(registry.session(r, liveness=liveness)) for r in batch)
                 )
         await asyncio.sleep(TTL / 3)
         result = await _measure(registry, pid, n, window)
@@ -205,6 +210,7 @@ async def run(fleet: list[int], window: float, exits: int) -> dict[str, Any]:
                 "idle_consul_cpu_pct": round(100 * idle_consul / 2.0, 2),
                 "per_agent_ttl": await _per_agent(server.http_addr, pid, n, window),
                 "process_anchor": await _process_anchor(server.http_addr, pid, n, window),
+                "process_http": await _process_anchor(server.http_addr, pid, n, window, "http"),
             }
             print(row, flush=True)
             results["fleet"].append(row)
@@ -229,6 +235,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
         for design, label in (
             ("per_agent_ttl", "one TTL per agent (default)"),
             ("process_anchor", 'anchor + alias (liveness="process")'),
+            ("process_http", 'Consul-run HTTP checks (liveness="http")'),
         ):
             ax.plot(sizes, [row[design][metric] for row in rows], marker="o", label=label)
         ax.set_xscale("log")

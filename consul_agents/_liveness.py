@@ -45,7 +45,9 @@ from datetime import timedelta
 from consul_agents import _wire as wire
 from consul_agents._errors import ConsulAgentsError, ConsulRequestError
 from consul_agents._gateway import ConsulGateway, detach_deadline
+from consul_agents._liveness_http import HttpLiveness
 from consul_agents._models import AgentRegistration
+from consul_agents._settings import ConsulSettings
 
 __all__ = ["ANCHOR_MARGIN", "ProcessLiveness"]
 
@@ -82,9 +84,13 @@ class ProcessLiveness:
     deregistered after their last agent. ``on_lost`` is told the agents of an anchor the local Consul agent
     had lost (a restart): the client re-registers each on its next heartbeat."""
 
-    def __init__(self, gateway: ConsulGateway, on_lost: Callable[[set[str]], None]) -> None:
+    def __init__(
+        self, gateway: ConsulGateway, on_lost: Callable[[set[str]], None], settings: ConsulSettings
+    ) -> None:
         self._gateway = gateway
         self._on_lost = on_lost
+        #: Agents kept alive by Consul HTTP checks of this client's health server (``liveness="http"``).
+        self.http = HttpLiveness(settings)
         self._anchors: dict[_Key, _Anchor] = {}
         self._by_agent: dict[str, _Anchor] = {}
         self._lock = asyncio.Lock()
@@ -92,14 +98,23 @@ class ProcessLiveness:
     def __repr__(self) -> str:
         return f"ProcessLiveness(anchors={len(self._anchors)}, agents={len(self._by_agent)})"
 
-    def anchor_of(self, agent_id: str) -> str | None:
+    def anchor_of(self, agent_id: str) -> str | wire.HttpAlive | None:
         anchor = self._by_agent.get(agent_id)
+        if anchor is None and self.http.holds(agent_id):
+            return self.http.spec(agent_id)
         return None if anchor is None else anchor.anchor_id
 
-    async def attach(self, registration: AgentRegistration, agent_id: str) -> str:
+    async def attach(
+        self, registration: AgentRegistration, agent_id: str, *, http: bool = False
+    ) -> str | wire.HttpAlive:
         """The ID of the anchor ``agent_id`` is to alias, registering (and starting to heartbeat) it first
-        when this client has none for the registration's type and timings."""
+        when this client has none for the registration's type and timings; with ``http``, the HTTP check
+        of this client's health server instead (see _liveness_http)."""
         key = _Key(registration.agent_type, registration.ttl, registration.deregister_after)
+        if http:
+            await self.detach(agent_id, clean=True)
+            return await self.http.attach(registration, agent_id)
+        self.http.detach(agent_id)
         async with self._lock:
             current = self._by_agent.get(agent_id)
             if current is not None and current.key != key:
@@ -117,13 +132,16 @@ class ProcessLiveness:
     async def detach(self, agent_id: str, *, clean: bool) -> None:
         """``agent_id`` no longer needs its anchor: deregistered (``clean``), or given up on (its anchor
         then only stops being heartbeated after its last agent, and expires)."""
+        self.http.detach(agent_id)
         async with self._lock:
             anchor = self._by_agent.get(agent_id)
             if anchor is not None:
                 await self._release(anchor, agent_id, clean=clean)
 
     async def close(self) -> None:
-        """Stop every heartbeat; anchors whose agents were all deregistered go, the others expire."""
+        """Stop every heartbeat and the health server; anchors whose agents were all deregistered go, the
+        others expire."""
+        await self.http.close()
         async with self._lock:
             for anchor in list(self._anchors.values()):
                 if anchor.agents:

@@ -101,8 +101,9 @@ class _Registered:
     holder: str | None = None
     #: Whether this client marked it draining (restored with the registration after a loss).
     draining: bool = False
-    #: The anchor the agent's alias check follows (process liveness, see _liveness); None: its own TTL.
-    anchor: str | None = None
+    #: The anchor the agent's alias check follows (process liveness, see _liveness), or its HTTP check
+    #: (see _liveness_http); None: its own TTL.
+    anchor: str | wire.HttpAlive | None = None
     #: The output this client last sent (an anchored agent's check is updated only when it changes).
     sent_output: str | None = None
     #: The local Consul agent lost the agent's anchor: the next heartbeat re-registers the agent.
@@ -250,7 +251,7 @@ class AgentRegistry:
         #: A2A Agent Cards read by this client, by digest (per client: per token).
         self._cards = cards.CardCache(self._card_policy)
         #: The anchors of the agents this client keeps alive as long as its process (see _liveness).
-        self._liveness = ProcessLiveness(self._gateway, self._anchor_lost)
+        self._liveness = ProcessLiveness(self._gateway, self._anchor_lost, self.settings)
         self._recovering: set[asyncio.Task[None]] = set()
 
     def _anchor_lost(self, agent_ids: set[str]) -> None:
@@ -373,7 +374,7 @@ class AgentRegistry:
         registration: AgentRegistration,
         *,
         status: AgentStatus = AgentStatus.PASSING,
-        liveness: Literal["agent", "process"] = "agent",
+        liveness: Literal["agent", "process", "http"] = "agent",
     ) -> str:
         """Register (or, for a known id, update) an agent; returns its id, the Consul service ID.
 
@@ -382,12 +383,18 @@ class AgentRegistry:
         wherever). ``"process"``: the agent lives as long as this process heartbeats its anchor (one TTL
         check per process and type, see :mod:`consul_agents._liveness`); a heartbeat then writes to
         Consul only when the agent's status, output or load changes. Sessions and the sidecar use it.
+        ``"http"``: as ``"process"``, but Consul itself checks the agent through this process's health
+        server (one HTTP check per agent, no TTL update, see :mod:`consul_agents._liveness_http`).
         An id already held by a service of another type (or, in another case, by any service) is refused
         with InvalidAgentError naming the holder, as far as the token can see it; beyond that, the local
         Consul agent's ACLs refuse a registrar an id held there by a type it cannot write.
         """
         if status is AgentStatus.MAINTENANCE:
             raise InvalidAgentError("invalid status: use set_maintenance() for maintenance", field="status")
+        if liveness not in ("agent", "process", "http"):
+            raise InvalidAgentError(
+                f"invalid liveness {liveness!r}: use 'agent', 'process' or 'http'", field="liveness"
+            )
         cards.check_signatures(self._card_policy, registration)
         agent_id = registration.agent_id or f"{registration.agent_type}-{uuid.uuid4().hex[:12]}"
         async with self._write_locks.hold(agent_id):
@@ -395,7 +402,11 @@ class AgentRegistry:
             previous = self._registered.get(agent_id)
             if previous is None or previous.registration.service_name != registration.service_name:
                 await self._refuse_held_id(agent_id, registration.service_name)
-            anchor = await self._liveness.attach(registration, agent_id) if liveness == "process" else None
+            anchor = (
+                await self._liveness.attach(registration, agent_id, http=liveness == "http")
+                if liveness != "agent"
+                else None
+            )
             try:
                 await self._write_registration(agent_id, registration, registration.load, status, anchor)
             except ConsulAgentsError as exc:
@@ -495,7 +506,7 @@ class AgentRegistry:
         registration: AgentRegistration,
         load: float,
         status: AgentStatus = AgentStatus.PASSING,
-        anchor: str | None = None,
+        anchor: str | wire.HttpAlive | None = None,
     ) -> None:
         """KV first, then the service, so a reader never finds Meta pointing at KV with nothing there; then
         the KV entry once more, in case another client's deregistration, re-registration or reap removed it
@@ -583,7 +594,7 @@ class AgentRegistry:
         path = f"/v1/agent/check/update/{wire.check_id(agent_id)}"
         body = wire.ttl_update(status, output)
         try:
-            if known is None or not self._unchanged(known, status, output):
+            if known is None or not self._unchanged(known, status, output) or self._unchecked(agent_id):
                 await self._gateway.put(operation, path, body)
         except ConsulRequestError as exc:
             if not _is_unknown_check(exc):
@@ -637,6 +648,11 @@ class AgentRegistry:
             and known.sent_status is status
             and known.sent_output == output
         )
+
+    def _unchecked(self, agent_id: str) -> bool:
+        """An HTTP-liveness agent Consul stopped checking: send its check's update, so that Consul's
+        "unknown check" answer has it re-registered (see _liveness_http)."""
+        return self._liveness.http.unchecked(agent_id)
 
     def _load_changed(self, previous: float, load: float) -> bool:
         if load == previous:
@@ -1127,7 +1143,7 @@ class AgentRegistry:
         registration: AgentRegistration,
         *,
         interval: float | timedelta | None = None,
-        liveness: Literal["agent", "process"] = "agent",
+        liveness: Literal["agent", "process", "http"] = "agent",
     ) -> AsyncIterator[AgentSession]:
         """Register on enter, heartbeat in the background, deregister on exit (also on cancellation).
 
@@ -1135,6 +1151,8 @@ class AgentRegistry:
         :meth:`register_agent` and :mod:`consul_agents._liveness`): far fewer TTL updates, but Consul 1.8.7
         refreshes every alias check once a minute by copying all of its agent's checks, a cost that grows
         with the square of the agents on one Consul agent (see the README's "What a heartbeat costs").
+        ``liveness="http"``: Consul runs an HTTP check of this process's health server per agent (see
+        :mod:`consul_agents._liveness_http`).
 
         The default interval is a third of the TTL, so two heartbeats can be lost before the agent turns
         critical. When the block ends by an exception or a cancellation, that exception is what propagates:

@@ -18,7 +18,8 @@ The encoding, chosen so that plain Consul tools, Consul ACLs and Consul DNS all 
   alive by its process (``liveness="process"``, see :mod:`consul_agents._liveness`) has a second one,
   ``alive:<agent id>``, an alias of its process's *anchor*: the service ``consul-agents-liveness-<type>``,
   whose one TTL check the process heartbeats; its own check then has a TTL of a year and changes only when
-  the agent's status does.
+  the agent's status does. With ``liveness="http"`` (see :mod:`consul_agents._liveness_http`) that second
+  check is instead a Consul HTTP check of its process's health server.
 * Load travels in Meta, not in the check output: Consul defers syncing an output-only change for
   check_update_interval (5 minutes by default), while a Meta change reaches the catalog at once. A re-
   registration with unchanged content costs Consul nothing (its index does not move), so only real load
@@ -36,6 +37,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,6 +69,7 @@ __all__ = [
     "META_LOAD",
     "META_METADATA",
     "META_TTL",
+    "HttpAlive",
     "agent_node_name",
     "agent_type_of",
     "aggregate_status",
@@ -159,6 +162,14 @@ def anchor_service_name(agent_type: str) -> str:
 def anchor_check_id(anchor_id: str) -> str:
     """The ID of an anchor's TTL check."""
     return f"service:{anchor_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAlive:
+    """An agent kept alive by a Consul HTTP check of its process's health server (see _liveness_http)."""
+
+    url: str
+    interval: timedelta
 
 
 def alias_check_id(agent_id: str) -> str:
@@ -261,14 +272,15 @@ def service_definition(
     load: float,
     heartbeat: datetime,
     status: AgentStatus = AgentStatus.PASSING,
-    anchor: str | None = None,
+    anchor: str | HttpAlive | None = None,
 ) -> dict[str, Any]:
     """The body of ``PUT /v1/agent/service/register`` for a registration.
 
     ``status`` is the TTL check's status when Consul creates it (an existing check keeps its own): a
     sidecar that has not yet seen its agent answer registers it critical rather than passing. With an
     ``anchor`` (its service ID) the agent's own check only holds the status the client sets, and an alias
-    check of the anchor turns critical when the process stops heartbeating it.
+    check of the anchor turns critical when the process stops heartbeating it; with an :class:`HttpAlive`
+    that second check is a Consul HTTP check of the process's health server instead.
     """
     endpoint = urlsplit(registration.endpoint)
     meta: dict[str, str] = dict(registration.tags)
@@ -297,7 +309,7 @@ def service_definition(
 
 
 def _checks(
-    registration: AgentRegistration, agent_id: str, status: AgentStatus, anchor: str | None
+    registration: AgentRegistration, agent_id: str, status: AgentStatus, anchor: str | HttpAlive | None
 ) -> dict[str, Any]:
     reap_after = format_duration(registration.deregister_after)
     if anchor is None:
@@ -315,6 +327,8 @@ def _checks(
     }
     if anchor is None:
         return {"Check": own}
+    if isinstance(anchor, HttpAlive):
+        return {"Checks": [own, _http_check(agent_id, anchor, reap_after)]}
     alias = {
         "CheckID": alias_check_id(agent_id),
         "Name": "process alive",
@@ -325,6 +339,21 @@ def _checks(
         "DeregisterCriticalServiceAfter": reap_after,
     }
     return {"Checks": [own, alias]}
+
+
+def _http_check(agent_id: str, alive: HttpAlive, reap_after: str) -> dict[str, Any]:
+    return {
+        "CheckID": alias_check_id(agent_id),
+        "Name": "process alive",
+        "Notes": "consul-agents: its process's health server answers 200 while the process keeps it alive",
+        "HTTP": alive.url,
+        "Method": "GET",
+        "Interval": format_duration(alive.interval),
+        "Timeout": "1s",
+        # Created passing: a new check is critical until its first run, up to an interval later.
+        "Status": "passing",
+        "DeregisterCriticalServiceAfter": reap_after,
+    }
 
 
 def with_load(agent_service: Mapping[str, Any], *, load: float, heartbeat: datetime) -> dict[str, Any]:

@@ -1,0 +1,257 @@
+"""HTTP liveness (issue 15, c): Consul runs an HTTP check per agent against its process's health server.
+
+Against the session's real Consul: the checks Consul holds, that a steady fleet sends no TTL update and moves
+no index, detection when the process dies (SIGKILL) and when one agent fails alone, and the status rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+import pytest
+from support import eventually, registration
+from test_dns import srv
+
+from consul_agents import AgentRegistry, AgentStatus, DiscoveryRequest, InvalidAgentError
+from consul_agents import _wire as wire
+from consul_agents.dev import ConsulDevServer
+from consul_agents.dns import service_dns_name
+
+TTL = 3.0  # checks every second, Consul's minimum interval
+CHILD = [sys.executable, "tests/liveness_child.py"]
+
+
+async def _statuses(registry: AgentRegistry, agent_type: str) -> dict[str, str]:
+    response = await registry.gateway.get("read", f"/v1/health/service/agent-{agent_type}")
+    return {
+        entry["Service"]["ID"]: wire.aggregate_status(entry["Checks"]).value for entry in response.body or []
+    }
+
+
+async def _checks(registry: AgentRegistry, agent_id: str) -> dict[str, dict[str, Any]]:
+    response = await registry.gateway.get("read", "/v1/agent/checks")
+    return {cid: c for cid, c in (response.body or {}).items() if c.get("ServiceID") == agent_id}
+
+
+async def test_agent_carries_an_http_check_of_a_loopback_health_server(consul_addr: str, unique: str) -> None:
+    """An agent registered with liveness="http" has its own check and a Consul HTTP check of a loopback URL
+    that answers 200 with a constant body while it is registered and 404 once it is gone."""
+    agent_id = f"{unique}-a"
+    async with AgentRegistry(consul_addr, cache=False) as registry:
+        await registry.register_agent(registration(unique, agent_id=agent_id, ttl=TTL), liveness="http")
+        checks = await _checks(registry, agent_id)
+        assert set(checks) == {wire.check_id(agent_id), wire.alias_check_id(agent_id)}
+        alive = checks[wire.alias_check_id(agent_id)]
+        assert alive["Type"] == "http"
+        spec = registry._liveness.anchor_of(agent_id)
+        assert isinstance(spec, wire.HttpAlive)
+        assert spec.url.startswith("http://127.0.0.1:") and spec.url.endswith(f"/{agent_id}")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(spec.url) as answer:
+                assert (answer.status, await answer.text()) == (200, "alive")
+
+            async def run_by_consul() -> bool:
+                check = (await _checks(registry, agent_id))[wire.alias_check_id(agent_id)]
+                return check["Status"] == "passing" and "200 OK" in check["Output"]
+
+            await eventually(run_by_consul, timeout=TTL + 2, what="Consul ran the HTTP check")
+            assert await registry.get_agent_status(agent_id) is AgentStatus.PASSING
+            await registry.deregister_agent(agent_id)
+            async with http.get(spec.url) as answer:
+                assert answer.status == 404
+
+
+async def test_steady_agents_send_nothing_and_move_no_index(consul_addr: str, unique: str) -> None:
+    """20 sessions heartbeating for several check intervals send no TTL update at all after their first
+    heartbeat, and the health index of their service does not move: Consul runs the checks itself and
+    never syncs an unchanged one."""
+    async with AgentRegistry(consul_addr, cache=False) as registry, AsyncExitStack() as stack:
+        sent: Counter[str] = Counter()
+        put = registry.gateway.put
+
+        async def counting(operation: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+            if path.startswith("/v1/agent/check/update/"):
+                sent["update"] += 1
+            return await put(operation, path, body, **kwargs)
+
+        registry.gateway.put = counting  # type: ignore[method-assign]
+        regs = [registration(unique, agent_id=f"{unique}-{i}", ttl=TTL) for i in range(20)]
+        sessions = [await stack.enter_async_context(registry.session(r, liveness="http")) for r in regs]
+
+        async def ran_twice() -> bool:
+            checks = (await registry.gateway.get("read", "/v1/agent/checks")).body or {}
+            outputs = [checks.get(wire.alias_check_id(r.agent_id or ""), {}).get("Output", "") for r in regs]
+            return all("200 OK" in output for output in outputs)
+
+        await eventually(ran_twice, timeout=TTL + 2, what="every HTTP check run")
+        await eventually(lambda: _all_beat(sessions, 1), timeout=2 * TTL, what="a first heartbeat of each")
+        path = f"/v1/health/service/agent-{unique}"
+        before = (await registry.gateway.get("read", path)).meta.index
+        sent.clear()
+        await eventually(lambda: _all_beat(sessions, 4), timeout=4 * TTL, what="three more heartbeats")
+        assert sent["update"] == 0, sent
+        assert (await registry.gateway.get("read", path)).meta.index == before
+        assert set((await _statuses(registry, unique)).values()) == {"passing"}
+
+
+async def _all_beat(sessions: list[Any], beats: int) -> bool:
+    return all(s.heartbeats >= beats for s in sessions)
+
+
+async def test_one_agent_fails_alone_and_recovers(consul_addr: str, unique: str) -> None:
+    """A session set critical is critical within TTL + 1 s while its sibling stays passing (by its HTTP
+    check alone), and passing again once it recovers."""
+    async with AgentRegistry(consul_addr, cache=False) as registry:
+        first = registration(unique, agent_id=f"{unique}-a", ttl=TTL)
+        second = registration(unique, agent_id=f"{unique}-b", ttl=TTL)
+        async with (
+            registry.session(first, liveness="http") as failing,
+            registry.session(second, liveness="http"),
+        ):
+            assert (await _checks(registry, f"{unique}-b"))[wire.alias_check_id(f"{unique}-b")][
+                "Type"
+            ] == "http"
+            failing.status = AgentStatus.CRITICAL
+            started = time.monotonic()
+
+            async def first_critical() -> bool:
+                return (await _statuses(registry, unique)).get(f"{unique}-a") == "critical"
+
+            await eventually(first_critical, timeout=TTL + 1, what="the failing agent critical")
+            elapsed = time.monotonic() - started
+            deadline = time.monotonic() + 2 * TTL
+            while time.monotonic() < deadline:
+                assert (await _statuses(registry, unique))[f"{unique}-b"] == "passing"
+                await asyncio.sleep(0.2)
+            failing.status = AgentStatus.PASSING
+
+            async def recovered() -> bool:
+                return (await _statuses(registry, unique)).get(f"{unique}-a") == "passing"
+
+            await eventually(recovered, timeout=TTL + 1, what="the agent passing again")
+        assert elapsed <= TTL + 1
+
+
+async def test_sigkilled_process_agents_turn_critical_within_ttl_plus_one_second(
+    consul_server: ConsulDevServer, unique: str
+) -> None:
+    """Every agent of a SIGKILLed process with HTTP liveness is critical within TTL + 1 s of the kill (its
+    health server's port is closed), and Consul DNS drops them all."""
+    count = 20
+    child = await asyncio.create_subprocess_exec(
+        *CHILD, consul_server.http_addr, unique, str(count), str(TTL), "http", stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        line = await asyncio.wait_for(child.stdout.readline(), 60)
+        assert line.strip() == b"READY"
+        async with AgentRegistry(consul_server.http_addr, cache=False) as registry:
+            kinds = {
+                c["Type"] for i in range(count) for c in (await _checks(registry, f"{unique}-{i}")).values()
+            }
+            assert kinds == {"ttl", "http"}
+            name = service_dns_name(unique)
+            await eventually(
+                lambda: _dns_lists(consul_server.dns_port, name), timeout=10, what="DNS lists them"
+            )
+            child.kill()
+            killed = time.monotonic()
+
+            async def all_critical() -> bool:
+                statuses = await _statuses(registry, unique)
+                return len(statuses) == count and set(statuses.values()) == {"critical"}
+
+            await eventually(all_critical, timeout=TTL + 5, what="every agent critical")
+            elapsed = time.monotonic() - killed
+            await eventually(
+                lambda: _dns_drops(consul_server.dns_port, name), timeout=5, what="DNS drops them"
+            )
+        assert elapsed <= TTL + 1, f"{elapsed:.2f}s"
+    finally:
+        if child.returncode is None:
+            child.kill()
+        await child.wait()
+
+
+async def _dns_lists(port: int, name: str) -> bool:
+    return bool(await srv(port, name))
+
+
+async def _dns_drops(port: int, name: str) -> bool:
+    return not await srv(port, name)
+
+
+async def test_foreign_check_only_lowers_an_http_agent(consul_addr: str, unique: str) -> None:
+    """An HTTP-liveness agent is read as having the library's check (discovered, passing), and a check
+    someone else adds to it can lower its status but never raise it."""
+    agent_id = f"{unique}-a"
+    async with AgentRegistry(consul_addr, cache=False) as registry:
+        await registry.register_agent(registration(unique, agent_id=agent_id, ttl=TTL), liveness="http")
+        assert (await _checks(registry, agent_id))[wire.alias_check_id(agent_id)]["Type"] == "http"
+        found = await registry.discover_agents(DiscoveryRequest(agent_type=unique))
+        assert [a.agent_id for a in found] == [agent_id]
+        foreign = {"ID": f"{unique}-foreign", "Name": "x", "ServiceID": agent_id, "TTL": "60s"}
+        await registry.gateway.put("add", "/v1/agent/check/register", {**foreign, "Status": "critical"})
+        assert await registry.get_agent_status(agent_id) is AgentStatus.CRITICAL
+        await registry.gateway.put("pass", f"/v1/agent/check/pass/{unique}-foreign")
+        await registry.heartbeat(agent_id, status=AgentStatus.CRITICAL)
+        assert await registry.get_agent_status(agent_id) is AgentStatus.CRITICAL
+        await registry.deregister_agent(agent_id)
+
+
+async def test_agent_lost_by_consul_is_registered_again(consul_addr: str, unique: str) -> None:
+    """An HTTP-liveness session whose service the local Consul agent lost (removed behind its back, as a
+    restart without its data dir does) is registered again by its own heartbeats, passing, once Consul
+    has not checked it for three intervals."""
+    agent_id = f"{unique}-a"
+    registry = AgentRegistry(consul_addr, cache=False)
+    async with (
+        registry,
+        registry.session(registration(unique, agent_id=agent_id, ttl=TTL), liveness="http") as session,
+    ):
+        await eventually(lambda: _all_beat([session], 2), timeout=4 * TTL, what="two heartbeats")
+        await registry.gateway.put("lose it", f"/v1/agent/service/deregister/{agent_id}")
+        assert await _checks(registry, agent_id) == {}
+
+        async def back() -> bool:
+            alive = (await _checks(registry, agent_id)).get(wire.alias_check_id(agent_id), {})
+            return alive.get("Type") == "http"
+
+        await eventually(back, timeout=6 * TTL, what="the agent registered again")
+        await eventually(lambda: _passing(registry, unique, agent_id), timeout=2 * TTL, what="passing again")
+
+
+async def _passing(registry: AgentRegistry, agent_type: str, agent_id: str) -> bool:
+    return (await _statuses(registry, agent_type)).get(agent_id) == "passing"
+
+
+async def test_drain_maintenance_and_census_hold_for_http_agents(consul_addr: str, unique: str) -> None:
+    """An HTTP-liveness agent can be drained and put in maintenance like any other, and the census counts
+    it with its status."""
+    agent_id = f"{unique}-a"
+    async with AgentRegistry(consul_addr, cache=False) as registry:
+        await registry.register_agent(registration(unique, agent_id=agent_id, ttl=TTL), liveness="http")
+        await registry.set_draining(agent_id)
+        (info,) = await registry.discover_agents(DiscoveryRequest(agent_type=unique, include_draining=True))
+        assert info.draining
+        await registry.set_draining(agent_id, False)
+        await registry.set_maintenance(agent_id, True, "upgrade")
+        assert await registry.get_agent_status(agent_id) is AgentStatus.MAINTENANCE
+        await registry.set_maintenance(agent_id, False)
+        census = {a.agent_id: a.status for a in await registry.census()}
+        assert census[agent_id] is AgentStatus.PASSING
+        await registry.deregister_agent(agent_id)
+
+
+async def test_unknown_liveness_is_refused(consul_addr: str, unique: str) -> None:
+    """A liveness mode that does not exist is refused with an error naming it, and nothing is registered."""
+    async with AgentRegistry(consul_addr, cache=False) as registry:
+        with pytest.raises(InvalidAgentError, match="liveness"):
+            await registry.register_agent(registration(unique, agent_id=f"{unique}-a"), liveness="htp")  # type: ignore[arg-type]
+        assert await _checks(registry, f"{unique}-a") == {}
