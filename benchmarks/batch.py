@@ -30,19 +30,10 @@ from benchmarks._stats import (
     summary,
     write_report,
 )
-from consul_agents import AgentRegistration, AgentRegistry, SelectionCriteria
+from benchmarks.writes import _registration
+from consul_agents import AgentRegistry, SelectionCriteria
 
 REPORT = Path("reports/bench-batch.json")
-
-
-def _registration(agent_type: str, agent_id: str) -> AgentRegistration:
-    return AgentRegistration(
-        agent_type=agent_type,
-        agent_id=agent_id,
-        capabilities=["plan"],
-        endpoint="http://127.0.0.1:9000",
-        ttl=3600,
-    )
 
 
 async def _register_section(registry: AgentRegistry, agents: int, rounds: int) -> dict[str, Any]:
