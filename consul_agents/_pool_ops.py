@@ -189,8 +189,10 @@ async def unmet_reason(
         region=result.datacenter or None,
         include_draining=True,
     )
-    live = [criteria.status] if criteria.status else [AgentStatus.PASSING, AgentStatus.WARNING]
-    others = [status for status in AgentStatus if status not in live]
+    # status None is what discovery calls live (passing and warning): one question, not one per status
+    live: list[AgentStatus | None] = [criteria.status]
+    covered = [criteria.status] if criteria.status else [AgentStatus.PASSING, AgentStatus.WARNING]
+    others: list[AgentStatus | None] = [status for status in AgentStatus if status not in covered]
     try:
         found = await _statuses(registry, base, live, cached)
         if found:
@@ -202,7 +204,7 @@ async def unmet_reason(
 
 
 async def _statuses(
-    registry: AgentRegistry, base: DiscoveryRequest, statuses: list[AgentStatus], cached: bool | None
+    registry: AgentRegistry, base: DiscoveryRequest, statuses: list[AgentStatus | None], cached: bool | None
 ) -> list[AgentInfo]:
     answers = await asyncio.gather(
         *(registry.discovery.discover(base.model_copy(update={"status": s}), cached=cached) for s in statuses)
