@@ -7,30 +7,20 @@ Against the session's real Consul: what a steady fleet of sessions sends, detect
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections import Counter
 from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
+from liveness_support import all_beat, fails_alone, sigkill_detection, statuses
 from support import eventually, registration
-from test_dns import srv
 
-from consul_agents import AgentRegistry, AgentStatus
+from consul_agents import AgentRegistry
 from consul_agents import _wire as wire
 from consul_agents.dev import ConsulDevServer
-from consul_agents.dns import service_dns_name
 
 TTL = 2.0
-CHILD = [sys.executable, "tests/liveness_child.py"]
-
-
-async def _statuses(registry: AgentRegistry, agent_type: str) -> dict[str, str]:
-    response = await registry.gateway.get("read", f"/v1/health/service/agent-{agent_type}")
-    return {
-        entry["Service"]["ID"]: wire.aggregate_status(entry["Checks"]).value for entry in response.body or []
-    }
 
 
 async def test_steady_sessions_send_one_ttl_update_per_interval_in_all(consul_addr: str, unique: str) -> None:
@@ -50,14 +40,10 @@ async def test_steady_sessions_send_one_ttl_update_per_interval_in_all(consul_ad
         registry.gateway.put = counting  # type: ignore[method-assign]
         regs = [registration(unique, agent_id=f"{unique}-{i}", ttl=TTL) for i in range(30)]
         sessions = [await stack.enter_async_context(registry.session(r, liveness="process")) for r in regs]
-        await eventually(lambda: _all_beat(sessions, 4), timeout=20, what="four heartbeats of every session")
+        await eventually(lambda: all_beat(sessions, 4), timeout=20, what="four heartbeats of every session")
         assert sent["agent"] <= len(regs), sent  # at most the first heartbeat of each
         assert 1 <= sent["other"] <= 8, sent  # the anchor's
-        assert set((await _statuses(registry, unique)).values()) == {"passing"}
-
-
-async def _all_beat(sessions: list[Any], beats: int) -> bool:
-    return all(s.heartbeats >= beats for s in sessions)
+        assert set((await statuses(registry, unique)).values()) == {"passing"}
 
 
 async def test_one_agent_fails_alone_within_the_bound(consul_addr: str, unique: str) -> None:
@@ -70,25 +56,7 @@ async def test_one_agent_fails_alone_within_the_bound(consul_addr: str, unique: 
             registry.session(first, liveness="process") as failing,
             registry.session(second, liveness="process"),
         ):
-            failing.status = AgentStatus.CRITICAL
-            started = time.monotonic()
-
-            async def first_critical() -> bool:
-                return (await _statuses(registry, unique)).get(f"{unique}-a") == "critical"
-
-            await eventually(first_critical, timeout=TTL + 1, what="the failing agent critical")
-            elapsed = time.monotonic() - started
-            # Two more TTLs: the sibling is kept alive by the anchor alone.
-            deadline = time.monotonic() + 2 * TTL
-            while time.monotonic() < deadline:
-                assert (await _statuses(registry, unique))[f"{unique}-b"] == "passing"
-                await asyncio.sleep(0.2)
-            failing.status = AgentStatus.PASSING
-
-            async def recovered() -> bool:
-                return (await _statuses(registry, unique)).get(f"{unique}-a") == "passing"
-
-            await eventually(recovered, timeout=TTL + 1, what="the agent passing again")
+            elapsed = await fails_alone(registry, failing, unique, TTL)
         assert elapsed <= TTL + 1
 
 
@@ -97,44 +65,8 @@ async def test_sigkilled_process_agents_turn_critical_within_ttl_plus_one_second
 ) -> None:
     """Every agent of a SIGKILLed process is critical within TTL + 1 s of the kill, and Consul DNS
     drops them all."""
-    count = 20
-    child = await asyncio.create_subprocess_exec(
-        *CHILD, consul_server.http_addr, unique, str(count), str(TTL), stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        assert child.stdout is not None
-        line = await asyncio.wait_for(child.stdout.readline(), 60)
-        assert line.strip() == b"READY"
-        async with AgentRegistry(consul_server.http_addr, cache=False) as registry:
-            name = service_dns_name(unique)
-            await eventually(
-                lambda: _dns_lists(consul_server.dns_port, name), timeout=10, what="DNS lists them"
-            )
-            child.kill()
-            killed = time.monotonic()
-
-            async def all_critical() -> bool:
-                statuses = await _statuses(registry, unique)
-                return len(statuses) == count and set(statuses.values()) == {"critical"}
-
-            await eventually(all_critical, timeout=TTL + 5, what="every agent critical")
-            elapsed = time.monotonic() - killed
-            await eventually(
-                lambda: _dns_drops(consul_server.dns_port, name), timeout=5, what="DNS drops them"
-            )
-        assert elapsed <= TTL + 1, f"{elapsed:.2f}s"
-    finally:
-        if child.returncode is None:
-            child.kill()
-        await child.wait()
-
-
-async def _dns_lists(port: int, name: str) -> bool:
-    return bool(await srv(port, name))  # Consul answers a few records over UDP, not all 20
-
-
-async def _dns_drops(port: int, name: str) -> bool:
-    return not await srv(port, name)
+    elapsed = await sigkill_detection(consul_server, unique, 20, TTL)
+    assert elapsed <= TTL + 1, f"{elapsed:.2f}s"
 
 
 async def test_anchor_is_no_agent_and_goes_after_its_last_agent(consul_addr: str, unique: str) -> None:
@@ -156,7 +88,7 @@ async def test_anchor_is_no_agent_and_goes_after_its_last_agent(consul_addr: str
                 assert all(not a.agent_id.startswith(wire.ANCHOR_PREFIX) for a in census)
             services = (await registry.gateway.get("read", "/v1/agent/services")).body
             assert anchor_name in [s["Service"] for s in services.values()]  # the first still aliases it
-            assert (await _statuses(registry, unique)) == {f"{unique}-a": "passing"}
+            assert (await statuses(registry, unique)) == {f"{unique}-a": "passing"}
         services = (await registry.gateway.get("read", "/v1/agent/services")).body
         assert anchor_name not in [s["Service"] for s in services.values()]
 

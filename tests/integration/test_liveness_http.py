@@ -6,32 +6,20 @@ no index, detection when the process dies (SIGKILL) and when one agent fails alo
 
 from __future__ import annotations
 
-import asyncio
-import sys
-import time
 from collections import Counter
 from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
 import pytest
+from liveness_support import all_beat, fails_alone, sigkill_detection, statuses
 from support import eventually, registration
-from test_dns import srv
 
 from consul_agents import AgentRegistry, AgentStatus, DiscoveryRequest, InvalidAgentError
 from consul_agents import _wire as wire
 from consul_agents.dev import ConsulDevServer
-from consul_agents.dns import service_dns_name
 
 TTL = 3.0  # checks every second, Consul's minimum interval
-CHILD = [sys.executable, "tests/liveness_child.py"]
-
-
-async def _statuses(registry: AgentRegistry, agent_type: str) -> dict[str, str]:
-    response = await registry.gateway.get("read", f"/v1/health/service/agent-{agent_type}")
-    return {
-        entry["Service"]["ID"]: wire.aggregate_status(entry["Checks"]).value for entry in response.body or []
-    }
 
 
 async def _checks(registry: AgentRegistry, agent_id: str) -> dict[str, dict[str, Any]]:
@@ -90,18 +78,14 @@ async def test_steady_agents_send_nothing_and_move_no_index(consul_addr: str, un
             return all("200 OK" in output for output in outputs)
 
         await eventually(ran_twice, timeout=TTL + 2, what="every HTTP check run")
-        await eventually(lambda: _all_beat(sessions, 1), timeout=2 * TTL, what="a first heartbeat of each")
+        await eventually(lambda: all_beat(sessions, 1), timeout=2 * TTL, what="a first heartbeat of each")
         path = f"/v1/health/service/agent-{unique}"
         before = (await registry.gateway.get("read", path)).meta.index
         sent.clear()
-        await eventually(lambda: _all_beat(sessions, 4), timeout=4 * TTL, what="three more heartbeats")
+        await eventually(lambda: all_beat(sessions, 4), timeout=4 * TTL, what="three more heartbeats")
         assert sent["update"] == 0, sent
         assert (await registry.gateway.get("read", path)).meta.index == before
-        assert set((await _statuses(registry, unique)).values()) == {"passing"}
-
-
-async def _all_beat(sessions: list[Any], beats: int) -> bool:
-    return all(s.heartbeats >= beats for s in sessions)
+        assert set((await statuses(registry, unique)).values()) == {"passing"}
 
 
 async def test_one_agent_fails_alone_and_recovers(consul_addr: str, unique: str) -> None:
@@ -117,24 +101,7 @@ async def test_one_agent_fails_alone_and_recovers(consul_addr: str, unique: str)
             assert (await _checks(registry, f"{unique}-b"))[wire.alias_check_id(f"{unique}-b")][
                 "Type"
             ] == "http"
-            failing.status = AgentStatus.CRITICAL
-            started = time.monotonic()
-
-            async def first_critical() -> bool:
-                return (await _statuses(registry, unique)).get(f"{unique}-a") == "critical"
-
-            await eventually(first_critical, timeout=TTL + 1, what="the failing agent critical")
-            elapsed = time.monotonic() - started
-            deadline = time.monotonic() + 2 * TTL
-            while time.monotonic() < deadline:
-                assert (await _statuses(registry, unique))[f"{unique}-b"] == "passing"
-                await asyncio.sleep(0.2)
-            failing.status = AgentStatus.PASSING
-
-            async def recovered() -> bool:
-                return (await _statuses(registry, unique)).get(f"{unique}-a") == "passing"
-
-            await eventually(recovered, timeout=TTL + 1, what="the agent passing again")
+            elapsed = await fails_alone(registry, failing, unique, TTL)
         assert elapsed <= TTL + 1
 
 
@@ -144,47 +111,13 @@ async def test_sigkilled_process_agents_turn_critical_within_ttl_plus_one_second
     """Every agent of a SIGKILLed process with HTTP liveness is critical within TTL + 1 s of the kill (its
     health server's port is closed), and Consul DNS drops them all."""
     count = 20
-    child = await asyncio.create_subprocess_exec(
-        *CHILD, consul_server.http_addr, unique, str(count), str(TTL), "http", stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        assert child.stdout is not None
-        line = await asyncio.wait_for(child.stdout.readline(), 60)
-        assert line.strip() == b"READY"
-        async with AgentRegistry(consul_server.http_addr, cache=False) as registry:
-            kinds = {
-                c["Type"] for i in range(count) for c in (await _checks(registry, f"{unique}-{i}")).values()
-            }
-            assert kinds == {"ttl", "http"}
-            name = service_dns_name(unique)
-            await eventually(
-                lambda: _dns_lists(consul_server.dns_port, name), timeout=10, what="DNS lists them"
-            )
-            child.kill()
-            killed = time.monotonic()
 
-            async def all_critical() -> bool:
-                statuses = await _statuses(registry, unique)
-                return len(statuses) == count and set(statuses.values()) == {"critical"}
+    async def both_kinds_of_check(registry: AgentRegistry) -> None:
+        kinds = {c["Type"] for i in range(count) for c in (await _checks(registry, f"{unique}-{i}")).values()}
+        assert kinds == {"ttl", "http"}
 
-            await eventually(all_critical, timeout=TTL + 5, what="every agent critical")
-            elapsed = time.monotonic() - killed
-            await eventually(
-                lambda: _dns_drops(consul_server.dns_port, name), timeout=5, what="DNS drops them"
-            )
-        assert elapsed <= TTL + 1, f"{elapsed:.2f}s"
-    finally:
-        if child.returncode is None:
-            child.kill()
-        await child.wait()
-
-
-async def _dns_lists(port: int, name: str) -> bool:
-    return bool(await srv(port, name))
-
-
-async def _dns_drops(port: int, name: str) -> bool:
-    return not await srv(port, name)
+    elapsed = await sigkill_detection(consul_server, unique, count, TTL, ("http",), both_kinds_of_check)
+    assert elapsed <= TTL + 1, f"{elapsed:.2f}s"
 
 
 async def test_foreign_check_only_lowers_an_http_agent(consul_addr: str, unique: str) -> None:
@@ -215,7 +148,7 @@ async def test_agent_lost_by_consul_is_registered_again(consul_addr: str, unique
         registry,
         registry.session(registration(unique, agent_id=agent_id, ttl=TTL), liveness="http") as session,
     ):
-        await eventually(lambda: _all_beat([session], 2), timeout=4 * TTL, what="two heartbeats")
+        await eventually(lambda: all_beat([session], 2), timeout=4 * TTL, what="two heartbeats")
         await registry.gateway.put("lose it", f"/v1/agent/service/deregister/{agent_id}")
         assert await _checks(registry, agent_id) == {}
 
@@ -228,7 +161,7 @@ async def test_agent_lost_by_consul_is_registered_again(consul_addr: str, unique
 
 
 async def _passing(registry: AgentRegistry, agent_type: str, agent_id: str) -> bool:
-    return (await _statuses(registry, agent_type)).get(agent_id) == "passing"
+    return (await statuses(registry, agent_type)).get(agent_id) == "passing"
 
 
 async def test_drain_maintenance_and_census_hold_for_http_agents(consul_addr: str, unique: str) -> None:
