@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +141,22 @@ class A2AAgent:
 
     def close(self) -> None:
         reap(self.proc)
+
+
+@contextmanager
+def two_a2a_agents() -> Iterator[tuple[A2AAgent, A2AAgent]]:
+    """Two real A2A agents: alpha (skills echo, hello_world) and beta (summarize); both closed after."""
+    alpha = A2AAgent("alpha", "echo", "hello_world")
+    try:
+        beta = A2AAgent("beta", "summarize")
+    except BaseException:
+        alpha.close()
+        raise
+    try:
+        yield alpha, beta
+    finally:
+        alpha.close()
+        beta.close()
 
 
 def write_sidecar_file(path: Path, agents: list[dict[str, Any]]) -> Path:

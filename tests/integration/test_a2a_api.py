@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from acl_support import acl_consul, master_token, provision_tokens
 from aiohttp import test_utils
-from processes import CLI, A2AAgent
+from processes import CLI, A2AAgent, two_a2a_agents
 
 from consul_agents import AgentRegistration, AgentRegistry, PermissionDeniedError
 from consul_agents.api import create_app
@@ -21,15 +21,8 @@ from consul_agents.dev import ConsulDevServer
 @pytest.fixture(scope="module")
 def agents() -> Iterator[tuple[A2AAgent, A2AAgent]]:
     """Two real A2A agents: alpha (skills echo, hello_world) and beta (summarize)."""
-    alpha = A2AAgent("alpha", "echo", "hello_world")
-    try:
-        beta = A2AAgent("beta", "summarize")
-    except BaseException:
-        alpha.close()
-        raise
-    yield alpha, beta
-    alpha.close()
-    beta.close()
+    with two_a2a_agents() as pair:
+        yield pair
 
 
 async def test_card_route_answers_with_a_strong_etag_and_304(

@@ -15,7 +15,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
-from processes import CLI, A2AAgent, cli_env
+from processes import CLI, A2AAgent, cli_env, two_a2a_agents
 from support import consul_get, consul_put, eventually
 
 from consul_agents import (
@@ -35,15 +35,8 @@ from consul_agents.dev import ConsulDevServer
 @pytest.fixture(scope="module")
 def agents() -> Iterator[tuple[A2AAgent, A2AAgent]]:
     """Two real A2A agents: alpha (skills echo, hello_world) and beta (summarize)."""
-    alpha = A2AAgent("alpha", "echo", "hello_world")
-    try:
-        beta = A2AAgent("beta", "summarize")
-    except BaseException:
-        alpha.close()
-        raise
-    yield alpha, beta
-    alpha.close()
-    beta.close()
+    with two_a2a_agents() as pair:
+        yield pair
 
 
 def kv_keys(addr: str, prefix: str) -> list[str]:

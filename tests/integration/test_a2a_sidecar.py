@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import test_utils
-from processes import A2AAgent, FakeAgent, SidecarProcess, write_sidecar_file
+from processes import A2AAgent, FakeAgent, SidecarProcess, two_a2a_agents, write_sidecar_file
 from support import eventually
 
 from consul_agents import AgentNotFoundError, AgentRegistry, AgentStatus, DiscoveryRequest, InvalidAgentError
@@ -25,14 +25,8 @@ INTERVAL = 0.5
 
 @pytest.fixture
 def agents() -> Iterator[list[A2AAgent]]:
-    started: list[A2AAgent] = []
-    try:
-        started.append(A2AAgent("alpha", "echo", "hello_world"))
-        started.append(A2AAgent("beta", "summarize"))
-        yield started
-    finally:
-        for agent in started:
-            agent.close()
+    with two_a2a_agents() as pair:
+        yield list(pair)
 
 
 @pytest.fixture
