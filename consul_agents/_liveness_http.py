@@ -47,6 +47,9 @@ log = logging.getLogger("consul_agents.liveness")
 HEALTH_PATH = "/consul-agents/health/"
 _ALIVE = "alive"  # constant: an unchanged output is never synced to the servers
 _MIN_INTERVAL = timedelta(seconds=1)  # Consul clamps shorter check intervals to one second
+#: How long Consul waits for an answer (the check's Timeout): a hung process is critical this long after
+#: the first run that finds it hung.
+_TIMEOUT = timedelta(seconds=1)
 
 
 def _bind_host(settings: ConsulSettings) -> str:
@@ -102,8 +105,10 @@ class HttpLiveness:
             if self._base is None:
                 await self._start()
             assert self._base is not None
-            interval = max(registration.ttl / 3, _MIN_INTERVAL)
-            spec = wire.HttpAlive(url=f"{self._base}{HEALTH_PATH}{agent_id}", interval=interval)
+            interval = max(registration.ttl - _TIMEOUT, _MIN_INTERVAL)
+            spec = wire.HttpAlive(
+                url=f"{self._base}{HEALTH_PATH}{agent_id}", interval=interval, timeout=_TIMEOUT
+            )
             self._agents[agent_id] = spec
             self._seen[agent_id] = time.monotonic()
             return spec

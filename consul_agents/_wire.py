@@ -170,6 +170,7 @@ class HttpAlive:
 
     url: str
     interval: timedelta
+    timeout: timedelta = timedelta(seconds=1)
 
 
 def alias_check_id(agent_id: str) -> str:
@@ -349,7 +350,7 @@ def _http_check(agent_id: str, alive: HttpAlive, reap_after: str) -> dict[str, A
         "HTTP": alive.url,
         "Method": "GET",
         "Interval": format_duration(alive.interval),
-        "Timeout": "1s",
+        "Timeout": format_duration(alive.timeout),
         # Created passing: a new check is critical until its first run, up to an interval later.
         "Status": "passing",
         "DeregisterCriticalServiceAfter": reap_after,

@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from support import eventually
+from support import eventually, stop_process
 from test_dns import srv
 
 from consul_agents import AgentRegistry, AgentStatus
@@ -65,9 +65,12 @@ async def sigkill_detection(
     ttl: float,
     child_args: tuple[str, ...] = (),
     before_kill: Callable[[AgentRegistry], Awaitable[None]] | None = None,
+    *,
+    hang: bool = False,
 ) -> float:
-    """Start a child process holding ``count`` agents, SIGKILL it once DNS lists them, wait until every
-    agent is critical and DNS drops them; the seconds from the kill to every agent critical."""
+    """Start a child process holding ``count`` agents, SIGKILL it (SIGSTOP with ``hang``: alive, holding its
+    ports, doing nothing) once DNS lists them, wait until every agent is critical and DNS drops them; the
+    seconds from the signal to every agent critical."""
     child = await asyncio.create_subprocess_exec(
         *CHILD,
         server.http_addr,
@@ -86,7 +89,10 @@ async def sigkill_detection(
                 await before_kill(registry)
             name = service_dns_name(agent_type)
             await eventually(lambda: _dns_lists(server.dns_port, name), timeout=10, what="DNS lists them")
-            child.kill()
+            if hang:
+                stop_process(child.pid)
+            else:
+                child.kill()
             killed = time.monotonic()
 
             async def all_critical() -> bool:
@@ -99,7 +105,7 @@ async def sigkill_detection(
         return elapsed
     finally:
         if child.returncode is None:
-            child.kill()
+            child.kill()  # SIGKILL ends a stopped process too
         await child.wait()
 
 

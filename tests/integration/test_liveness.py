@@ -69,6 +69,15 @@ async def test_sigkilled_process_agents_turn_critical_within_ttl_plus_one_second
     assert elapsed <= TTL + 1, f"{elapsed:.2f}s"
 
 
+async def test_hung_process_agents_turn_critical_within_ttl_plus_one_second(
+    consul_server: ConsulDevServer, unique: str
+) -> None:
+    """Every agent of a process that hangs (SIGSTOP: alive but heartbeating nothing) is critical within
+    TTL + 1 s: its anchor's TTL expires."""
+    elapsed = await sigkill_detection(consul_server, unique, 20, TTL, hang=True)
+    assert elapsed <= TTL + 1, f"{elapsed:.2f}s"
+
+
 async def test_anchor_is_no_agent_and_goes_after_its_last_agent(consul_addr: str, unique: str) -> None:
     """An anchor is never listed as an agent type or an agent, and is deregistered once its last session
     ends (never before: an alias of a missing service reads passing)."""

@@ -120,6 +120,28 @@ async def test_sigkilled_process_agents_turn_critical_within_ttl_plus_one_second
     assert elapsed <= TTL + 1, f"{elapsed:.2f}s"
 
 
+async def test_hung_process_agents_turn_critical_within_ttl_plus_one_second(
+    consul_server: ConsulDevServer, unique: str
+) -> None:
+    """Every agent of a process that hangs (SIGSTOP: alive, its port open, answering nothing) is critical
+    within TTL + 1 s: its check runs at most TTL - 1 s apart and times out after 1 s."""
+    elapsed = await sigkill_detection(consul_server, unique, 20, TTL, ("http",), hang=True)
+    assert elapsed <= TTL + 1, f"{elapsed:.2f}s"
+
+
+async def test_check_interval_is_ttl_less_its_timeout(consul_addr: str, unique: str) -> None:
+    """Consul runs an agent's HTTP check every TTL minus its one-second timeout (a third as often as a
+    heartbeat every TTL/3), never more often than once a second."""
+    async with AgentRegistry(consul_addr, cache=False) as registry:
+        for ttl, interval in ((15.0, 14.0), (1.5, 1.0)):
+            agent_id = f"{unique}-{int(ttl * 10)}"
+            await registry.register_agent(registration(unique, agent_id=agent_id, ttl=ttl), liveness="http")
+            spec = registry._liveness.anchor_of(agent_id)
+            assert isinstance(spec, wire.HttpAlive)
+            assert spec.interval.total_seconds() == interval
+            await registry.deregister_agent(agent_id)
+
+
 async def test_foreign_check_only_lowers_an_http_agent(consul_addr: str, unique: str) -> None:
     """An HTTP-liveness agent is read as having the library's check (discovered, passing), and a check
     someone else adds to it can lower its status but never raise it."""
