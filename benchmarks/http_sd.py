@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, REPORT, iterations=200)
     parser.add_argument("--agents", type=int, default=1000)
     args = parser.parse_args(argv)
-    with _consul_address(args.consul_addr) as addr:
+    with _consul_address(args.consul_addr, dev_mode=False) as addr:
         results = asyncio.run(run(addr, args.iterations, args.agents))
     write_report(
         args.output,
         results,
-        consul=args.consul_addr or "dev agent started by the benchmark",
+        consul=args.consul_addr or "single server (server mode, state on disk) started by the benchmark",
         iterations=args.iterations,
         agents=args.agents,
         note="ours = GET /v1/prometheus/sd over loopback HTTP (cached); bare = GET /v1/agents (cached) or "

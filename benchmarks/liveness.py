@@ -2,15 +2,27 @@
 
 Run with ``python -m benchmarks.liveness [--fleet 100 1000 5000] [--window 10] [--exits 1000]``. It starts a
 single-server Consul with its state on disk (as deployed: a ``-dev`` agent hides the cost, since it writes
-no check state file) and, for each fleet size, interleaved in the same run on the same Consul:
+no check state file) for each design and fleet size, one after the other in the same run, each on a Consul
+of its own:
 
 * ``per_agent_ttl``: today's design before issue 15, one TTL check per agent, each heartbeat one
   ``PUT /v1/agent/check/update`` (``register_agent(liveness="agent")`` + ``heartbeat`` every TTL/3);
 * ``process_anchor``: ``registry.session(..., liveness="process")`` agents: one anchor TTL check per
   process and type, an alias check per agent, heartbeats that write only on change;
 * ``process_http``: ``registry.session(..., liveness="http")`` agents: Consul runs an HTTP check per agent
-  (every TTL/3) against this process's one health server; heartbeats write only on change. This process's
-  CPU includes the health server answering Consul's checks.
+  (every TTL - 1 s) against this process's one health server; heartbeats write only on change. This
+  process's CPU includes the health server answering Consul's checks;
+* ``tcp_check_floor``: no library at all, the floor of any design where Consul runs a check per agent: bare
+  services, each with a Consul TCP check (connect and close, the cheapest check Consul 1.8.7 runs) every
+  TTL - 1 s against one bare asyncio listener of this process.
+
+The anchor design's cost is quadratic on Consul 1.8.7 (every alias check copies all of its Consul agent's
+checks once a minute, and again whenever its anchor's status changes), so the window must hold a whole
+minute: the default is 65 s. The same quadratic cost delays detection: ``anchor_detection_s`` is the time
+from its anchor turning critical (its heartbeats stopped, the check failed by hand) until every agent of
+it is critical, the part of the TTL + 1 s bound left after the anchor's TTL. The anchor design is not run
+at fleet sizes above ``--anchor-max`` (default 1,000): on a 2-core machine its quadratic cost would starve
+every other row.
 
 The catalog verification of every ``verify_every`` heartbeats (one read-only transaction per agent and
 minute, the same in both designs, measured by ``benchmarks.writes``) is off in both: it is not liveness, and
@@ -26,10 +38,12 @@ Writes reports/bench-liveness.json and docs/img/liveness-cost.png.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from unittest import mock
@@ -38,6 +52,7 @@ from benchmarks._proc import cpu_seconds
 from benchmarks._stats import benchmark_parser, write_report
 from consul_agents import AgentRegistration, AgentRegistry, ConsulAgentsError
 from consul_agents import _integrity as integrity
+from consul_agents import _wire as wire
 from consul_agents.dev import ConsulDevServer
 
 REPORT = Path("reports/bench-liveness.json")
@@ -118,6 +133,8 @@ async def _process_anchor(
                 )
         await asyncio.sleep(TTL / 3)
         result = await _measure(registry, pid, n, window)
+        if liveness == "process":
+            result["anchor_detection_s"] = await _anchor_detection(registry, n)
         started = time.monotonic()
         try:
             await stack.aclose()
@@ -125,6 +142,69 @@ async def _process_anchor(
             result["teardown_error"] = str(exc)[:200]
         result["teardown_s"] = round(time.monotonic() - started, 2)
         return result
+
+
+async def _anchor_detection(registry: AgentRegistry, n: int) -> float:
+    """Stop heartbeating every anchor and fail it: the seconds until all ``n`` agents read critical."""
+    anchors = list(registry._liveness._anchors.values())
+    for anchor in anchors:
+        if anchor.task is not None:
+            anchor.task.cancel()
+    await asyncio.gather(*(a.task for a in anchors if a.task is not None), return_exceptions=True)
+    started = time.monotonic()
+    for anchor in anchors:
+        await registry.gateway.put("fail", f"/v1/agent/check/fail/{wire.anchor_check_id(anchor.anchor_id)}")
+    while time.monotonic() - started < 120:
+        checks = await registry.gateway.get(
+            "read",
+            "/v1/agent/checks",
+            params={"filter": 'Status == "critical" and CheckID matches "^alive:"'},
+        )
+        if len(checks.body or {}) >= n:
+            break
+        await asyncio.sleep(0.05)
+    return round(time.monotonic() - started, 2)
+
+
+class _Closer(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+async def _tcp_floor(addr: str, pid: int, n: int, window: float) -> dict[str, Any]:
+    """Bare services with a Consul TCP check each against one listener of this process (no library)."""
+    listener = await asyncio.get_running_loop().create_server(_Closer, "127.0.0.1", 0, backlog=1024)
+    port = listener.sockets[0].getsockname()[1]
+    interval = wire.format_duration(timedelta(seconds=TTL - 1))
+    try:
+        async with AgentRegistry(addr, cache=False, timeout=120) as registry:
+            gateway = registry.gateway
+
+            def body(i: int) -> dict[str, Any]:
+                check = {
+                    "CheckID": f"tcp-{i}",
+                    "Name": "tcp",
+                    "TCP": f"127.0.0.1:{port}",
+                    "Interval": interval,
+                }
+                return {
+                    "ID": f"tcp-{i}",
+                    "Name": "tcp-floor",
+                    "Port": 10000 + i,
+                    "Check": check | {"Timeout": "1s"},
+                }
+
+            register = "/v1/agent/service/register"
+            await _bounded([functools.partial(gateway.put, "register", register, body(i)) for i in range(n)])
+            await asyncio.sleep(TTL)  # every check has run once
+            result = await _measure(registry, pid, n, window)
+            deregister = "/v1/agent/service/deregister/tcp-"
+            await _bounded(
+                [functools.partial(gateway.put, "deregister", f"{deregister}{i}") for i in range(n)]
+            )
+    finally:
+        listener.close()
+    return result
 
 
 async def _settle(registry: AgentRegistry, quiet: float = 2.0, deadline: float = 120.0) -> None:
@@ -145,7 +225,9 @@ async def _measure(registry: AgentRegistry, pid: int, n: int, window: float) -> 
     await _settle(registry)
     consul_s, client_s = await _window(pid, window)
     intervals = n * window / (TTL / 3)
+    failing = await registry.gateway.get("read", "/v1/agent/checks", params={"filter": 'Status != "passing"'})
     return {
+        "not_passing_at_end": len(failing.body or {}),
         "agents": n,
         "window_s": window,
         "consul_cpu_pct": round(100 * consul_s / window, 2),
@@ -197,26 +279,41 @@ async def _mass_exit(addr: str, n: int) -> dict[str, Any]:
     }
 
 
-async def run(fleet: list[int], window: float, exits: int) -> dict[str, Any]:
-    results: dict[str, Any] = {"fleet": []}
+async def _on_fresh_consul(design: Callable[[str, int], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """``design(addr, pid)`` on a Consul server started for it alone: no row inherits another's leftovers
+    (a grown heap, tombstones, syncs in flight). Its idle CPU, measured just before, goes with it."""
     with ConsulDevServer(dev_mode=False) as server:
         server.wait_settled()
         pid = server.pid
         assert pid is not None
-        for n in fleet:
-            idle_consul, _ = await _window(pid, 2.0)
-            row = {
-                "agents": n,
-                "idle_consul_cpu_pct": round(100 * idle_consul / 2.0, 2),
-                "per_agent_ttl": await _per_agent(server.http_addr, pid, n, window),
-                "process_anchor": await _process_anchor(server.http_addr, pid, n, window),
-                "process_http": await _process_anchor(server.http_addr, pid, n, window, "http"),
-            }
-            print(row, flush=True)
-            results["fleet"].append(row)
-        if exits:
+        idle, _ = await _window(pid, 5.0)
+        result = await design(server.http_addr, pid)
+        result["idle_consul_cpu_pct"] = round(100 * idle / 5.0, 2)
+        return result
+
+
+async def run(fleet: list[int], window: float, exits: int, anchor_max: int) -> dict[str, Any]:
+    results: dict[str, Any] = {"fleet": []}
+    for n in fleet:
+        row: dict[str, Any] = {"agents": n}
+        designs: dict[str, Callable[[str, int], Awaitable[dict[str, Any]]]] = {
+            "per_agent_ttl": functools.partial(_per_agent, n=n, window=window),
+            "process_anchor": functools.partial(_process_anchor, n=n, window=window),
+            "process_http": functools.partial(_process_anchor, n=n, window=window, liveness="http"),
+            "tcp_check_floor": functools.partial(_tcp_floor, n=n, window=window),
+        }
+        for name, design in designs.items():
+            if name == "process_anchor" and n > anchor_max:
+                row["process_anchor_skipped"] = f"{n} agents > --anchor-max {anchor_max}: quadratic on Consul"
+                continue
+            row[name] = await _on_fresh_consul(design)
+        print(row, flush=True)
+        results["fleet"].append(row)
+    if exits:
+        with ConsulDevServer(dev_mode=False) as server:
+            server.wait_settled()
             results["mass_exit"] = await _mass_exit(server.http_addr, exits)
-            print(results["mass_exit"], flush=True)
+        print(results["mass_exit"], flush=True)
     return results
 
 
@@ -226,7 +323,6 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = [row["agents"] for row in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric, title in (
         (axes[0], "consul_cpu_pct", "Consul CPU (% of a core)"),
@@ -236,8 +332,10 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
             ("per_agent_ttl", "one TTL per agent (default)"),
             ("process_anchor", 'anchor + alias (liveness="process")'),
             ("process_http", 'Consul-run HTTP checks (liveness="http")'),
+            ("tcp_check_floor", "floor: a bare Consul TCP check per agent"),
         ):
-            ax.plot(sizes, [row[design][metric] for row in rows], marker="o", label=label)
+            points = [(row["agents"], row[design][metric]) for row in rows if design in row]
+            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
         ax.set_xscale("log")
         ax.set_xlabel("agents heartbeating (TTL 15 s, one process)")
         ax.set_title(title)
@@ -252,11 +350,14 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main() -> None:
     parser = benchmark_parser(__doc__ or "", REPORT, consul_addr=False, iterations=None)
     parser.add_argument("--fleet", type=int, nargs="+", default=[100, 1000, 5000])
-    parser.add_argument("--window", type=float, default=10.0, help="seconds measured per design and size")
+    parser.add_argument(
+        "--window", type=float, default=65.0, help="seconds measured per design and size (a minute or more)"
+    )
+    parser.add_argument("--anchor-max", type=int, default=1000, help="largest fleet the anchor design runs")
     parser.add_argument("--exits", type=int, default=1000, help="sessions exiting at once (0: skip)")
     parser.add_argument("--plot", type=Path, default=PLOT)
     args = parser.parse_args()
-    results = asyncio.run(run(args.fleet, args.window, args.exits))
+    results = asyncio.run(run(args.fleet, args.window, args.exits, args.anchor_max))
     write_report(args.output, results, consul="1.8.7 server mode, data dir", ttl_s=TTL)
     _plot(results["fleet"], args.plot)
 

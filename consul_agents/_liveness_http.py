@@ -7,9 +7,9 @@ called from ``updateTTLCheck`` alone): an HTTP check whose status and output do 
 file, no Raft entry and no anti-entropy sync.
 
 Cost, measured on Consul 1.8.7 (why it is opt-in, see reports/bench-liveness.json): Consul's ``CheckHTTP``
-disables keep-alives, so every run is a new TCP connection and an HTTP exchange on both sides; at 1,000
-agents it cost Consul about 0.4x and the client about 0.8x of one TTL per agent, short of issue 15's targets
-(0.1x and 0.5x). A check that fails once is critical at once (no grace of missed beats as with a TTL).
+disables keep-alives, so every run is a new TCP connection and an HTTP exchange on both sides, about as much
+Consul CPU as a TTL update. What saves is the interval: a TTL must be reset several times per TTL to survive
+a late heartbeat, while a check Consul runs itself needs to run only once per TTL to keep the bound.
 
 With ``liveness="http"``:
 
@@ -17,9 +17,10 @@ With ``liveness="http"``:
   the address this host reaches Consul from), on a free port, serving
   ``GET /consul-agents/health/<agent id>``: 200 with a constant body for an agent this process keeps alive,
   404 for any other. The body never changes, so neither does the check's output;
-* each agent carries a Consul HTTP check ``alive:<id>`` of that URL, every third of its TTL (at least one
-  second, Consul's minimum), with a one-second timeout. When the process dies, the next run finds the port
-  closed and the agent turns critical: within TTL/3 + 1 s, inside the TTL + 1 s bound;
+* each agent carries a Consul HTTP check ``alive:<id>`` of that URL, every TTL minus its one-second timeout
+  (at least one second, Consul's minimum). When the process dies, the next run finds the port closed and
+  the agent turns critical at once; when it hangs, the next run times out: critical within the TTL either
+  way, inside the TTL + 1 s bound;
 * each agent keeps its own check ``service:<id>``, a TTL of a year that the client sets only when the
   agent's status changes (as with ``"process"``): one agent fails alone, at once, its siblings untouched,
   and the status rules of _wire_read hold unchanged.

@@ -7,6 +7,7 @@ Against the session's real Consul: what a steady fleet of sessions sends, detect
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from contextlib import AsyncExitStack
@@ -17,6 +18,7 @@ from liveness_support import all_beat, fails_alone, sigkill_detection, statuses
 from support import eventually, registration
 
 from consul_agents import AgentRegistry
+from consul_agents import _liveness as liveness
 from consul_agents import _wire as wire
 from consul_agents.dev import ConsulDevServer
 
@@ -119,3 +121,20 @@ async def test_mass_exit_deregisters_every_agent(consul_addr: str, unique: str, 
         left = [s["ID"] for s in services.values() if unique in s["Service"]]
         assert left == []
         assert elapsed < 30
+
+
+async def test_warns_once_past_the_quadratic_threshold(
+    consul_addr: str, unique: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client whose anchored agents pass the threshold where the alias checks' quadratic cost delays
+    detection logs one warning naming it and the linear alternative, not one per agent."""
+    monkeypatch.setattr(liveness, "QUADRATIC_WARNING", 2)
+    async with AgentRegistry(consul_addr, cache=False) as registry:
+        with caplog.at_level(logging.WARNING, logger="consul_agents.liveness"):
+            for i in range(5):
+                agent_id = f"{unique}-{i}"
+                await registry.register_agent(registration(unique, agent_id=agent_id), liveness="process")
+        warnings = [r.getMessage() for r in caplog.records if "more than 2 agents" in r.getMessage()]
+        assert len(warnings) == 1 and 'liveness="http"' in warnings[0]
+        for i in range(5):
+            await registry.deregister_agent(f"{unique}-{i}")
