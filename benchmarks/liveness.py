@@ -1,9 +1,9 @@
 """Liveness benchmark: what heartbeating agents cost Consul and the client, per design, side by side.
 
-Run with ``python -m benchmarks.liveness [--fleet 100 1000 5000] [--window 10] [--exits 1000]``. It starts a
-single-server Consul with its state on disk (as deployed: a ``-dev`` agent hides the cost, since it writes
-no check state file) for each design and fleet size, one after the other in the same run, each on a Consul
-of its own:
+Run with ``python -m benchmarks.liveness [--fleet 100 300 1000 5000] [--window 65] [--exits 1000]``. It
+starts a single-server Consul with its state on disk (as deployed: a ``-dev`` agent hides the cost, since
+it writes no check state file) for each design and fleet size, one after the other in the same run, each on
+a Consul of its own:
 
 * ``per_agent_ttl``: today's design before issue 15, one TTL check per agent, each heartbeat one
   ``PUT /v1/agent/check/update`` (``register_agent(liveness="agent")`` + ``heartbeat`` every TTL/3);
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -323,7 +324,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))
     for ax, metric, title in (
         (axes[0], "consul_cpu_pct", "Consul CPU (% of a core)"),
         (axes[1], "client_cpu_pct", "client CPU (% of a core)"),
@@ -334,29 +335,45 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
             ("process_http", 'Consul-run HTTP checks (liveness="http")'),
             ("tcp_check_floor", "floor: a bare Consul TCP check per agent"),
         ):
-            points = [(row["agents"], row[design][metric]) for row in rows if design in row]
-            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
+            points = [(row["agents"], row[design]) for row in rows if design in row]
+            line = ax.plot([x for x, _ in points], [r[metric] for _, r in points], marker="o", label=label)
+            for x, r in points:
+                if r.get("not_passing_at_end"):  # the design did not keep up: say so on the point
+                    ax.annotate(
+                        f"{r['not_passing_at_end']} checks critical",
+                        (x, r[metric]),
+                        textcoords="offset points",
+                        xytext=(-10, -14),
+                        ha="right",
+                        fontsize=8,
+                        color=line[0].get_color(),
+                    )
         ax.set_xscale("log")
         ax.set_xlabel("agents heartbeating (TTL 15 s, one process)")
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
-        ax.legend()
     fig.suptitle("Heartbeat cost on a server-mode Consul 1.8.7 with a data dir")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
 
 
 def main() -> None:
     parser = benchmark_parser(__doc__ or "", REPORT, consul_addr=False, iterations=None)
-    parser.add_argument("--fleet", type=int, nargs="+", default=[100, 1000, 5000])
+    parser.add_argument("--fleet", type=int, nargs="+", default=[100, 300, 1000, 5000])
     parser.add_argument(
         "--window", type=float, default=65.0, help="seconds measured per design and size (a minute or more)"
     )
     parser.add_argument("--anchor-max", type=int, default=1000, help="largest fleet the anchor design runs")
     parser.add_argument("--exits", type=int, default=1000, help="sessions exiting at once (0: skip)")
     parser.add_argument("--plot", type=Path, default=PLOT)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from the report")
     args = parser.parse_args()
+    if args.plot_only:
+        _plot(json.loads(args.output.read_text())["results"]["fleet"], args.plot)
+        return
     results = asyncio.run(run(args.fleet, args.window, args.exits, args.anchor_max))
     write_report(args.output, results, consul="1.8.7 server mode, data dir", ttl_s=TTL)
     _plot(results["fleet"], args.plot)

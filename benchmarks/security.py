@@ -92,8 +92,8 @@ async def run(server: ConsulDevServer, master: str, ca: str, iterations: int) ->
     async with AgentRegistry(server.http_addr, tokens["planner-registrar"]) as registrar:
         await asyncio.gather(*(registrar.register_agent(_registration("planner", i)) for i in range(100)))
         async with (
-            AgentRegistry(server.http_addr, tokens["planner-discoverer"]) as scoped,
-            AgentRegistry(server.http_addr, master) as management,
+            AgentRegistry(server.http_addr, tokens["planner-discoverer"], cache=False) as scoped,
+            AgentRegistry(server.http_addr, master, cache=False) as management,
         ):
             request = DiscoveryRequest(agent_type="planner")
             assert len(await scoped.discover_agents(request)) == 100
@@ -109,8 +109,8 @@ async def run(server: ConsulDevServer, master: str, ca: str, iterations: int) ->
 
         reader, writer = tokens["planner-discoverer"], tokens["planner-registrar"]
         async with (
-            AgentRegistry(https, reader, ca_cert=ca) as reader_tls,
-            AgentRegistry(server.http_addr, reader) as reader_plain,
+            AgentRegistry(https, reader, ca_cert=ca, cache=False) as reader_tls,
+            AgentRegistry(server.http_addr, reader, cache=False) as reader_plain,
             AgentRegistry(https, writer, ca_cert=ca) as writer_tls,
         ):
             request = DiscoveryRequest(agent_type="planner", capabilities=["plan"], max_load=0.5)

@@ -1,8 +1,8 @@
 """Process liveness: one TTL check per process and agent type, an alias check per agent.
 
 Why: a server-mode Consul rewrites a TTL check's state file (``checks/state/<check>``) on every update,
-4 to 5 ms of its CPU, whoever sends it and whether or not the status changed. One TTL check per agent, at
-a third of the TTL, made 1,000 agents cost that Consul a third of a core to a core. Here the agents a
+1.0 to 1.4 ms of its CPU here, whoever sends it and whether or not the status changed. One TTL check per
+agent, at a third of the TTL, made 1,000 agents cost that Consul a fifth of a core. Here the agents a
 process registers with ``liveness="process"`` cost one TTL update per interval in all
 (see reports/bench-liveness.json):
 
@@ -22,10 +22,12 @@ deregister some agent lets its anchor expire instead, and Consul reaps an anchor
 agents (its DeregisterCriticalServiceAfter is theirs plus two minutes). A new anchor gets a new ID, so an
 expired one is never revived with its critical status.
 
-Cost, measured on Consul 1.8.7 (why it is opt-in): each alias check re-reads all of its Consul agent's
-checks once a minute, so the Consul agent's CPU grows with the square of the aliased agents (11% of a core
-at 1,000 against 32% with one TTL per agent; 0.3% against 1.8% at 100), and 1,000 anchored sessions
-exiting at once lost 682 deregistrations to timeouts where one TTL per agent lost none.
+Cost, measured on Consul 1.8.7 (why it is opt-in; ``python -m benchmarks.liveness``): each alias check
+copies all of its Consul agent's checks once a minute, and again whenever its anchor's status changes, so
+the Consul agent's CPU grows with the square of the aliased agents: a fifth of one TTL per agent at 100 and
+300 agents, half of it at 1,000. The same copies delay detection: every alias of an expired anchor is
+critical 0.1 s after it at 100 agents, 0.35 s at 300 and 3.3 s at 1,000, past the TTL + 1 s bound (hence
+the warning past :data:`QUADRATIC_WARNING` agents; ``liveness="http"`` costs Consul linearly).
 
 ACLs: the registrar of a type may write ``consul-agents-liveness-<type>`` (see _acl_rules); a registrar of
 another type can neither register, overwrite, heartbeat nor deregister it, and the alias checks that count
