@@ -19,7 +19,7 @@ from consul_agents import AgentRegistry, AgentStatus, DiscoveryRequest, InvalidA
 from consul_agents import _wire as wire
 from consul_agents.dev import ConsulDevServer
 
-TTL = 3.0  # checks every second, Consul's minimum interval
+TTL = 3.0  # Consul checks every TTL - 1 s = 2 s
 
 
 async def _checks(registry: AgentRegistry, agent_id: str) -> dict[str, dict[str, Any]]:
