@@ -104,10 +104,10 @@ def write_report(path: Path, results: dict[str, Any], **context: Any) -> None:
 
 
 @contextmanager
-def consul_address(addr: str | None, *, dev_mode: bool = True) -> Iterator[str]:
+def consul_address(addr: str | None, *, dev_mode: bool = False) -> Iterator[str]:
     """``addr`` itself, or the address of an agent started (and past its warm-up) for the benchmark: a
-    ``-dev`` agent, or with ``dev_mode=False`` a single server as Consul is deployed (its state on disk,
-    and its answers written compact, where a ``-dev`` agent indents every answer)."""
+    single server as Consul is deployed (its state on disk, and its answers written compact, where a
+    ``-dev`` agent indents every answer), or with ``dev_mode`` a ``-dev`` agent, for a contrast row."""
     if addr is not None:
         yield addr
         return
@@ -136,8 +136,8 @@ def run_on_consul(
     dev_mode: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``run(addr, iterations)`` against ``--consul-addr`` or a Consul started for it: a single server as
-    Consul is deployed (state on disk: a TTL update rewrites a file there, 4 to 5 ms of Consul's CPU where a
-    ``-dev`` agent spends 0.3 ms), or with ``dev_mode`` a ``-dev`` agent; its results, and the report's
+    Consul is deployed (state on disk: a TTL update rewrites a file there, 1.0 to 1.4 ms of Consul's CPU
+    here, see benchmarks.liveness), or with ``dev_mode`` a ``-dev`` agent; its results, and the report's
     context saying which Consul and how many iterations."""
     with consul_address(args.consul_addr, dev_mode=dev_mode) as addr:
         results = asyncio.run(run(addr, args.iterations))

@@ -16,7 +16,6 @@ recording the load average before and after each section, and writes reports/ben
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,9 @@ from typing import Any
 from benchmarks._stats import (
     benchmark_parser,
     compare,
-    consul_address,
     load_average,
     print_results,
+    run_on_consul,
     summary,
     write_report,
 )
@@ -158,11 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, default=200, help="agents per round of the register section")
     parser.add_argument("--rounds", type=int, default=6, help="rounds of the register section")
     args = parser.parse_args(argv)
-    with consul_address(args.consul_addr, dev_mode=False) as addr:
-        results = asyncio.run(run(addr, args.agents, args.rounds, args.iterations))
+    results, context = run_on_consul(
+        args, lambda addr, iterations: run(addr, args.agents, args.rounds, iterations)
+    )
     print_results(results)
-    where = args.consul_addr or "single server (dev_mode=False) started by the benchmark"
-    write_report(args.output, results, consul=where, iterations=args.iterations, agents=args.agents)
+    write_report(args.output, results, **context, agents=args.agents)
     return 0
 
 

@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         consul_address(args.consul_addr, dev_mode=False) as addr,
         contextlib.ExitStack() as stack,
     ):
-        dev_addr = None if args.consul_addr else stack.enter_context(consul_address(None))
+        dev_addr = None if args.consul_addr else stack.enter_context(consul_address(None, dev_mode=True))
         results = asyncio.run(run(addr, dev_addr))
     results["evenness"] = _evenness()
     at_1000 = results["discover"]["discover_1000_filtered"]

@@ -62,12 +62,15 @@ BLOCKS = 20
 
 
 async def _pair(
-    ours: Callable[[], Awaitable[Any]], floor: Callable[[], Awaitable[Any]], rounds: int
+    ours: Callable[[], Awaitable[Any]],
+    floor: Callable[[], Awaitable[Any]],
+    rounds: int,
+    blocks: int = BLOCKS,
 ) -> dict[str, Any]:
-    """Medians of ``ours`` and ``floor`` timed in alternating blocks, and their ratio."""
+    """Medians of ``ours`` and ``floor`` timed in ``blocks`` alternating blocks, and their ratio."""
     ours_s: list[float] = []
     floor_s: list[float] = []
-    for _ in range(BLOCKS):
+    for _ in range(blocks):
         # A call answered from memory never yields to the event loop: let the watches' reads in between
         # blocks, as any program doing I/O does (a loop starved for a minute makes every answer stale).
         await asyncio.sleep(0)

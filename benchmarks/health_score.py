@@ -32,8 +32,9 @@ from typing import Any
 import aiohttp
 
 from benchmarks._stats import benchmark_parser, consul_address, load_average, write_report
-from benchmarks.client import _timed, _us
+from benchmarks.client import _us
 from benchmarks.core import _fill
+from benchmarks.floor import _pair as floor_pair
 from consul_agents import AgentInfo, AgentRegistry, AgentStatus, DiscoveryRequest, SelectionCriteria
 from consul_agents._cache import ServiceView
 from consul_agents._health_score import HealthHistory
@@ -66,16 +67,8 @@ def _pair_sync(ours: Callable[[], Any], floor: Callable[[], Any], rounds: int) -
     return {"ours": a, "floor": b, "ratio_median": round(a["median_us"] / b["median_us"], 2)}
 
 
-async def _pair(
-    ours: Callable[[], Awaitable[Any]], floor: Callable[[], Awaitable[Any]], rounds: int
-) -> dict[str, Any]:
-    ours_s: list[float] = []
-    floor_s: list[float] = []
-    for _ in range(BLOCKS):
-        ours_s += await _timed(ours, rounds)
-        floor_s += await _timed(floor, rounds)
-    a, b = _us(ours_s), _us(floor_s)
-    return {"ours": a, "floor": b, "ratio_median": round(a["median_us"] / b["median_us"], 2)}
+#: Medians of ours and the floor in alternating blocks (benchmarks.floor), with this benchmark's block count.
+_pair = partial(floor_pair, blocks=BLOCKS)
 
 
 def _flapped(infos: list[AgentInfo], count: int) -> HealthHistory:

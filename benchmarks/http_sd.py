@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, REPORT, iterations=200)
     parser.add_argument("--agents", type=int, default=1000)
     args = parser.parse_args(argv)
-    with _consul_address(args.consul_addr, dev_mode=False) as addr:
+    with _consul_address(args.consul_addr) as addr:
         results = asyncio.run(run(addr, args.iterations, args.agents))
     write_report(
         args.output,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from benchmarks._stats import benchmark_parser, compare, consul_address, print_results, write_report
+from benchmarks._stats import benchmark_parser, compare, print_results, run_on_consul, write_report
 from consul_agents import AgentRegistration, AgentRegistry
 from consul_agents import _integrity as integrity
 from consul_agents import _wire as wire
@@ -96,11 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__ or "", REPORT)
     parser.add_argument("--agents", type=int, default=1000, help="agents of another type in the catalog")
     args = parser.parse_args(argv)
-    with consul_address(args.consul_addr, dev_mode=False) as addr:
-        results = asyncio.run(run(addr, args.iterations, args.agents))
+    results, context = run_on_consul(args, lambda addr, iterations: run(addr, iterations, args.agents))
     print_results(results)
-    where = args.consul_addr or "single server (dev_mode=False) started by the benchmark"
-    write_report(args.output, results, consul=where, iterations=args.iterations, agents=args.agents)
+    write_report(args.output, results, **context, agents=args.agents)
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from consul_agents import AgentRegistry
 from consul_agents.api import create_app
+from consul_agents.cluster import ConsulCluster
 from consul_agents.dev import ConsulDevServer
 
 EXTERNAL_ADDR_VAR = "CONSUL_AGENTS_TEST_ADDR"
@@ -37,6 +39,17 @@ def skip_if_external() -> None:
     existing Consul."""
     if _external_addr():
         pytest.skip(f"{EXTERNAL_ADDR_VAR} is set: tests that start or control Consul processes are skipped")
+
+
+@contextmanager
+def throwaway_cluster() -> Iterator[ConsulCluster]:
+    """A 3-server cluster with a client agent for one test module, killed at the end rather than left
+    gracefully (which took about 6 s for the four agents); skipped against an existing Consul."""
+    skip_if_external()
+    with ConsulCluster() as started:
+        yield started
+        for agent in [*([started.client] if started.client else []), *started.servers]:
+            agent.kill()
 
 
 @pytest.fixture(scope="session")

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Literal
 
-from support import eventually, stop_process
+from support import eventually, registration, stop_process
 from test_dns import srv
 
-from consul_agents import AgentRegistry, AgentStatus
+from consul_agents import AgentRegistry, AgentSession, AgentStatus
 from consul_agents import _wire as wire
 from consul_agents.dev import ConsulDevServer
 from consul_agents.dns import service_dns_name
@@ -31,6 +32,21 @@ async def statuses(registry: AgentRegistry, agent_type: str) -> dict[str, str]:
 
 async def all_beat(sessions: list[Any], beats: int) -> bool:
     return all(s.heartbeats >= beats for s in sessions)
+
+
+@asynccontextmanager
+async def two_sessions(
+    registry: AgentRegistry, agent_type: str, ttl: float, liveness: Literal["process", "http"]
+) -> AsyncIterator[AgentSession]:
+    """Sessions ``<agent_type>-a`` (yielded, the one :func:`fails_alone` fails) and ``<agent_type>-b`` of
+    one process, both with ``liveness``."""
+    first = registration(agent_type, agent_id=f"{agent_type}-a", ttl=ttl)
+    second = registration(agent_type, agent_id=f"{agent_type}-b", ttl=ttl)
+    async with (
+        registry.session(first, liveness=liveness) as failing,
+        registry.session(second, liveness=liveness),
+    ):
+        yield failing
 
 
 async def fails_alone(registry: AgentRegistry, failing: Any, agent_type: str, ttl: float) -> float:

@@ -22,7 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import skip_if_external
+from conftest import throwaway_cluster
 from support import consul_get, eventually
 
 from consul_agents import AgentRegistration, AgentRegistry
@@ -43,11 +43,8 @@ def _consul(*args: str) -> str:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ConsulCluster]:
     """A 3-server cluster with a client agent, for this module only (its servers get wiped)."""
-    skip_if_external()
-    with ConsulCluster() as started:
+    with throwaway_cluster() as started:
         yield started
-        for agent in [*([started.client] if started.client else []), *started.servers]:
-            agent.kill()
 
 
 def _registration(unique: str, i: int) -> AgentRegistration:

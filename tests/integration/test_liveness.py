@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
-from liveness_support import all_beat, fails_alone, sigkill_detection, statuses
+from liveness_support import all_beat, fails_alone, sigkill_detection, statuses, two_sessions
 from support import eventually, registration
 
 from consul_agents import AgentRegistry
@@ -52,12 +52,7 @@ async def test_one_agent_fails_alone_within_the_bound(consul_addr: str, unique: 
     """A session set critical is critical within TTL + 1 s while its sibling in the process stays passing,
     and passing again once it recovers."""
     async with AgentRegistry(consul_addr, cache=False) as registry:
-        first = registration(unique, agent_id=f"{unique}-a", ttl=TTL)
-        second = registration(unique, agent_id=f"{unique}-b", ttl=TTL)
-        async with (
-            registry.session(first, liveness="process") as failing,
-            registry.session(second, liveness="process"),
-        ):
+        async with two_sessions(registry, unique, TTL, "process") as failing:
             elapsed = await fails_alone(registry, failing, unique, TTL)
         assert elapsed <= TTL + 1
 

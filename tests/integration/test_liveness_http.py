@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from liveness_support import all_beat, fails_alone, sigkill_detection, statuses
+from liveness_support import all_beat, fails_alone, sigkill_detection, statuses, two_sessions
 from support import eventually, registration
 
 from consul_agents import AgentRegistry, AgentStatus, DiscoveryRequest, InvalidAgentError
@@ -92,12 +92,7 @@ async def test_one_agent_fails_alone_and_recovers(consul_addr: str, unique: str)
     """A session set critical is critical within TTL + 1 s while its sibling stays passing (by its HTTP
     check alone), and passing again once it recovers."""
     async with AgentRegistry(consul_addr, cache=False) as registry:
-        first = registration(unique, agent_id=f"{unique}-a", ttl=TTL)
-        second = registration(unique, agent_id=f"{unique}-b", ttl=TTL)
-        async with (
-            registry.session(first, liveness="http") as failing,
-            registry.session(second, liveness="http"),
-        ):
+        async with two_sessions(registry, unique, TTL, "http") as failing:
             assert (await _checks(registry, f"{unique}-b"))[wire.alias_check_id(f"{unique}-b")][
                 "Type"
             ] == "http"

@@ -3,12 +3,11 @@ another type's registrar can neither remove nor fail those checks (against a rea
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from acl_support import acl_consul, gateway, master_token, provision_tokens
+from acl_support import acl_consul, gateway, master_token, token_secrets
 from support import eventually, registration
 
 from consul_agents import AgentRegistry, AgentStatus, PermissionDeniedError
@@ -29,8 +28,7 @@ def server() -> Iterator[ConsulDevServer]:
 
 @pytest.fixture(scope="module")
 def tokens(server: ConsulDevServer) -> dict[str, str]:
-    made = asyncio.run(provision_tokens(server.http_addr, master_token(server), *SPECS))
-    return {name: token.secret_id for name, token in made.items()}
+    return token_secrets(server, *SPECS)
 
 
 async def _checks(server: ConsulDevServer, agent_id: str) -> dict[str, dict[str, Any]]:
