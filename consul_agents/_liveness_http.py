@@ -39,6 +39,7 @@ from aiohttp import web
 
 from consul_agents import _wire as wire
 from consul_agents._models import AgentRegistration
+from consul_agents._server_log import server_log
 from consul_agents._settings import ConsulSettings
 
 __all__ = ["HEALTH_PATH", "HttpLiveness"]
@@ -51,6 +52,10 @@ _MIN_INTERVAL = timedelta(seconds=1)  # Consul clamps shorter check intervals to
 #: How long Consul waits for an answer (the check's Timeout): a hung process is critical this long after
 #: the first run that finds it hung.
 _TIMEOUT = timedelta(seconds=1)
+
+
+#: aiohttp's logger for the health server: malformed requests from other local processes stay quiet.
+_SERVER_LOG = server_log(log.name)
 
 
 def _bind_host(settings: ConsulSettings) -> str:
@@ -131,7 +136,7 @@ class HttpLiveness:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_get(HEALTH_PATH + "{agent_id}", self._health)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=_SERVER_LOG)
         await runner.setup()
         host = _bind_host(self._settings)
         site = web.TCPSite(runner, host, 0, backlog=1024, reuse_address=True)

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from consul_agents._cards import CardVerifier
 from consul_agents._errors import InvalidAgentError
+from consul_agents._server_log import server_log
 from consul_agents.api import create_app
 from consul_agents.cli._common import EXIT_OK, add_connection_flags, stop_on_signals
 
@@ -70,7 +71,7 @@ async def _serve(args: argparse.Namespace, verifier: CardVerifier | None, requir
         card_verifier=verifier,
         require_signed_cards=require_signed,
     )
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, logger=server_log("consul_agents.api"))
     await runner.setup()
     try:
         host, port = args.listen

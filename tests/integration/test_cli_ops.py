@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import subprocess
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -118,3 +120,25 @@ def test_watch_against_unreachable_consul_exits_unavailable(unused_tcp_port: int
     done = cli("watch", "-http-addr", f"http://127.0.0.1:{unused_tcp_port}", "--timeout", "5")
     assert done.returncode == 5
     assert done.stderr.count("\n") == 1 and "unreachable" in done.stderr
+
+
+def test_serve_answers_a_malformed_request_400_without_a_traceback(consul_addr: str) -> None:
+    """A client sending `consul-agents serve` a request line over 8 KiB gets a 400; serve's output holds no
+    traceback and no error line for it, and serve goes on answering."""
+    command = [*CLI, "serve", "--listen", "127.0.0.1:0", "-http-addr", consul_addr]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith("serving on "), line
+            host, port = line.split()[-1].split("//")[1].rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=10) as conn:
+                conn.sendall(b"GET /v1/" + b"x" * 10_000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+                answer = conn.makefile("rb").readline()
+            assert answer.split(b" ", 2)[1] == b"400", answer
+            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=10) as still:
+                assert still.status in (200, 503)
+        finally:
+            proc.terminate()
+        _, errors = proc.communicate(timeout=30)
+    assert "Traceback" not in errors and "Error handling request" not in errors, errors[-2000:]

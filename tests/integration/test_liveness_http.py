@@ -6,6 +6,8 @@ no index, detection when the process dies (SIGKILL) and when one agent fails alo
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import Counter
 from contextlib import AsyncExitStack
 from typing import Any
@@ -205,3 +207,46 @@ async def test_unknown_liveness_is_refused(consul_addr: str, unique: str) -> Non
         with pytest.raises(InvalidAgentError, match="liveness"):
             await registry.register_agent(registration(unique, agent_id=f"{unique}-a"), liveness="htp")  # type: ignore[arg-type]
         assert await _checks(registry, f"{unique}-a") == {}
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /consul-agents/health/"
+        + b"x" * 10_000
+        + b" HTTP/1.1\r\nHost: a\r\n\r\n",  # request line > 8 KiB
+        b"GET /consul-agents/health/a HTTP/1.1\r\nHost: a\r\nX: "
+        + b"y" * 10_000
+        + b"\r\n\r\n",  # header > 8 KiB
+        b"GET /consul-agents/health/a HTTP/1.1\r\nno colon here\r\n\r\n",  # a header without a name
+        b"GET /consul-agents/health/a HTTP/9.9\r\n\r\n",  # a version that does not exist
+    ],
+    ids=["long-line", "long-header", "broken-header", "bad-version"],
+)
+async def test_malformed_request_is_a_400_and_no_traceback(
+    consul_addr: str, unique: str, caplog: pytest.LogCaptureFixture, request_head: bytes
+) -> None:
+    """Any local process can send the health server a malformed request: it gets a 400, the log gets at
+    most one debug line naming the problem (no ERROR, no traceback), and the server goes on answering."""
+    agent_id = f"{unique}-a"
+    async with AgentRegistry(consul_addr, cache=False) as registry:
+        await registry.register_agent(registration(unique, agent_id=agent_id, ttl=TTL), liveness="http")
+        spec = registry._liveness.anchor_of(agent_id)
+        assert isinstance(spec, wire.HttpAlive)
+        host, port = spec.url.split("//")[1].split("/")[0].rsplit(":", 1)
+        with caplog.at_level(logging.DEBUG):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(request_head)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+        assert answer.split(b" ", 2)[1] == b"400", answer[:80]
+        loud = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+        assert loud == [], [(r.name, r.levelname, r.getMessage()[:80]) for r in loud]
+        assert any(
+            "malformed request answered 400" in r.getMessage() and r.name == "consul_agents.liveness.server"
+            for r in caplog.records
+        )
+        async with aiohttp.ClientSession() as http, http.get(spec.url) as still:
+            assert still.status == 200
+        await registry.deregister_agent(agent_id)
